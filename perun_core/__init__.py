@@ -1,0 +1,86 @@
+"""perun-py: blockchain-agnostic state channels.
+
+Quick start (two parties on the simulated chain, in one process)::
+
+    from perun_core import Client, LedgerChannelProposal, load_plugins
+    from perun_core.channel import Allocation
+
+    plugins = load_plugins()
+    backend = plugins.chain("sim").from_config({})
+    bus = plugins.bus("local")()
+    alice_acct, bob_acct = backend.wallet().new_account(), backend.wallet().new_account()
+    alice = Client(account=alice_acct, backend=backend, bus=bus,
+                   funder=backend.funder(alice_acct), adjudicator=backend.adjudicator(alice_acct))
+    ...
+    async with alice, bob:
+        bob.on_proposal(lambda proposal, responder: responder.accept())
+        ch = await alice.propose_channel(LedgerChannelProposal(
+            peer=bob.address, allocation=Allocation(assets, [[100, 100]])))
+        await ch.send(5)
+        await ch.settle()
+
+The README and ``docs/`` hold the full guide; ``perun demo`` runs a complete example.
+"""
+
+from perun_core.client import (
+    Channel,
+    Client,
+    ClientConfig,
+    LedgerChannelProposal,
+    ProposalInfo,
+    ProposalResponder,
+    UpdateResponder,
+)
+from perun_core.errors import (
+    ChainError,
+    ChannelClosedError,
+    ChannelFundingError,
+    FundingTimeoutError,
+    InvalidStateError,
+    InvalidTransitionError,
+    InvalidUpdateError,
+    NotSupportedError,
+    PeerRejectedError,
+    PerunError,
+    PluginError,
+    PluginNotFoundError,
+    ProtocolError,
+    RequestTimedOutError,
+    SignatureError,
+    UpdateConflictError,
+)
+from perun_core.hookspecs import hookimpl
+from perun_core.plugins import Plugins, load_plugins
+
+__version__ = "0.1.0"
+
+
+__all__ = [
+    "ChainError",
+    "Channel",
+    "ChannelClosedError",
+    "ChannelFundingError",
+    "Client",
+    "ClientConfig",
+    "FundingTimeoutError",
+    "InvalidStateError",
+    "InvalidTransitionError",
+    "InvalidUpdateError",
+    "LedgerChannelProposal",
+    "NotSupportedError",
+    "PeerRejectedError",
+    "PerunError",
+    "PluginError",
+    "PluginNotFoundError",
+    "Plugins",
+    "ProposalInfo",
+    "ProposalResponder",
+    "ProtocolError",
+    "RequestTimedOutError",
+    "SignatureError",
+    "UpdateConflictError",
+    "UpdateResponder",
+    "__version__",
+    "hookimpl",
+    "load_plugins",
+]

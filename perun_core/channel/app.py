@@ -1,0 +1,88 @@
+"""Apps: rules that constrain channel transitions (PROTOCOL.md §1.4).
+
+A channel without an app (``params.app is None``) accepts every transition that passes the
+generic update rules. An app adds a rule checked off-chain on every update (and, for backends
+with on-chain apps, in ``progress``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+from perun_core.errors import AppTransitionError, InvalidAppDataError, PluginConflictError
+
+if TYPE_CHECKING:
+    from perun_core.channel.params import Params
+    from perun_core.channel.state import State
+
+
+class App(ABC):
+    """A channel app identified by its AppID.
+
+    Implementations raise :class:`AppTransitionError` (with a reason) to refuse.
+    """
+
+    #: the AppID this app is registered under
+    app_id: bytes
+
+    def valid_init(self, params: Params, state: State) -> None:  # noqa: B027 - optional hook
+        """Check the initial state; the default accepts every initial state."""
+
+    @abstractmethod
+    def valid_transition(self, params: Params, frm: State, to: State, actor_idx: int) -> None:
+        """Check the transition ``frm -> to`` proposed by participant ``actor_idx``."""
+
+    def decode_data(self, data: bytes) -> object:
+        """Decode the app's data bytes (raise :class:`InvalidAppDataError` if malformed)."""
+        return data
+
+
+class PaymentApp(App):
+    """The payment rule: the actor's balances may not grow, nobody else's may shrink."""
+
+    def __init__(self, app_id: bytes) -> None:
+        self.app_id = app_id
+
+    def decode_data(self, data: bytes) -> object:
+        if data:
+            raise InvalidAppDataError("the payment app carries no data")
+        return None
+
+    def valid_transition(self, params: Params, frm: State, to: State, actor_idx: int) -> None:
+        old_rows, new_rows = frm.allocation.balances, to.allocation.balances
+        for a, (old, new) in enumerate(zip(old_rows, new_rows, strict=True)):
+            for p, (o, n) in enumerate(zip(old, new, strict=True)):
+                if p == actor_idx and n > o:
+                    raise AppTransitionError(
+                        f"payment app: actor {p} may not increase its balance of asset {a}",
+                        channel_id=to.channel_id,
+                        version=to.version,
+                    )
+                if p != actor_idx and n < o:
+                    raise AppTransitionError(
+                        f"payment app: participant {p}'s balance of asset {a} may not decrease",
+                        channel_id=to.channel_id,
+                        version=to.version,
+                    )
+
+
+class AppRegistry:
+    """Maps AppIDs to apps. One per client; plugins and users register their apps."""
+
+    def __init__(self) -> None:
+        self._apps: dict[bytes, App] = {}
+
+    def register(self, app: App) -> None:
+        """Add an app (``PluginConflictError`` if another app has the same AppID)."""
+        existing = self._apps.get(app.app_id)
+        if existing is not None and existing is not app:
+            raise PluginConflictError(f"an app with AppID 0x{app.app_id.hex()} is registered")
+        self._apps[app.app_id] = app
+
+    def get(self, app_id: bytes) -> App | None:
+        """The app registered for ``app_id``, or ``None``."""
+        return self._apps.get(app_id)
+
+    def __contains__(self, app_id: object) -> bool:
+        return app_id in self._apps

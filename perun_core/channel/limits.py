@@ -1,0 +1,16 @@
+"""Constants and limits of the data model (PROTOCOL.md §0)."""
+
+from __future__ import annotations
+
+MAX_PARTICIPANTS = 1024
+MAX_ASSETS = 1024
+MAX_SUBALLOCS = 1024
+MAX_UINT256 = 2**256 - 1
+BALANCE_BOUND = 2**256  # balances and per-asset totals are strictly below this
+VERSION_BOUND = 2**64
+CHALLENGE_DURATION_BOUND = 2**32
+NONCE_BOUND = 2**256
+ID_LEN = 32
+MAX_AUX = 256
+MAX_APP_DATA = 64 * 1024
+MAX_REASON = 1024

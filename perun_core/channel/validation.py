@@ -1,0 +1,255 @@
+"""Pure validation of allocations, initial states and updates (PROTOCOL.md §2).
+
+Every check raises the typed error of the rule it enforces; nothing here does I/O, so the
+rules are testable on their own and shared by the client, the sim ledger and other backends.
+"""
+
+from __future__ import annotations
+
+from perun_core.channel import limits
+from perun_core.channel.allocation import Allocation
+from perun_core.channel.app import App
+from perun_core.channel.params import Params
+from perun_core.channel.state import State
+from perun_core.errors import (
+    ActorMismatchError,
+    AppFaultError,
+    AppMismatchError,
+    AppTransitionError,
+    AssetsChangedError,
+    BalanceOverflowError,
+    ChannelIDMismatchError,
+    FinalStateError,
+    InvalidAllocationError,
+    InvalidAppDataError,
+    InvalidInitialStateError,
+    InvalidUpdateError,
+    LockedFundsChangedError,
+    NegativeBalanceError,
+    TotalsMismatchError,
+    VersionError,
+)
+
+
+def next_version(current_version: int, version_floor: int) -> int:
+    """The version the next state must carry: above the current one and every burned one."""
+    return max(current_version, version_floor) + 1
+
+
+def check_allocation(
+    alloc: Allocation,
+    num_parts: int,
+    *,
+    channel_id: bytes | None = None,
+    version: int | None = None,
+) -> None:
+    """Check that ``alloc`` is well-formed for ``num_parts`` participants (U6, U7)."""
+    cid, ver = channel_id, version
+    n_assets = len(alloc.assets)
+    if not 1 <= n_assets <= limits.MAX_ASSETS:
+        raise InvalidAllocationError(
+            f"{n_assets} assets; 1..{limits.MAX_ASSETS} allowed", channel_id=cid, version=ver
+        )
+    if len(set(alloc.assets)) != n_assets:
+        raise InvalidAllocationError(
+            "assets must be pairwise distinct", channel_id=cid, version=ver
+        )
+    if len(alloc.balances) != n_assets:
+        raise InvalidAllocationError(
+            f"{len(alloc.balances)} balance rows for {n_assets} assets", channel_id=cid, version=ver
+        )
+    for a, row in enumerate(alloc.balances):
+        if len(row) != num_parts:
+            raise InvalidAllocationError(
+                f"asset {a} has {len(row)} balances for {num_parts} participants",
+                channel_id=cid,
+                version=ver,
+            )
+        for p, b in enumerate(row):
+            if not isinstance(b, int) or isinstance(b, bool):
+                raise InvalidAllocationError(
+                    f"balance [{a}][{p}] is not an integer", channel_id=cid, version=ver
+                )
+            if b < 0:
+                raise NegativeBalanceError(
+                    f"balance of participant {p} in asset {a} is {b}", channel_id=cid, version=ver
+                )
+            if b >= limits.BALANCE_BOUND:
+                raise BalanceOverflowError(
+                    f"balance of participant {p} in asset {a} is not below 2**256",
+                    channel_id=cid,
+                    version=ver,
+                )
+    if len(alloc.locked) > limits.MAX_SUBALLOCS:
+        raise InvalidAllocationError(
+            f"more than {limits.MAX_SUBALLOCS} sub-allocations", channel_id=cid, version=ver
+        )
+    seen: set[bytes] = set()
+    for s in alloc.locked:
+        if len(s.id) != limits.ID_LEN or s.id in seen or s.id == channel_id:
+            raise InvalidAllocationError(
+                "sub-allocation IDs must be distinct 32-byte IDs", channel_id=cid, version=ver
+            )
+        seen.add(s.id)
+        if len(s.balances) != n_assets:
+            raise InvalidAllocationError(
+                "sub-allocation balances must match the assets", channel_id=cid, version=ver
+            )
+        for b in s.balances:
+            if b < 0:
+                raise NegativeBalanceError("negative locked balance", channel_id=cid, version=ver)
+            if b >= limits.BALANCE_BOUND:
+                raise BalanceOverflowError(
+                    "locked balance not below 2**256", channel_id=cid, version=ver
+                )
+        if (
+            not s.index_map
+            or len(set(s.index_map)) != len(s.index_map)
+            or any(not 0 <= i < num_parts for i in s.index_map)
+        ):
+            raise InvalidAllocationError(
+                "a sub-allocation's index map must hold distinct participant indices",
+                channel_id=cid,
+                version=ver,
+            )
+    for a, t in enumerate(alloc.totals()):
+        if t >= limits.BALANCE_BOUND:
+            raise BalanceOverflowError(
+                f"total of asset {a} is not below 2**256", channel_id=cid, version=ver
+            )
+
+
+def _check_app_data(app: App | None, state: State) -> None:
+    cid, ver = state.channel_id, state.version
+    if len(state.data) > limits.MAX_APP_DATA:
+        raise InvalidAppDataError("app data larger than 64 KiB", channel_id=cid, version=ver)
+    if app is None:
+        if state.data:
+            raise InvalidAppDataError(
+                "a channel without app carries no data", channel_id=cid, version=ver
+            )
+        return
+    try:
+        app.decode_data(state.data)
+    except InvalidAppDataError:
+        raise
+    except Exception as e:
+        raise InvalidAppDataError(
+            f"app data does not decode: {e}", channel_id=cid, version=ver
+        ) from e
+
+
+def check_initial(params: Params, state: State, app: App | None) -> None:
+    """Check a version-0 state (raises :class:`InvalidInitialStateError` or a U-rule error)."""
+    cid, ver = state.channel_id, state.version
+    if state.channel_id != params.id:
+        raise InvalidInitialStateError(
+            "initial state has another channel ID", channel_id=cid, version=ver
+        )
+    if state.version != 0:
+        raise InvalidInitialStateError(
+            f"initial version is {state.version}, not 0", channel_id=cid, version=ver
+        )
+    if state.is_final:
+        raise InvalidInitialStateError(
+            "the initial state cannot be final", channel_id=cid, version=ver
+        )
+    if state.app != params.app:
+        raise InvalidInitialStateError(
+            "initial state names another app than the params", channel_id=cid, version=ver
+        )
+    check_allocation(state.allocation, params.num_parts, channel_id=cid, version=ver)
+    if state.allocation.locked:
+        raise InvalidInitialStateError(
+            "the initial state cannot lock funds", channel_id=cid, version=ver
+        )
+    _check_app_data(app, state)
+    if app is not None:
+        try:
+            app.valid_init(params, state)
+        except InvalidUpdateError:
+            raise
+        except Exception as e:
+            raise InvalidInitialStateError(
+                f"app refused the initial state: {e}", channel_id=cid, version=ver
+            ) from e
+
+
+def check_update(
+    params: Params,
+    current: State,
+    new: State,
+    *,
+    actor_idx: int,
+    expected_actor: int,
+    version_floor: int,
+    app: App | None,
+    allow_locked_change: bool = False,
+) -> None:
+    """Check ``new`` as the successor of ``current`` (rules U2-U12; U1 and U13 are the caller's).
+
+    Args:
+        params: the channel's params.
+        current: the current, fully signed state.
+        new: the proposed state.
+        actor_idx: the actor index the proposal names.
+        expected_actor: the index the actor must have (the sender's, or our own).
+        version_floor: the highest burned version (PROTOCOL.md §5.3.4).
+        app: the channel's app, or ``None``.
+        allow_locked_change: the caller checks the locked funds itself (sub-channel funding
+            and settlement updates).
+    """
+    cid, ver = params.id, new.version
+    if new.channel_id != params.id:
+        raise ChannelIDMismatchError(
+            "state belongs to another channel", channel_id=cid, version=ver
+        )
+    if current.is_final:
+        raise FinalStateError("the current state is final", channel_id=cid, version=ver)
+    expected = next_version(current.version, version_floor)
+    if new.version != expected:
+        raise VersionError(
+            f"expected version {expected}, got {new.version}",
+            expected=expected,
+            got=new.version,
+            channel_id=cid,
+            version=ver,
+        )
+    if new.app != params.app:
+        raise AppMismatchError(
+            "state names another app than the channel", channel_id=cid, version=ver
+        )
+    _check_app_data(app, new)
+    check_allocation(new.allocation, params.num_parts, channel_id=cid, version=ver)
+    old_alloc, new_alloc = current.allocation, new.allocation
+    if new_alloc.assets != old_alloc.assets:
+        raise AssetsChangedError("assets changed", channel_id=cid, version=ver)
+    for a, (o, n) in enumerate(zip(old_alloc.totals(), new_alloc.totals(), strict=True)):
+        if o != n:
+            raise TotalsMismatchError(
+                f"total of asset {a} changed from {o} to {n}",
+                asset=a,
+                old=o,
+                new=n,
+                channel_id=cid,
+                version=ver,
+            )
+    if not allow_locked_change and new_alloc.locked != old_alloc.locked:
+        raise LockedFundsChangedError("locked funds changed", channel_id=cid, version=ver)
+    if not 0 <= actor_idx < params.num_parts or actor_idx != expected_actor:
+        raise ActorMismatchError(
+            f"actor index {actor_idx} does not match the proposer ({expected_actor})",
+            channel_id=cid,
+            version=ver,
+        )
+    if app is not None:
+        try:
+            app.valid_transition(params, current, new, actor_idx)
+        except AppTransitionError:
+            raise
+        except InvalidUpdateError:
+            raise
+        except Exception as e:
+            raise AppFaultError(
+                f"app failed: {type(e).__name__}: {e}", channel_id=cid, version=ver
+            ) from e

@@ -1,0 +1,387 @@
+"""The channel: its state machine record and the operations users call on it.
+
+One :class:`Channel` per channel a client takes part in. Reads (``state``, ``phase``,
+``balances``) return immutable snapshots and never wait. Operations (``update``, ``send``,
+``settle``) take the channel's operation slot, so one local protocol runs at a time.
+
+Incoming messages are applied by the client's dispatcher *synchronously* (no ``await``
+between receiving a message and changing the record), which keeps the record consistent
+with the in-order message stream; persistence and sending then run on the channel's
+ordered I/O chain (see :meth:`Channel._io`), so writes and sends happen in protocol order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from perun_core.channel.params import Params
+from perun_core.channel.phase import Phase, check_transition
+from perun_core.channel.state import SignedState, State, Transaction
+from perun_core.channel.types import Address
+from perun_core.channel.validation import next_version
+from perun_core.errors import (
+    ChannelClosedError,
+    ChannelNotReadyError,
+    ChannelRegisteredError,
+    ReentrantUpdateError,
+    RequestTimedOutError,
+    SyncRequiredError,
+)
+from perun_core.interfaces.persister import ChannelRecord
+
+if TYPE_CHECKING:
+    from perun_core.client.client import Client
+    from perun_core.wire.messages import ChannelUpdate, Envelope
+
+log = logging.getLogger("perun.channel")
+
+Updater = Callable[[State], State]
+"""Maps the current state to the proposed next state (version and ID are set for you)."""
+
+
+@dataclass(slots=True, eq=False)
+class OwnUpdate:
+    """Our update proposal in flight."""
+
+    tx: Transaction  # with our signature
+    future: asyncio.Future[Transaction]
+    conflicted: bool = False  # a collision was detected; do not send / treat as CONFLICT
+    sent: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class PeerUpdate:
+    """A valid peer proposal waiting for our decision."""
+
+    msg: ChannelUpdate
+    decided: asyncio.Event = field(default_factory=asyncio.Event)
+    aborted: bool = False
+
+
+class Channel:
+    """A channel between this client and one peer.
+
+    Do not construct directly: channels come from :meth:`Client.propose_channel`, from
+    accepting a proposal, or from restore.
+    """
+
+    def __init__(self, client: Client, record: ChannelRecord) -> None:
+        self._client = client
+        self.params: Params = record.params
+        self.idx: int = record.idx
+        self.peers: tuple[Address, ...] = record.peers
+        self._phase: Phase = record.phase
+        self._current: Transaction | None = record.current
+        self._staging: Transaction | None = record.staging
+        self._version_floor: int = record.version_floor
+        self._needs_sync: bool = record.needs_sync
+        self._op_lock = asyncio.Lock()
+        self._io_tail: asyncio.Future[None] | None = None
+        self._own: OwnUpdate | None = None
+        self._peer: PeerUpdate | None = None
+        self._idle = asyncio.Event()  # set while no peer decision is pending
+        self._idle.set()
+        self._changed = asyncio.Event()  # pulsed on every enabled state / phase change
+        self._funding_queue: list[Envelope] = []
+        self._v0_sig: asyncio.Future[bytes] | None = None
+        self._settling = False
+        self._closed = False
+        self._slot_owner: asyncio.Task[Any] | None = None
+        self._callback_tasks: set[asyncio.Task[Any]] = set()
+
+    # --- read-only snapshots -----------------------------------------------------------------
+
+    @property
+    def id(self) -> bytes:
+        """The channel ID."""
+        return self.params.id
+
+    @property
+    def phase(self) -> Phase:
+        """The current phase."""
+        return self._phase
+
+    @property
+    def state(self) -> State:
+        """The current (fully signed) state; before funding, the initial state."""
+        tx = self._current if self._current is not None else self._staging
+        if tx is None:
+            raise ChannelClosedError("channel has no state yet")
+        return tx.state
+
+    def _is_phase(self, phase: Phase) -> bool:
+        # A method (not an inline comparison) because the phase changes across awaits.
+        return self._phase == phase
+
+    @property
+    def transaction(self) -> Transaction | None:
+        """The current fully signed transaction, if any."""
+        return self._current
+
+    @property
+    def version_floor(self) -> int:
+        """The highest burned version (PROTOCOL.md §5.3.4)."""
+        return self._version_floor
+
+    @property
+    def next_version(self) -> int:
+        """The version the next update will carry (both parties always agree on it)."""
+        tx = self._current
+        return next_version(tx.state.version if tx else 0, self._version_floor)
+
+    @property
+    def peer(self) -> Address:
+        """The peer's wire address."""
+        return self.peers[self.peer_idx]
+
+    @property
+    def peer_idx(self) -> int:
+        """The peer's participant index."""
+        return 1 - self.idx
+
+    @property
+    def balances(self) -> tuple[tuple[int, ...], ...]:
+        """``balances[asset][participant]`` of the current state."""
+        return self.state.allocation.balances
+
+    def my_balance(self, asset: int = 0) -> int:
+        """Our free balance of ``asset`` in the current state."""
+        return self.balances[asset][self.idx]
+
+    def record(self) -> ChannelRecord:
+        """A snapshot of the machine record (what the persister stores)."""
+        return ChannelRecord(
+            params=self.params,
+            idx=self.idx,
+            peers=self.peers,
+            phase=self._phase,
+            current=self._current,
+            staging=self._staging,
+            version_floor=self._version_floor,
+            needs_sync=self._needs_sync,
+        )
+
+    def signed_state(self) -> SignedState:
+        """The current state with every signature."""
+        if self._current is None:
+            raise ChannelNotReadyError("no fully signed state yet", phase=self._phase)
+        return SignedState.from_tx(self.params, self._current)
+
+    def __repr__(self) -> str:
+        v = self._current.state.version if self._current else "-"
+        return f"<Channel 0x{self.id.hex()[:12]} {self._phase.name} v{v}>"
+
+    # --- record mutation (synchronous) -------------------------------------------------------
+
+    def _set_phase(self, to: Phase) -> None:
+        if to != self._phase:
+            check_transition(self._phase, to, channel_id=self.id)
+            log.debug("channel %s: %s -> %s", self.id.hex()[:12], self._phase.name, to.name)
+            self._phase = to
+            self._pulse()
+
+    def _pulse(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _enable(self, tx: Transaction) -> None:
+        """Make a fully signed transaction current (synchronously) and tell the watcher."""
+        self._current = tx
+        self._staging = None
+        self._set_phase(Phase.FINAL if tx.state.is_final else Phase.ACTING)
+        self._client._publish_to_watcher(self, tx)
+
+    def _burn(self, version: int) -> None:
+        if version > self._version_floor:
+            self._version_floor = version
+
+    def _next_version(self) -> int:
+        assert self._current is not None
+        return next_version(self._current.state.version, self._version_floor)
+
+    # --- ordered I/O ---------------------------------------------------------------------------
+
+    def _io(self, work: Callable[[], Awaitable[None]]) -> asyncio.Future[None]:
+        """Run ``work`` after every earlier I/O of this channel (writes and sends in order)."""
+        prev = self._io_tail
+
+        async def run() -> None:
+            if prev is not None:
+                # An earlier failure is reported by its own caller; order is what matters here.
+                with _suppress():
+                    await prev
+            await work()
+
+        fut = asyncio.ensure_future(run())
+        self._io_tail = fut
+        self._client._track(fut)
+        return fut
+
+    def _persist_phase(self) -> asyncio.Future[None]:
+        p, floor, ns = self._phase, self._version_floor, self._needs_sync
+        return self._io(lambda: self._client.persister.phase_changed(self.id, p, floor, ns))
+
+    # --- the user's operations -----------------------------------------------------------------
+
+    def _check_not_reentrant(self) -> None:
+        # The task holding the operation slot, or running a handler/callback of this
+        # channel, would wait for itself: fail fast instead of deadlocking.
+        task = asyncio.current_task()
+        if task is not None and (task is self._slot_owner or task in self._callback_tasks):
+            raise ReentrantUpdateError(
+                "update() called from inside this channel's own update handler or callback; "
+                "schedule it as a task instead (asyncio.create_task)"
+            )
+
+    async def _acquire_slot(self) -> None:
+        try:
+            async with asyncio.timeout(self._client.config.busy_timeout):
+                await self._op_lock.acquire()
+            self._slot_owner = asyncio.current_task()
+        except TimeoutError:
+            raise RequestTimedOutError(
+                f"channel 0x{self.id.hex()[:12]} stayed busy for "
+                f"{self._client.config.busy_timeout}s"
+            ) from None
+
+    def _release_slot(self) -> None:
+        self._slot_owner = None
+        self._op_lock.release()
+
+    async def update(self, fn: Updater) -> State:
+        """Propose an off-chain update and wait until the peer accepts it.
+
+        ``fn`` receives the current state and returns the next one (immutable states: use
+        ``state.transfer(...)``, ``state.replace(...)``); its version and channel ID are set
+        for you. When both parties propose at once, the lower participant index wins and
+        re-proposes transparently; the other side gets :class:`UpdateConflictError`.
+
+        Returns:
+            The new current state.
+
+        Raises:
+            InvalidUpdateError: ``fn`` produced an invalid state (nothing was signed or sent).
+            PeerRejectedError: the peer rejected it (``UpdateConflictError`` on a collision).
+            RequestTimedOutError: no answer in time; the channel syncs before the next update.
+            ReentrantUpdateError: called from this channel's own handler or callback.
+        """
+        self._check_not_reentrant()
+        await self._acquire_slot()
+        try:
+            return await self._client._updates.propose(self, fn)
+        finally:
+            self._release_slot()
+
+    async def send(self, amount: int, *, asset: int = 0, to: int | Address | None = None) -> State:
+        """Pay ``amount`` of ``asset`` to the peer (the payment helper over :meth:`update`).
+
+        Args:
+            amount: how much to pay (> 0).
+            asset: the asset index.
+            to: the receiver (participant index, wallet or wire address); default the peer.
+        """
+        if amount <= 0:
+            raise ValueError("a payment amount must be positive")
+        receiver = self._resolve_party(to)
+        if receiver == self.idx:
+            raise ValueError("cannot pay ourselves")
+        me = self.idx
+        return await self.update(lambda s: s.transfer(me, receiver, amount, asset))
+
+    def _resolve_party(self, who: int | Address | None) -> int:
+        if who is None:
+            return self.peer_idx
+        if isinstance(who, int):
+            if not 0 <= who < self.params.num_parts:
+                raise ValueError(f"no participant {who}")
+            return who
+        if who in self.params.participants:
+            return self.params.participants.index(who)
+        if who in self.peers:
+            return self.peers.index(who)
+        raise ValueError(f"{who} is not a party of this channel")
+
+    async def settle(self) -> None:
+        """Settle the channel cooperatively: finalize (if needed), conclude and withdraw.
+
+        On an ACTING channel this proposes the current allocation as final first; a peer's
+        final proposal with an unchanged allocation is accepted meanwhile without asking.
+        """
+        self._check_not_reentrant()
+        await self._acquire_slot()
+        try:
+            await self._client._settlement.settle(self)
+        finally:
+            self._release_slot()
+
+    async def wait_phase(self, *phases: Phase, timeout: float | None = None) -> Phase:
+        """Wait until the channel is in one of ``phases``; returns that phase."""
+        async with asyncio.timeout(timeout):
+            while self._phase not in phases:
+                await self._changed.wait()
+        return self._phase
+
+    # --- helpers for the protocol modules -------------------------------------------------------
+
+    def _check_updatable(self) -> None:
+        if self._closed:
+            raise ChannelClosedError(f"channel 0x{self.id.hex()[:12]} is closed")
+        if self._needs_sync:
+            raise SyncRequiredError(
+                f"channel 0x{self.id.hex()[:12]} must sync with its peer first "
+                "(an earlier update timed out)"
+            )
+        if self._phase in (
+            Phase.REGISTERING,
+            Phase.REGISTERED,
+            Phase.PROGRESSING,
+            Phase.PROGRESSED,
+        ):
+            raise ChannelRegisteredError(f"channel 0x{self.id.hex()[:12]} is in dispute")
+        if self._phase != Phase.ACTING:
+            raise ChannelNotReadyError(
+                f"updates need phase ACTING, the channel is {self._phase.name}",
+                phase=self._phase,
+                channel_id=self.id,
+            )
+
+    def _call_user(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call a user callback, marking the current task so re-entrant updates fail fast."""
+        task = asyncio.current_task()
+        if task is None:
+            return fn(*args)
+        self._callback_tasks.add(task)
+        try:
+            return fn(*args)
+        finally:
+            self._callback_tasks.discard(task)
+
+    async def _await_user(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call a sync or async user callback in the current task, marked as a callback."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._callback_tasks.add(task)
+        try:
+            res = fn(*args)
+            if asyncio.iscoroutine(res) or isinstance(res, asyncio.Future):
+                res = await res
+            return res
+        finally:
+            self._callback_tasks.discard(task)
+
+
+class _suppress:
+    """``contextlib.suppress(Exception)`` without the import cost in the hot path."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: object, ev: object, tb: object) -> bool:
+        return et is not None and isinstance(ev, Exception)
+
+
+__all__ = ["Channel", "OwnUpdate", "PeerUpdate", "Updater"]

@@ -1,0 +1,31 @@
+"""Client configuration: timeouts and limits (PROTOCOL.md §0 defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """Timeouts (seconds of wall time) and limits of a client.
+
+    Attributes:
+        proposal_timeout: how long a proposer waits for the answer to a channel proposal,
+            and how long the responder's handler has to decide.
+        update_timeout: how long a proposer waits for the answer to an update, and how long
+            the responder's handler has to decide.
+        busy_timeout: how long a local operation waits for the channel's operation slot.
+        sync_timeout: how long a sync round waits for the peer's sync message.
+        funding_queue: updates from a peer that arrive while we still fund are queued (up
+            to this many) and processed once funded.
+        conflict_retries: how often the lower-index party re-proposes after a collision.
+        settle_grace: how long the secondary party waits for the peer's conclusion.
+    """
+
+    proposal_timeout: float = 30.0
+    update_timeout: float = 10.0
+    busy_timeout: float = 30.0
+    sync_timeout: float = 10.0
+    funding_queue: int = 16
+    conflict_retries: int = 3
+    settle_grace: float = 0.5

@@ -1,0 +1,416 @@
+"""Opening a ledger channel: proposal, acceptance, v0 signatures and funding (PROTOCOL.md §5.1).
+
+Proposer P is participant 0, responder R participant 1. Nothing is deposited before the
+initial state carries both signatures, so a failed funding can always be recovered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from perun_core.channel import limits
+from perun_core.channel.allocation import Allocation, Balances, as_balances
+from perun_core.channel.params import Params, make_params, nonce_from_shares
+from perun_core.channel.phase import Phase
+from perun_core.channel.state import State, Transaction
+from perun_core.channel.types import Address
+from perun_core.channel.validation import check_allocation, check_initial
+from perun_core.errors import (
+    ChannelFundingError,
+    InvalidFundingAgreementError,
+    InvalidInitialStateError,
+    InvalidSignatureError,
+    InvalidStateError,
+    PeerRejectedError,
+    PerunError,
+    RejectCode,
+    RequestTimedOutError,
+    ResponderUsedError,
+    UnsupportedFeatureError,
+)
+from perun_core.interfaces.funder import FundingRequest
+from perun_core.interfaces.persister import ChannelRecord
+from perun_core.wire import messages as wire
+
+if TYPE_CHECKING:
+    from perun_core.client.channel import Channel
+    from perun_core.client.client import Client
+
+log = logging.getLogger("perun.proposal")
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerChannelProposal:
+    """What a user proposes when opening a ledger channel with one peer.
+
+    Attributes:
+        peer: the responder's wire address.
+        allocation: the initial allocation; column 0 is ours, column 1 the peer's.
+        challenge_duration: seconds of each dispute window on the ledger.
+        app: the AppID, or ``None`` for a payment channel.
+        data: the app's initial data.
+        funding_agreement: who deposits what (default: the initial balances).
+        aux: backend-specific extra bytes.
+    """
+
+    peer: Address
+    allocation: Allocation
+    challenge_duration: int = 60
+    app: bytes | None = None
+    data: bytes = b""
+    funding_agreement: Balances | None = None
+    aux: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalInfo:
+    """A received channel proposal, as the proposal handler sees it."""
+
+    proposer: Address
+    participant: Address
+    allocation: Allocation
+    challenge_duration: int
+    app: bytes | None
+    data: bytes
+    funding_agreement: Balances | None
+    msg: wire.LedgerChannelProposal = field(repr=False)
+
+    @property
+    def my_balances(self) -> tuple[int, ...]:
+        """What the proposal gives us (column 1) per asset."""
+        return tuple(row[1] for row in self.allocation.balances)
+
+
+class ProposalHandler(Protocol):
+    """Decides on a channel proposal by calling ``responder.accept()`` or ``reject()``."""
+
+    def __call__(self, proposal: ProposalInfo, responder: ProposalResponder) -> Any: ...
+
+
+class ProposalResponder:
+    """Answers one channel proposal: call exactly one of accept/reject."""
+
+    def __init__(self, protocol: ProposalProtocol, env: wire.Envelope) -> None:
+        self._protocol = protocol
+        self._env = env
+        self._used = False
+        self.task: asyncio.Task[Any] | None = None
+
+    def _use(self) -> None:
+        if self._used:
+            raise ResponderUsedError("this proposal was already answered")
+        self._used = True
+
+    def accept(self, participant: Address | None = None) -> asyncio.Task[Channel]:
+        """Accept: sign the initial state, fund, and return the open channel.
+
+        Returns a task resolving to the :class:`Channel` once it is funded (``await`` it in
+        async handlers; the client also announces the channel to ``on_new_channel``).
+        """
+        self._use()
+        coro = self._protocol._accept(self._env, participant)
+        self.task = asyncio.ensure_future(coro)
+        return self.task
+
+    def reject(self, reason: str = "rejected") -> asyncio.Task[None]:
+        """Reject the proposal with a reason the proposer sees."""
+        self._use()
+        msg = self._env.msg
+        assert isinstance(msg, wire.LedgerChannelProposal)
+        self.task = asyncio.ensure_future(
+            self._protocol._send_rej(self._env.sender, msg.proposal_id, RejectCode.REJECTED, reason)
+        )
+        return self.task
+
+
+class ProposalProtocol:
+    """The channel-opening protocol of one client."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self._pending: dict[bytes, asyncio.Future[wire.Message]] = {}
+        self._seen: set[bytes] = set()
+
+    # --- validation (V1-V6) --------------------------------------------------------------------
+
+    def _validate(self, msg: wire.LedgerChannelProposal, sender: Address, me: Address) -> None:
+        backend = self.client.backend
+        if msg.backend != backend.name:
+            raise UnsupportedFeatureError(
+                f"proposal for backend {msg.backend!r}; this client runs {backend.name!r}"
+            )
+        if not 1 <= msg.challenge_duration < limits.CHALLENGE_DURATION_BOUND:
+            raise InvalidStateError("challenge_duration out of range", rule="V1")
+        if len(msg.peers) != 2 or msg.peers[0] != sender or msg.peers[1] != me:
+            raise InvalidStateError("peers must be [proposer, responder]", rule="V2")
+        if len(msg.nonce_share) != 32 or len(msg.proposal_id) != 32:
+            raise InvalidStateError("proposal ID and nonce share are 32 bytes", rule="V2")
+        check_allocation(msg.init_alloc, 2)
+        if msg.init_alloc.locked:
+            raise InvalidInitialStateError("the initial allocation cannot lock funds")
+        if any(a.ledger_id < 0 for a in msg.init_alloc.assets):
+            raise InvalidStateError("bad asset", rule="V3")
+        if msg.app is not None and self.client.apps.get(msg.app) is None:
+            raise UnsupportedFeatureError(f"unknown app 0x{msg.app.hex()}")
+        fa = msg.funding_agreement
+        if fa is not None:
+            bal = msg.init_alloc.balances
+            if len(fa) != len(bal) or any(len(r) != len(b) for r, b in zip(fa, bal, strict=True)):
+                raise InvalidFundingAgreementError("funding agreement has another shape")
+            if any(sum(r) != sum(b) for r, b in zip(fa, bal, strict=True)):
+                raise InvalidFundingAgreementError("funding agreement has other totals")
+            if any(x < 0 for r in fa for x in r):
+                raise InvalidFundingAgreementError("negative deposit in the funding agreement")
+        backend.check_aux(msg.aux)
+
+    # --- proposer ------------------------------------------------------------------------------
+
+    async def propose(self, prop: LedgerChannelProposal) -> Channel:
+        """Run the proposer side; returns the funded channel."""
+        client = self.client
+        me = client.address
+        msg = wire.LedgerChannelProposal(
+            proposal_id=os.urandom(32),
+            backend=client.backend.name,
+            challenge_duration=prop.challenge_duration,
+            nonce_share=os.urandom(32),
+            app=prop.app,
+            init_data=prop.data,
+            init_alloc=prop.allocation,
+            funding_agreement=as_balances(prop.funding_agreement)
+            if prop.funding_agreement is not None
+            else None,
+            aux=prop.aux,
+            participant=client.account.address,
+            peers=(me, prop.peer),
+        )
+        self._validate(msg, me, prop.peer)
+        fut: asyncio.Future[wire.Message] = asyncio.get_running_loop().create_future()
+        self._pending[msg.proposal_id] = fut
+        try:
+            await client._send(prop.peer, msg)
+            async with asyncio.timeout(client.config.proposal_timeout):
+                answer = await fut
+        except TimeoutError:
+            raise RequestTimedOutError(
+                f"peer {prop.peer} did not answer the channel proposal within "
+                f"{client.config.proposal_timeout}s"
+            ) from None
+        finally:
+            self._pending.pop(msg.proposal_id, None)
+        if isinstance(answer, wire.ChannelProposalRej):
+            raise PeerRejectedError(answer.reason, answer.reject_code, what="channel proposal")
+        assert isinstance(answer, wire.LedgerChannelProposalAcc)
+        params = self._params(msg, answer.nonce_share, answer.participant)
+        if params.id in client._channels:
+            raise InvalidStateError("a channel with this ID exists already", rule="duplicate")
+        v0 = self._initial_state(params, msg)
+        check_initial(params, v0, client._app_of(params))
+        peer_addr = params.participants[1]
+        if not client.backend.verify_state(peer_addr, v0, answer.init_sig):
+            raise InvalidSignatureError(
+                "the responder's initial signature does not verify; no channel was created",
+                channel_id=params.id,
+                version=0,
+            )
+        my_sig = client.backend.sign_state(client.account, v0)
+        tx = Transaction(v0, (my_sig, answer.init_sig))
+        record = ChannelRecord(
+            params=params, idx=0, peers=msg.peers, phase=Phase.FUNDING, current=tx
+        )
+        ch = client._add_channel(record)
+        await ch._io(lambda: client.persister.channel_created(record))
+        client._publish_to_watcher(ch, tx)
+        await ch._io(lambda: client._send(prop.peer, wire.ChannelUpdateAcc(params.id, 0, my_sig)))
+        await self._fund(ch, msg.funding_agreement)
+        return ch
+
+    def _params(
+        self, msg: wire.LedgerChannelProposal, share_r: bytes, participant_r: Address
+    ) -> Params:
+        return make_params(
+            self.client.backend,
+            challenge_duration=msg.challenge_duration,
+            participants=(msg.participant, participant_r),
+            nonce=nonce_from_shares(msg.nonce_share, share_r),
+            app=msg.app,
+            ledger_channel=True,
+            virtual_channel=False,
+            aux=msg.aux,
+        )
+
+    @staticmethod
+    def _initial_state(params: Params, msg: wire.LedgerChannelProposal) -> State:
+        return State(
+            channel_id=params.id,
+            version=0,
+            allocation=msg.init_alloc,
+            app=params.app,
+            data=msg.init_data,
+            is_final=False,
+        )
+
+    def on_answer(self, env: wire.Envelope, msg: wire.Message) -> None:
+        """An Acc/Rej for one of our proposals (dispatcher, synchronous)."""
+        pid = getattr(msg, "proposal_id", b"")
+        fut = self._pending.get(pid)
+        if fut is None or fut.done():
+            log.debug("answer for unknown proposal 0x%s from %s", pid.hex()[:12], env.sender)
+            return
+        fut.set_result(msg)
+
+    # --- responder -----------------------------------------------------------------------------
+
+    def on_proposal(self, env: wire.Envelope, msg: wire.LedgerChannelProposal) -> None:
+        """A proposal arrived (dispatcher, synchronous)."""
+        if msg.proposal_id in self._seen:
+            return  # a repeated proposal ID is ignored
+        self._seen.add(msg.proposal_id)
+        try:
+            self._validate(msg, env.sender, self.client.address)
+        except PerunError as e:
+            log.info("refused invalid proposal from %s: %s", env.sender, e)
+            self.client._spawn(
+                self._send_rej(env.sender, msg.proposal_id, RejectCode.INVALID, str(e))
+            )
+            return
+        self.client._spawn(self._decide(env, msg))
+
+    async def _decide(self, env: wire.Envelope, msg: wire.LedgerChannelProposal) -> None:
+        client = self.client
+        responder = ProposalResponder(self, env)
+        info = ProposalInfo(
+            proposer=env.sender,
+            participant=msg.participant,
+            allocation=msg.init_alloc,
+            challenge_duration=msg.challenge_duration,
+            app=msg.app,
+            data=msg.init_data,
+            funding_agreement=msg.funding_agreement,
+            msg=msg,
+        )
+        handler = client._proposal_handler
+        try:
+            async with asyncio.timeout(client.config.proposal_timeout):
+                if handler is None:
+                    responder.reject("no proposal handler")
+                else:
+                    res = handler(info, responder)
+                    if asyncio.iscoroutine(res):
+                        await res
+        except TimeoutError:
+            pass
+        except Exception as e:
+            log.exception("proposal handler failed")
+            if not responder._used:
+                responder.reject(f"handler failed: {e}")
+        if not responder._used:
+            responder._used = True
+            await self._send_rej(
+                env.sender, msg.proposal_id, RejectCode.TIMEOUT, "no decision in time"
+            )
+            return
+        if responder.task is not None:
+            try:
+                await asyncio.shield(responder.task)
+            except Exception as e:
+                log.info("accepting a proposal from %s failed: %s", env.sender, e)
+                client._report_error(e)
+
+    async def _send_rej(self, to: Address, proposal_id: bytes, code: int, reason: str) -> None:
+        await self.client._send(to, wire.ChannelProposalRej(proposal_id, code, reason[:1000]))
+
+    async def _accept(self, env: wire.Envelope, participant: Address | None) -> Channel:
+        client = self.client
+        msg = env.msg
+        assert isinstance(msg, wire.LedgerChannelProposal)
+        part = participant if participant is not None else client.account.address
+        share = os.urandom(32)
+        params = self._params(msg, share, part)
+        if params.id in client._channels:
+            await self._send_rej(
+                env.sender, msg.proposal_id, RejectCode.INVALID, "channel exists already"
+            )
+            raise InvalidStateError("a channel with this ID exists already", rule="duplicate")
+        v0 = self._initial_state(params, msg)
+        check_initial(params, v0, client._app_of(params))
+        sig = client.backend.sign_state(client.account, v0)
+        staging = Transaction(v0, (None, sig))
+        record = ChannelRecord(
+            params=params, idx=1, peers=msg.peers, phase=Phase.INIT_SIGNING, staging=staging
+        )
+        ch = client._add_channel(record)
+        ch._v0_sig = asyncio.get_running_loop().create_future()
+        acc = wire.LedgerChannelProposalAcc(msg.proposal_id, share, part, sig)
+        await ch._io(lambda: client.persister.channel_created(record))
+        await ch._io(lambda: client._send(env.sender, acc))
+        try:
+            async with asyncio.timeout(client.config.update_timeout):
+                await ch._v0_sig
+        except TimeoutError:
+            ch._needs_sync = True
+            raise RequestTimedOutError(
+                "the proposer did not send its initial signature in time; the channel syncs "
+                "on the next connection"
+            ) from None
+        await self._fund(ch, msg.funding_agreement)
+        return ch
+
+    def on_v0_sig(self, ch: Channel, msg: wire.ChannelUpdateAcc) -> None:
+        """The proposer's initial signature arrived (dispatcher, synchronous)."""
+        fut = ch._v0_sig
+        staging = ch._staging
+        if fut is None or fut.done() or staging is None or ch._phase != Phase.INIT_SIGNING:
+            return
+        try:
+            ok = self.client.backend.verify_state(ch.params.participants[0], staging.state, msg.sig)
+        except PerunError:
+            ok = False
+        if not ok:
+            fut.set_exception(
+                InvalidSignatureError(
+                    "the proposer's initial signature does not verify", channel_id=ch.id, version=0
+                )
+            )
+            return
+        tx = staging.with_sig(0, msg.sig)
+        ch._current = tx
+        ch._staging = None
+        ch._set_phase(Phase.FUNDING)
+        ch._io(lambda: self.client.persister.enabled(ch.id, tx, Phase.FUNDING))
+        self.client._publish_to_watcher(ch, tx)
+        fut.set_result(msg.sig)
+
+    # --- funding -------------------------------------------------------------------------------
+
+    async def _fund(self, ch: Channel, agreement: Balances | None) -> None:
+        client = self.client
+        assert ch._current is not None
+        v0 = ch._current.state
+        req = FundingRequest(
+            params=ch.params,
+            state=v0,
+            idx=ch.idx,
+            agreement=agreement if agreement is not None else v0.allocation.balances,
+        )
+        try:
+            await client.funder.fund(req)
+        except Exception as e:
+            for env in ch._funding_queue:
+                upd = env.msg
+                if isinstance(upd, wire.ChannelUpdate):
+                    client._updates._send_rej(
+                        ch, upd.state.version, RejectCode.NOT_READY, "funding failed"
+                    )
+            ch._funding_queue.clear()
+            raise ChannelFundingError(ch, e) from e
+        ch._set_phase(Phase.ACTING)
+        await ch._persist_phase()
+        queued, ch._funding_queue = ch._funding_queue, []
+        for env in queued:
+            client._dispatch(env)
+        client._announce(ch)

@@ -1,0 +1,421 @@
+"""Off-chain updates: proposer, responder and the collision rule (PROTOCOL.md §5.3).
+
+Collision rule (both parties propose at once): each side answers the other's proposal with
+``Rej{CONFLICT}`` and burns both versions; the party with the lower participant index then
+re-proposes on the unchanged state (up to ``conflict_retries`` times) while the other's
+``update()`` raises :class:`UpdateConflictError`. No version is ever signed twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+from perun_core.channel.phase import Phase
+from perun_core.channel.state import State, Transaction
+from perun_core.channel.validation import check_update
+from perun_core.errors import (
+    ChannelNotReadyError,
+    InvalidSignatureError,
+    InvalidUpdateError,
+    MalformedSignatureError,
+    PeerRejectedError,
+    PerunError,
+    RejectCode,
+    RequestTimedOutError,
+    ResponderUsedError,
+    UpdateAbortedError,
+    UpdateConflictError,
+)
+from perun_core.wire.messages import ChannelUpdate, ChannelUpdateAcc, ChannelUpdateRej, Envelope
+
+if TYPE_CHECKING:
+    from perun_core.client.channel import Channel, Updater
+    from perun_core.client.client import Client
+
+log = logging.getLogger("perun.update")
+
+
+class UpdateHandler(Protocol):
+    """Decides on a peer's update proposal by calling ``responder.accept()`` or ``reject()``.
+
+    May be a plain function or a coroutine function.
+    """
+
+    def __call__(
+        self, channel: Channel, current: State, proposed: State, responder: UpdateResponder
+    ) -> Any: ...
+
+
+class UpdateResponder:
+    """Answers one update proposal from the peer: call exactly one of accept/reject."""
+
+    def __init__(self, protocol: UpdateProtocol, channel: Channel, msg: ChannelUpdate) -> None:
+        self._protocol = protocol
+        self._channel = channel
+        self._msg = msg
+        self._used = False
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def proposed(self) -> State:
+        """The proposed state."""
+        return self._msg.state
+
+    @property
+    def actor_idx(self) -> int:
+        """The proposer's participant index."""
+        return self._msg.actor_idx
+
+    def _use(self) -> None:
+        if self._used:
+            raise ResponderUsedError("this update proposal was already answered")
+        self._used = True
+
+    def accept(self) -> asyncio.Task[None]:
+        """Sign the proposed state, make it current and send our signature.
+
+        Returns a task: ``await`` it in async handlers; sync handlers may just call this.
+        """
+        self._use()
+        self.task = asyncio.ensure_future(self._protocol._accept(self._channel, self._msg))
+        return self.task
+
+    def reject(self, reason: str = "rejected") -> asyncio.Task[None]:
+        """Refuse the proposed state; the channel stays unchanged (returns a task)."""
+        self._use()
+        self.task = asyncio.ensure_future(
+            self._protocol._reject(self._channel, self._msg, RejectCode.REJECTED, reason)
+        )
+        return self.task
+
+
+def accept_incoming_payments(
+    channel: Channel, current: State, proposed: State, responder: UpdateResponder
+) -> Any:
+    """The default update handler: accept what never lowers our balances, reject the rest.
+
+    Accepts a final state with an unchanged allocation too (the peer wants to settle).
+    """
+    me = channel.idx
+    ok = proposed.data == current.data and all(
+        new[me] >= old[me]
+        for old, new in zip(current.allocation.balances, proposed.allocation.balances, strict=True)
+    )
+    if ok:
+        return responder.accept()
+    return responder.reject("no update handler; only incoming payments are accepted")
+
+
+class UpdateProtocol:
+    """The update protocol of one client."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    # --- proposer ------------------------------------------------------------------------------
+
+    async def propose(self, ch: Channel, fn: Updater) -> State:
+        """Run the proposer side (the caller holds the channel's operation slot)."""
+        cfg = self.client.config
+        attempt = 0
+        while True:
+            # A peer proposal awaiting our decision blocks new local updates; wait it out.
+            if not ch._idle.is_set():
+                try:
+                    async with asyncio.timeout(cfg.update_timeout * 2):
+                        await ch._idle.wait()
+                except TimeoutError:
+                    raise RequestTimedOutError("a peer proposal stayed undecided") from None
+            try:
+                return await self._propose_once(ch, fn)
+            except UpdateConflictError:
+                attempt += 1
+                if ch.idx > ch.peer_idx or attempt > cfg.conflict_retries:
+                    raise
+                log.debug("channel %s: collision, re-proposing (%d)", ch.id.hex()[:12], attempt)
+
+    async def _propose_once(self, ch: Channel, fn: Updater) -> State:
+        ch._check_updatable()
+        assert ch._current is not None
+        cur = ch._current.state
+        nxt = fn(cur)
+        if not isinstance(nxt, State):
+            raise TypeError("the updater must return a State (states are immutable)")
+        nxt = replace(nxt, channel_id=ch.id, version=ch._next_version())
+        check_update(
+            ch.params,
+            cur,
+            nxt,
+            actor_idx=ch.idx,
+            expected_actor=ch.idx,
+            version_floor=ch._version_floor,
+            app=self.client._app_of(ch.params),
+        )
+        backend = self.client.backend
+        sig = backend.sign_state(self.client.account, nxt)
+        sigs: list[bytes | None] = [None] * ch.params.num_parts
+        sigs[ch.idx] = sig
+        tx = Transaction(nxt, tuple(sigs))
+        loop = asyncio.get_running_loop()
+        own = _Own(tx, loop.create_future())
+        ch._own = own  # from here on a peer proposal is a collision
+        ch._staging = tx
+        ch._set_phase(Phase.SIGNING)
+        persister = self.client.persister
+
+        async def persist_and_send() -> None:
+            await persister.staged(ch.id, tx, Phase.SIGNING)
+            if own.conflicted:
+                # The peer's proposal crossed ours before we sent: the version is burned on
+                # both sides already, no need to put our signature on the wire.
+                return
+            await self.client._send(ch.peer, ChannelUpdate(nxt, ch.idx, sig))
+            own.sent = True
+
+        io = ch._io(persist_and_send)
+        try:
+            await io
+        except Exception:
+            self._discard_own(ch, own)
+            raise
+        if own.conflicted and not own.future.done():
+            self._resolve_conflict(ch, own)
+        try:
+            async with asyncio.timeout(self.client.config.update_timeout):
+                done = await asyncio.shield(own.future)
+        except TimeoutError:
+            ch._needs_sync = True
+            ch._persist_phase()
+            raise RequestTimedOutError(
+                f"peer did not answer update v{nxt.version} of channel 0x{ch.id.hex()[:12]} "
+                f"within {self.client.config.update_timeout}s; the channel will sync"
+            ) from None
+        # The dispatcher enabled the state; wait until it is persisted, then tell the user.
+        if ch._io_tail is not None:
+            await ch._io_tail
+        self.client._notify_update(ch, cur, done.state)
+        return done.state
+
+    def _discard_own(self, ch: Channel, own: _Own) -> None:
+        if ch._own is own:
+            ch._own = None
+            ch._staging = None
+            ch._burn(own.tx.state.version)
+            if ch._phase == Phase.SIGNING:
+                ch._set_phase(Phase.ACTING)
+            ch._persist_phase()
+
+    def _resolve_conflict(self, ch: Channel, own: _Own) -> None:
+        self._discard_own(ch, own)
+        if not own.future.done():
+            own.future.set_exception(
+                UpdateConflictError(
+                    "both parties proposed an update at once",
+                    RejectCode.CONFLICT,
+                    what="update",
+                )
+            )
+
+    def on_acc(self, ch: Channel, msg: ChannelUpdateAcc) -> None:
+        """The peer accepted our proposal (called synchronously by the dispatcher)."""
+        own = ch._own
+        if own is None or own.tx.state.version != msg.version:
+            log.debug("unexpected update acceptance v%d for 0x%s", msg.version, ch.id.hex()[:12])
+            return
+        state = own.tx.state
+        err: MalformedSignatureError | None = None
+        try:
+            ok = self.client.backend.verify_state(
+                ch.params.participants[ch.peer_idx], state, msg.sig
+            )
+        except MalformedSignatureError as e:
+            ok, err = False, e
+        if not ok:
+            if not own.future.done():
+                own.future.set_exception(
+                    InvalidSignatureError(
+                        "the peer's acceptance carries an invalid signature"
+                        + (f": {err}" if err else ""),
+                        channel_id=ch.id,
+                        version=state.version,
+                    )
+                )
+            return
+        tx = own.tx.with_sig(ch.peer_idx, msg.sig)
+        ch._own = None
+        was_sync = ch._needs_sync
+        ch._needs_sync = False
+        ch._enable(tx)
+        phase = ch._phase
+        ch._io(lambda: self.client.persister.enabled(ch.id, tx, phase))
+        if was_sync:
+            ch._persist_phase()
+        if not own.future.done():
+            own.future.set_result(tx)
+        elif own.future.exception() is not None or was_sync:
+            # A late acceptance after a timeout still enables the state (PROTOCOL §5.3.1.7).
+            self.client._notify_update(ch, None, tx.state)
+
+    def on_rej(self, ch: Channel, msg: ChannelUpdateRej) -> None:
+        """The peer rejected our proposal (called synchronously by the dispatcher)."""
+        own = ch._own
+        if own is None or own.tx.state.version != msg.version:
+            log.debug("unexpected update rejection v%d for 0x%s", msg.version, ch.id.hex()[:12])
+            return
+        if msg.reject_code == RejectCode.CONFLICT:
+            self._resolve_conflict(ch, own)
+            return
+        self._discard_own(ch, own)
+        if not own.future.done():
+            own.future.set_exception(PeerRejectedError(msg.reason, msg.reject_code, what="update"))
+
+    # --- responder -----------------------------------------------------------------------------
+
+    def on_update(self, ch: Channel, env: Envelope, msg: ChannelUpdate) -> None:
+        """A peer proposal arrived (called synchronously by the dispatcher, in order)."""
+        st = msg.state
+        if ch._phase in (Phase.INIT_SIGNING, Phase.FUNDING):
+            if len(ch._funding_queue) < self.client.config.funding_queue:
+                ch._funding_queue.append(env)
+            else:
+                self._send_rej(ch, st.version, RejectCode.NOT_READY, "funding queue full")
+            return
+        own = ch._own
+        if own is not None and not own.future.done():
+            # Collision: both sent before receiving. Burn both versions, refuse the peer's.
+            # Our own proposal fails at once (the peer's CONFLICT answer to it is then
+            # ignored); if it is not on the wire yet, it never will be.
+            ch._burn(max(own.tx.state.version, st.version))
+            own.conflicted = True
+            self._resolve_conflict(ch, own)
+            self._send_rej(ch, st.version, RejectCode.CONFLICT, "concurrent update")
+            return
+        if ch._peer is not None:
+            self._send_rej(ch, st.version, RejectCode.CONFLICT, "a proposal is pending")
+            return
+        if ch._needs_sync:
+            self._send_rej(ch, st.version, RejectCode.SYNC_REQUIRED, "sync required")
+            return
+        try:
+            ch._check_updatable()
+            assert ch._current is not None
+            check_update(
+                ch.params,
+                ch._current.state,
+                st,
+                actor_idx=msg.actor_idx,
+                expected_actor=ch.peer_idx,
+                version_floor=ch._version_floor,
+                app=self.client._app_of(ch.params),
+            )
+            self.client._verify_peer_sig(ch, st, msg.sig)
+        except ChannelNotReadyError as e:
+            self._send_rej(ch, st.version, RejectCode.NOT_READY, str(e))
+            return
+        except InvalidUpdateError as e:
+            log.info("refused invalid update from %s: %s", env.sender, e)
+            self._send_rej(ch, st.version, RejectCode.INVALID, str(e))
+            self.client._notify_invalid(ch, e)
+            return
+        except Exception as e:  # a malformed signature or anything unexpected: refuse, live on
+            log.info("refused update from %s: %s", env.sender, e)
+            self._send_rej(ch, st.version, RejectCode.INVALID, f"{type(e).__name__}: {e}")
+            if isinstance(e, PerunError):
+                self.client._notify_invalid(ch, e)
+            return
+        # Valid: the proposer's signature on this version exists now, so burn it either way.
+        ch._burn(st.version)
+        pending = _Peer(msg)
+        ch._peer = pending
+        ch._idle.clear()
+        ch._staging = Transaction(
+            st, tuple(msg.sig if i == msg.actor_idx else None for i in range(ch.params.num_parts))
+        )
+        ch._set_phase(Phase.SIGNING)
+        self.client._spawn(self._decide(ch, msg, pending))
+
+    async def _decide(self, ch: Channel, msg: ChannelUpdate, pending: _Peer) -> None:
+        responder = UpdateResponder(self, ch, msg)
+        cur = ch._current.state if ch._current is not None else msg.state
+        auto = (
+            ch._settling
+            and msg.state.is_final
+            and (msg.state.allocation == cur.allocation and msg.state.data == cur.data)
+        )
+        try:
+            async with asyncio.timeout(self.client.config.update_timeout):
+                if auto:
+                    responder.accept()
+                else:
+                    handler = self.client._update_handler or accept_incoming_payments
+                    await ch._await_user(handler, ch, cur, msg.state, responder)
+                    if not responder._used:
+                        # An async handler may hand the responder to other code; wait.
+                        await pending.decided.wait()
+                if responder.task is not None:
+                    await asyncio.shield(responder.task)
+        except TimeoutError:
+            if not responder._used:
+                responder._used = True
+                await self._reject(ch, msg, RejectCode.TIMEOUT, "no decision in time")
+            elif responder.task is not None and not responder.task.done():
+                # accept()/reject() itself stalled (persistence or send); let it finish.
+                await responder.task
+        except UpdateAbortedError:
+            pass
+        except Exception as e:
+            log.exception("update handler failed")
+            if not responder._used:
+                responder._used = True
+                await self._reject(ch, msg, RejectCode.REJECTED, f"handler failed: {e}")
+
+    async def _accept(self, ch: Channel, msg: ChannelUpdate) -> None:
+        pending = ch._peer
+        if pending is None or pending.msg is not msg or pending.aborted:
+            raise UpdateAbortedError("the proposal is no longer pending (sync or dispute)")
+        old = ch._current.state if ch._current is not None else None
+        sig = self.client.backend.sign_state(self.client.account, msg.state)
+        assert ch._staging is not None
+        tx = ch._staging.with_sig(ch.idx, sig)
+        ch._enable(tx)
+        phase = ch._phase
+        version = msg.state.version
+
+        async def persist_and_send() -> None:
+            await self.client.persister.enabled(ch.id, tx, phase)
+            await self.client._send(ch.peer, ChannelUpdateAcc(ch.id, version, sig))
+
+        fut = ch._io(persist_and_send)
+        self._finish_peer(ch, pending)
+        await fut
+        self.client._notify_update(ch, old, tx.state)
+
+    async def _reject(self, ch: Channel, msg: ChannelUpdate, code: int, reason: str) -> None:
+        pending = ch._peer
+        if pending is None or pending.msg is not msg:
+            raise UpdateAbortedError("the proposal is no longer pending")
+        ch._staging = None
+        if ch._phase == Phase.SIGNING:
+            ch._set_phase(Phase.ACTING)
+        fut = self._send_rej(ch, msg.state.version, code, reason)
+        ch._persist_phase()
+        self._finish_peer(ch, pending)
+        await fut
+
+    def _finish_peer(self, ch: Channel, pending: _Peer) -> None:
+        if ch._peer is pending:
+            ch._peer = None
+        pending.decided.set()
+        ch._idle.set()
+
+    def _send_rej(self, ch: Channel, version: int, code: int, reason: str) -> asyncio.Future[None]:
+        msg = ChannelUpdateRej(ch.id, version, code, reason[:1000])
+        return ch._io(lambda: self.client._send(ch.peer, msg))
+
+
+# Local aliases keep the hot path free of attribute lookups on the channel module.
+from perun_core.client.channel import OwnUpdate as _Own  # noqa: E402
+from perun_core.client.channel import PeerUpdate as _Peer  # noqa: E402

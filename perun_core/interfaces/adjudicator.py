@@ -1,0 +1,145 @@
+"""The Adjudicator: disputes, conclusion and withdrawal on the ledger (PROTOCOL.md §4, §5.5)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+
+from perun_core.channel.params import Params
+from perun_core.channel.state import SignedState, State, Transaction
+
+
+class Timeout(ABC):
+    """A deadline in ledger time.
+
+    ``is_elapsed()`` is true iff ledger time ≥ deadline; ``wait()`` returns at that point.
+    """
+
+    @property
+    @abstractmethod
+    def deadline(self) -> int:
+        """The deadline in ledger seconds."""
+
+    @abstractmethod
+    async def is_elapsed(self) -> bool:
+        """Whether ledger time has reached the deadline."""
+
+    @abstractmethod
+    async def wait(self) -> None:
+        """Return once ledger time has reached the deadline."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdjudicatorReq:
+    """A request for a ledger operation on one channel.
+
+    Attributes:
+        params: the channel's params.
+        tx: the latest fully signed transaction (the state to register or conclude with).
+        idx: our participant index (whose funds to withdraw).
+        secondary: wait a grace period for the peer to conclude before concluding ourselves.
+    """
+
+    params: Params
+    tx: Transaction
+    idx: int
+    secondary: bool = False
+
+    def signed_state(self) -> SignedState:
+        """The request's transaction as a :class:`SignedState`."""
+        return SignedState.from_tx(self.params, self.tx)
+
+
+@dataclass(frozen=True, slots=True)
+class AdjudicatorEvent:
+    """Base of the events an adjudicator subscription yields.
+
+    Attributes:
+        channel_id: the channel the event is about.
+        version: the version of the state now on the ledger.
+        timeout: when the next phase can start (refutation/force-execution end).
+    """
+
+    channel_id: bytes
+    version: int
+    timeout: Timeout = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredEvent(AdjudicatorEvent):
+    """A state was registered (or a registration refuted with a newer state).
+
+    ``state`` is the registered state if the ledger makes it available.
+    """
+
+    state: State | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressedEvent(AdjudicatorEvent):
+    """A state was force-executed on the ledger by participant ``actor_idx``."""
+
+    state: State | None = field(default=None, compare=False)
+    actor_idx: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ConcludedEvent(AdjudicatorEvent):
+    """The channel was concluded; its outcome can be withdrawn."""
+
+
+class EventSubscription(ABC):
+    """An async stream of one channel's adjudicator events.
+
+    The first event yielded is the most recent past event, if any, so a watcher that
+    subscribes late still sees a registration that happened while it was offline.
+    """
+
+    @abstractmethod
+    async def next(self) -> AdjudicatorEvent | None:
+        """The next event, or ``None`` once the subscription is closed."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop the subscription; a pending ``next()`` returns ``None``."""
+
+    def __aiter__(self) -> AsyncIterator[AdjudicatorEvent]:
+        return self._iter()
+
+    async def _iter(self) -> AsyncIterator[AdjudicatorEvent]:
+        while (ev := await self.next()) is not None:
+            yield ev
+
+
+class Adjudicator(ABC):
+    """The dispute and settlement interface of one ledger for one account."""
+
+    @abstractmethod
+    async def register(
+        self, req: AdjudicatorReq, sub_states: Mapping[bytes, SignedState] | None = None
+    ) -> None:
+        """Register ``req.tx`` (and the signed states of locked sub-channels) for dispute.
+
+        Registering the state already registered is a no-op. Raises :class:`ChainError` when
+        the ledger refuses (lower or equal version, refutation window over).
+        """
+
+    @abstractmethod
+    async def withdraw(
+        self, req: AdjudicatorReq, sub_states: Mapping[bytes, SignedState] | None = None
+    ) -> None:
+        """Conclude the channel (unless concluded) and withdraw our outcome on every asset.
+
+        A final, fully signed ``req.tx`` concludes at once (``concludeFinal``); otherwise the
+        registered state concludes after its timeout. Idempotent: steps already done on the
+        ledger are skipped. Raises :class:`ChainError` when the ledger refuses.
+        """
+
+    @abstractmethod
+    async def progress(self, req: AdjudicatorReq, new_state: State, sig: bytes) -> None:
+        """Force-execute ``new_state`` (signed by participant ``req.idx`` only) on chain."""
+
+    @abstractmethod
+    async def subscribe(self, params: Params) -> EventSubscription:
+        """Subscribe to the events of one channel."""

@@ -1,0 +1,104 @@
+"""The chain backend: one object bundling a ledger's cryptography, wallet, funder and
+adjudicator, so they agree on addresses, signatures and contracts."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self
+
+from perun_core.channel.params import Params
+from perun_core.channel.state import State
+from perun_core.channel.types import Address, Asset
+from perun_core.interfaces.adjudicator import Adjudicator
+from perun_core.interfaces.funder import Funder
+from perun_core.interfaces.wallet import Account, Wallet
+
+
+class ChainBackend(ABC):
+    """A chain backend (registered through the ``perun_register_chains`` hook).
+
+    Class attributes:
+        name: the registry name (``"sim"``, ``"eth"``).
+        capabilities: optional features this backend offers (e.g. ``"apps"``,
+            ``"sub_channels"``, ``"virtual_channels"``); methods for absent ones raise
+            :class:`~perun_core.errors.NotSupportedError`.
+    """
+
+    name: ClassVar[str]
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Self:
+        """Build the backend from a plain configuration mapping."""
+
+    # --- components ------------------------------------------------------------------------
+
+    @abstractmethod
+    def wallet(self) -> Wallet:
+        """The wallet holding this backend's accounts."""
+
+    @abstractmethod
+    def funder(self, account: Account) -> Funder:
+        """A funder that deposits from ``account``."""
+
+    @abstractmethod
+    def adjudicator(self, account: Account) -> Adjudicator:
+        """An adjudicator that sends ledger transactions as ``account``."""
+
+    # --- cryptography and encodings -----------------------------------------------------------
+
+    @abstractmethod
+    def channel_id(self, params: Params) -> bytes:
+        """The 32-byte channel ID of ``params`` (binds every field but ``backend``/``id``)."""
+
+    @abstractmethod
+    def encode_state(self, state: State) -> bytes:
+        """The canonical encoding of a state (what signatures cover)."""
+
+    @abstractmethod
+    def sign_state(self, account: Account, state: State) -> bytes:
+        """Sign ``state`` with ``account``."""
+
+    @abstractmethod
+    def verify_state(self, address: Address, state: State, sig: bytes) -> bool:
+        """Whether ``sig`` is ``address``'s signature on ``state``.
+
+        Raises:
+            MalformedSignatureError: ``sig`` cannot be a signature of this scheme.
+        """
+
+    @abstractmethod
+    def verify_signature(self, address: Address, message: bytes, sig: bytes) -> bool:
+        """Whether ``sig`` is ``address``'s signature on the raw ``message``."""
+
+    @abstractmethod
+    def parse_address(self, text: str) -> Address:
+        """Parse an address in the backend's text form."""
+
+    def check_aux(self, aux: bytes) -> None:  # noqa: B027 - optional hook
+        """Refuse ``aux`` bytes this backend cannot bind (default: any are bound by the ID)."""
+
+    def payment_app_id(self) -> bytes | None:
+        """The AppID of the payment app on this backend, if it has one."""
+        return None
+
+    def default_assets(self) -> list[Asset]:
+        """Assets for demos and tests (the backend's native currency first)."""
+        raise NotImplementedError
+
+    async def balance_of(self, address: Address, asset: Asset) -> int:
+        """On-ledger balance of ``address`` in ``asset`` (capability ``"balances"``)."""
+        from perun_core.errors import NotSupportedError
+
+        raise NotSupportedError(f"backend {self.name!r} cannot report ledger balances")
+
+    async def faucet(self, address: Address, asset: Asset, amount: int) -> None:
+        """Credit ``amount`` of ``asset`` to ``address`` (test ledgers; capability ``"faucet"``)."""
+        from perun_core.errors import NotSupportedError
+
+        raise NotSupportedError(f"backend {self.name!r} has no faucet")
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and background tasks."""

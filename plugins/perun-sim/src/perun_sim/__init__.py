@@ -1,0 +1,49 @@
+"""perun-sim: an ideal simulated ledger for perun-py.
+
+Real secp256k1 signatures (SHA3-256, no Keccak), a ledger that enforces the same rules and
+reason strings as the Ethereum contracts, and a controllable clock, all in-process::
+
+    from perun_sim import SimBackend, SimClock, SimLedger
+
+    backend = SimBackend(SimLedger(clock=SimClock.manual()))   # or from_config({...})
+    alice = backend.wallet().add_seed(b"alice")
+    eth = backend.default_assets()[0]
+    backend.ledger.mint(alice.address, eth, 100)               # a faucet
+    funder, adj = backend.funder(alice), backend.adjudicator(alice)
+    ...
+    backend.clock.advance(60)                                  # skip a challenge duration
+
+Scheme and encodings: ``docs/sim.md``.
+"""
+
+from perun_sim.adjudicator import SimAdjudicator
+from perun_sim.backend import SimBackend
+from perun_sim.clock import SimClock, SimTimeout
+from perun_sim.crypto import SimSignatureFormatError
+from perun_sim.encoding import PAYMENT_APP_ID
+from perun_sim.funder import SimFunder
+from perun_sim.ledger import (
+    Dispute,
+    DisputePhase,
+    SimEventSubscription,
+    SimLedger,
+    WithdrawalAuth,
+)
+from perun_sim.wallet import SimAccount, SimWallet
+
+__all__ = [
+    "PAYMENT_APP_ID",
+    "Dispute",
+    "DisputePhase",
+    "SimAccount",
+    "SimAdjudicator",
+    "SimBackend",
+    "SimClock",
+    "SimEventSubscription",
+    "SimFunder",
+    "SimLedger",
+    "SimSignatureFormatError",
+    "SimTimeout",
+    "SimWallet",
+    "WithdrawalAuth",
+]

@@ -1,0 +1,198 @@
+"""The sim Adjudicator: register, progress, conclude and withdraw on a :class:`SimLedger`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+
+from perun_core.channel.params import Params
+from perun_core.channel.state import SignedState, State
+from perun_core.channel.types import Address
+from perun_core.errors import ChainError, InvalidSignatureError, MissingSubStatesError
+from perun_core.interfaces import Account, Adjudicator, AdjudicatorReq, EventSubscription
+from perun_sim.encoding import channel_id, funding_id, hash_state
+from perun_sim.ledger import DisputePhase, SimLedger, WithdrawalAuth
+
+ALREADY_CONCLUDED = "channel already concluded"
+
+DEFAULT_SECONDARY_GRACE = 0.2
+"""Real seconds a secondary settler waits for its peer's conclusion before concluding itself."""
+
+
+class SimAdjudicator(Adjudicator):
+    """Sends one account's dispute and settlement transactions to a :class:`SimLedger`.
+
+    Args:
+        ledger: the ledger.
+        account: signs withdrawal authorizations (must be the participant withdrawn for).
+        receiver: where withdrawals are paid (default: the participant's own address).
+        secondary_grace: real seconds a ``secondary`` request waits for the peer to conclude.
+    """
+
+    def __init__(
+        self,
+        ledger: SimLedger,
+        account: Account,
+        *,
+        receiver: Address | None = None,
+        secondary_grace: float = DEFAULT_SECONDARY_GRACE,
+    ) -> None:
+        self.ledger = ledger
+        self.account = account
+        self.receiver = receiver
+        self.secondary_grace = secondary_grace
+
+    async def register(
+        self, req: AdjudicatorReq, sub_states: Mapping[bytes, SignedState] | None = None
+    ) -> None:
+        """Register ``req.tx`` with the signed states of all locked sub-channels (pre-order).
+
+        Registering the state already registered is a no-op.
+
+        Raises:
+            MissingSubStatesError: a locked sub-channel's signed state is not in ``sub_states``.
+            InvalidSignatureError: ``req.tx`` is not fully signed.
+            ChainError: the ledger refused (reasons of ETHEREUM.md §6).
+        """
+        root = _signed(req)
+        subs: list[SignedState] = []
+        found = sub_states or {}
+
+        def collect(state: State) -> None:
+            for sa in state.allocation.locked:
+                sub = found.get(sa.id)
+                if sub is None:
+                    raise MissingSubStatesError(
+                        f"no signed state of sub-channel 0x{sa.id.hex()} to register",
+                        operation="register",
+                    )
+                subs.append(sub)
+                collect(sub.state)
+
+        collect(root.state)
+        await self.ledger.register(root, subs)
+
+    async def progress(self, req: AdjudicatorReq, new_state: State, sig: bytes) -> None:
+        """Force-execute ``new_state`` (signed by participant ``req.idx``) over ``req.tx.state``.
+
+        Raises:
+            ChainError: the ledger refused (reasons of ETHEREUM.md §6 ``progress``).
+        """
+        await self.ledger.progress(req.params, req.tx.state, new_state, req.idx, sig)
+
+    async def withdraw(
+        self, req: AdjudicatorReq, sub_states: Mapping[bytes, SignedState] | None = None
+    ) -> None:
+        """Conclude the channel unless concluded, then withdraw our holdings of every asset.
+
+        A final, fully signed state without locked funds concludes at once
+        (``conclude_final``; a ``secondary`` request first waits ``secondary_grace`` seconds
+        for the peer's conclusion). Otherwise ``req.tx.state`` must be the registered state
+        and its timeout must have passed; the caller waits for the event's timeout itself.
+        A lost race ("channel already concluded") counts as success; holdings already
+        withdrawn are skipped, so the call is idempotent.
+
+        Raises:
+            ChainError: "timeout not passed yet", "invalid channel state" (``req.tx.state``
+                is not the registered state), "concluded with another state" (the channel
+                was concluded with a state other than ``req.tx.state``), or another refusal.
+            MissingSubStatesError: a locked sub-channel's state is neither registered nor given.
+        """
+        params, state = req.params, req.tx.state
+        cid = params.id or channel_id(params)
+        if not self._concluded(cid):
+            await self._conclude(req, cid, sub_states or {})
+        d = self.ledger.dispute(cid)
+        if d is None or d.state_hash != hash_state(state):
+            raise ChainError(
+                "concluded with another state",
+                operation="withdraw",
+            )
+        participant = params.participants[req.idx]
+        fid = funding_id(cid, participant)
+        receiver = self.receiver if self.receiver is not None else participant
+        for asset in state.allocation.assets:
+            if asset.ledger_id != self.ledger.ledger_id:
+                continue  # paid out by that ledger's adjudicator
+            amount = self.ledger.holdings(asset, fid)
+            if amount == 0:
+                continue
+            auth = WithdrawalAuth(cid, participant, receiver, amount, asset)
+            await self.ledger.withdraw(auth, self.account.sign(auth.encode()))
+
+    def _concluded(self, cid: bytes) -> bool:
+        d = self.ledger.dispute(cid)
+        return d is not None and d.phase == DisputePhase.CONCLUDED
+
+    async def _conclude(
+        self, req: AdjudicatorReq, cid: bytes, sub_states: Mapping[bytes, SignedState]
+    ) -> None:
+        params, state = req.params, req.tx.state
+        try:
+            if state.is_final and not state.allocation.locked and req.tx.fully_signed:
+                if req.secondary and await self._wait_concluded(cid, self.secondary_grace):
+                    return
+                sigs = tuple(s for s in req.tx.sigs if s is not None)
+                await self.ledger.conclude_final(params, state, sigs)
+            else:
+                await self.ledger.conclude(params, state, self._sub_states(state, sub_states))
+        except ChainError as e:
+            if e.reason != ALREADY_CONCLUDED:
+                raise
+
+    def _sub_states(self, state: State, given: Mapping[bytes, SignedState]) -> list[State]:
+        """Every locked sub-channel's state, pre-order; the ledger's registered one first,
+        since conclusion accepts nothing else."""
+        out: list[State] = []
+
+        def collect(s: State) -> None:
+            for sa in s.allocation.locked:
+                d = self.ledger.dispute(sa.id)
+                if d is not None:
+                    sub = d.state
+                elif sa.id in given:
+                    sub = given[sa.id].state
+                else:
+                    raise MissingSubStatesError(
+                        f"sub-channel 0x{sa.id.hex()} is neither registered nor given",
+                        operation="conclude",
+                    )
+                out.append(sub)
+                collect(sub)
+
+        collect(state)
+        return out
+
+    async def _wait_concluded(self, cid: bytes, grace: float) -> bool:
+        """Wait up to ``grace`` real seconds for the channel's conclusion (event-driven)."""
+        if self._concluded(cid):
+            return True
+        sub = self.ledger.subscribe(cid)
+        try:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + grace
+            while not self._concluded(cid):
+                left = end - loop.time()
+                if left <= 0:
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    if await asyncio.wait_for(sub.next(), left) is None:
+                        return self._concluded(cid)
+            return True
+        finally:
+            await sub.close()
+
+    async def subscribe(self, params: Params) -> EventSubscription:
+        """Events of the channel: the most recent past event first, then new ones."""
+        return self.ledger.subscribe(params.id or channel_id(params))
+
+
+def _signed(req: AdjudicatorReq) -> SignedState:
+    if not req.tx.fully_signed:
+        raise InvalidSignatureError(
+            "the transaction to register is not fully signed",
+            channel_id=req.tx.state.channel_id,
+            version=req.tx.state.version,
+        )
+    return req.signed_state()

@@ -1,0 +1,90 @@
+"""The sim Funder: deposits a participant's share and waits for everyone's (PROTOCOL.md §5.2)."""
+
+from __future__ import annotations
+
+from perun_core.channel.allocation import Balances
+from perun_core.channel.types import Asset
+from perun_core.errors import FundingTimeoutError, InvalidFundingAgreementError
+from perun_core.interfaces import Account, Funder, FundingRequest
+from perun_sim.encoding import channel_id, funding_id
+from perun_sim.ledger import HoldingKey, SimLedger
+
+
+class SimFunder(Funder):
+    """Deposits from one account into channels on one :class:`SimLedger`.
+
+    Only assets of this ledger are handled (a multi-ledger channel's other assets belong to
+    other ledgers' funders). Waiting is event-driven: the funder sleeps until a relevant
+    deposit lands or the funding deadline (ledger time) arrives.
+    """
+
+    def __init__(self, ledger: SimLedger, account: Account) -> None:
+        self.ledger = ledger
+        self.account = account
+
+    async def fund(self, request: FundingRequest) -> None:
+        """Deposit our share of each asset and wait until every participant has funded.
+
+        Idempotent: a share already covered by our holdings is not deposited again, and a
+        partly covered one is only topped up.
+
+        Raises:
+            FundingTimeoutError: the deadline (``request.deadline_seconds`` of ledger time
+                from now) passed; ``missing[a]`` names the participants that did not fund
+                asset ``a`` (egoistic funding: only the others, since we never deposited).
+            InvalidFundingAgreementError: the agreement does not fit the state's assets and
+                participants.
+            ChainError: a deposit was refused (e.g. "insufficient balance").
+        """
+        params, state = request.params, request.state
+        cid = params.id or channel_id(params)
+        assets = state.allocation.assets
+        agreement = request.agreement
+        n = params.num_parts
+        if len(agreement) != len(assets) or any(len(row) != n for row in agreement):
+            raise InvalidFundingAgreementError(
+                f"the funding agreement must have {len(assets)} rows of {n} entries",
+                channel_id=cid,
+            )
+        if not 0 <= request.idx < n:
+            raise ValueError(f"participant index {request.idx} out of range")
+        deadline = self.ledger.clock.now() + request.deadline_seconds
+        fids = [funding_id(cid, p) for p in params.participants]
+        own = [a for a, asset in enumerate(assets) if asset.ledger_id == self.ledger.ledger_id]
+        others = [j for j in range(n) if j != request.idx]
+
+        if request.egoistic:
+            await self._await_funded(cid, assets, own, others, fids, agreement, deadline)
+        for a in own:
+            share = agreement[a][request.idx]
+            have = self.ledger.holdings(assets[a], fids[request.idx])
+            if share > have:
+                await self.ledger.deposit(
+                    self.account.address, assets[a], fids[request.idx], share - have
+                )
+        await self._await_funded(cid, assets, own, list(range(n)), fids, agreement, deadline)
+
+    async def _await_funded(
+        self,
+        cid: bytes,
+        assets: tuple[Asset, ...],
+        own: list[int],
+        parts: list[int],
+        fids: list[bytes],
+        agreement: Balances,
+        deadline: int,
+    ) -> None:
+        ledger = self.ledger
+        while True:
+            missing: list[list[int]] = [[] for _ in assets]
+            keys: list[HoldingKey] = []
+            for a in own:
+                for j in parts:
+                    if ledger.holdings(assets[a], fids[j]) < agreement[a][j]:
+                        missing[a].append(j)
+                        keys.append((assets[a], fids[j]))
+            if not keys:
+                return
+            if ledger.clock.now() >= deadline:
+                raise FundingTimeoutError(missing, channel_id=cid)
+            await ledger.wait_holdings_change(keys, deadline)
