@@ -34,7 +34,10 @@ from perun_core.errors import (
 from perun_core.interfaces.persister import ChannelRecord
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from perun_core.client.client import Client
+    from perun_core.interfaces.adjudicator import AdjudicatorEvent
     from perun_core.wire.messages import ChannelUpdate, Envelope
 
 log = logging.getLogger("perun.channel")
@@ -91,6 +94,13 @@ class Channel:
         self._settling = False
         self._closed = False
         self._slot_owner: asyncio.Task[Any] | None = None
+        # dispute bookkeeping (set by the watcher's events)
+        self._last_event: AdjudicatorEvent | None = None
+        self._registered_state: State | None = None
+        self._concluded = False
+        self._settle_task: asyncio.Future[None] | None = None
+        self._event_queues: list[asyncio.Queue[AdjudicatorEvent]] = []
+        self._event_handlers: list[Callable[[Channel, AdjudicatorEvent], Any]] = []
         self._callback_tasks: set[asyncio.Task[Any]] = set()
 
     # --- read-only snapshots -----------------------------------------------------------------
@@ -315,6 +325,49 @@ class Channel:
         await self._acquire_slot()
         try:
             await self._client._settlement.settle(self)
+        finally:
+            self._release_slot()
+
+    def watch(self, handler: Callable[[Channel, AdjudicatorEvent], Any] | None = None) -> None:
+        """Attach a handler for this channel's ledger events (``handler(channel, event)``).
+
+        The watchtower itself runs for every channel from funding on (unless the client was
+        configured with ``watch=False``); this only subscribes the application to its
+        events. Idempotent for the same handler.
+        """
+        if handler is not None and handler not in self._event_handlers:
+            self._event_handlers.append(handler)
+
+    async def events(self) -> AsyncIterator[AdjudicatorEvent]:
+        """An async stream of this channel's ledger events (registered, progressed, concluded)."""
+        q: asyncio.Queue[AdjudicatorEvent] = asyncio.Queue()
+        self._event_queues.append(q)
+        try:
+            while True:
+                yield await q.get()
+        finally:
+            self._event_queues.remove(q)
+
+    def _emit_event(self, ev: AdjudicatorEvent) -> None:
+        for q in self._event_queues:
+            q.put_nowait(ev)
+        for h in self._event_handlers:
+            self._client._spawn(self._await_user(h, self, ev))
+
+    @property
+    def last_event(self) -> AdjudicatorEvent | None:
+        """The most recent ledger event of this channel, if any."""
+        return self._last_event
+
+    async def register(self) -> None:
+        """Register the latest fully signed state on the ledger (starts a dispute).
+
+        Off-chain updates end; use :meth:`settle` afterwards to conclude and withdraw.
+        """
+        self._check_not_reentrant()
+        await self._acquire_slot()
+        try:
+            await self._client._disputes.register(self)
         finally:
             self._release_slot()
 

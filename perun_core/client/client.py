@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from perun_core.channel.app import App, AppRegistry, PaymentApp
 from perun_core.channel.params import Params
+from perun_core.channel.phase import Phase
 from perun_core.channel.state import State, Transaction
 from perun_core.channel.types import Address
 from perun_core.client.channel import Channel
 from perun_core.client.config import ClientConfig
+from perun_core.client.dispute import DisputeProtocol
 from perun_core.client.proposal import LedgerChannelProposal, ProposalProtocol
 from perun_core.client.settle import SettleProtocol
 from perun_core.client.update import UpdateProtocol
@@ -22,7 +24,9 @@ from perun_core.errors import (
     PerunError,
     UnknownChannelError,
 )
+from perun_core.interfaces.adjudicator import AdjudicatorEvent
 from perun_core.interfaces.persister import ChannelRecord
+from perun_core.watcher.local import LocalWatcher
 from perun_core.wire import messages as wire
 
 if TYPE_CHECKING:
@@ -93,6 +97,10 @@ class Client:
         self._proposals = ProposalProtocol(self)
         self._updates = UpdateProtocol(self)
         self._settlement = SettleProtocol(self)
+        self._disputes = DisputeProtocol(self)
+        self.watcher: LocalWatcher | None = (
+            LocalWatcher(adjudicator, self._on_ledger_event) if self.config.watch else None
+        )
         self._proposal_handler: Any = None
         self._update_handler: Any = None
         self._update_callbacks: list[UpdateCallback] = []
@@ -122,6 +130,8 @@ class Client:
             self._sub.close()
         if self._reader is not None:
             self._reader.cancel()
+        if self.watcher is not None:
+            await self.watcher.close()
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(
@@ -262,8 +272,24 @@ class Client:
             )
 
     def _publish_to_watcher(self, ch: Channel, tx: Transaction) -> None:
+        if self.watcher is not None and ch.params.ledger_channel:
+            self.watcher.start_watching(ch.params, ch.idx, tx)  # idempotent; newest wins
         for listener in self._tx_listeners:
             listener(ch, tx)
+
+    def _on_ledger_event(self, channel_id: bytes, ev: AdjudicatorEvent) -> None:
+        ch = self._channels.get(channel_id)
+        if ch is not None:
+            self._disputes.on_event(ch, ev)
+
+    async def _finish_channel(self, ch: Channel) -> None:
+        """The channel is withdrawn: forget it everywhere."""
+        if ch._phase != Phase.WITHDRAWN:
+            ch._set_phase(Phase.WITHDRAWN)
+        await ch._io(lambda: self.persister.channel_removed(ch.id))
+        self._remove_channel(ch)
+        if self.watcher is not None:
+            await self.watcher.stop_watching(ch.id)
 
     def _notify_update(self, ch: Channel, old: State | None, new: State) -> None:
         for cb in self._update_callbacks:

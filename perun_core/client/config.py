@@ -20,6 +20,9 @@ class ClientConfig:
             to this many) and processed once funded.
         conflict_retries: how often the lower-index party re-proposes after a collision.
         settle_grace: how long the secondary party waits for the peer's conclusion.
+        auto_settle: once a dispute's timeout has passed (after the peer registered),
+            conclude and withdraw without being asked.
+        watch: run the local watchtower for every channel (refutes stale registrations).
     """
 
     proposal_timeout: float = 30.0
@@ -29,3 +32,5 @@ class ClientConfig:
     funding_queue: int = 16
     conflict_retries: int = 3
     settle_grace: float = 0.5
+    auto_settle: bool = True
+    watch: bool = True

@@ -1,4 +1,4 @@
-"""Cooperative settlement: finalize, conclude and withdraw (PROTOCOL.md §5.4)."""
+"""Settlement: cooperative first, the dispute path as fallback (PROTOCOL.md §5.4, §5.5)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ from typing import TYPE_CHECKING
 
 from perun_core.channel.phase import Phase
 from perun_core.errors import (
-    ChannelClosedError,
+    ChainError,
     ChannelNotReadyError,
+    PeerRejectedError,
+    ProtocolError,
     RequestTimedOutError,
+    SignatureError,
+    SyncRequiredError,
     UpdateConflictError,
 )
 from perun_core.interfaces.adjudicator import AdjudicatorReq
@@ -20,6 +24,8 @@ if TYPE_CHECKING:
     from perun_core.client.client import Client
 
 log = logging.getLogger("perun.settle")
+
+_DISPUTE = (Phase.REGISTERING, Phase.REGISTERED, Phase.PROGRESSING, Phase.PROGRESSED)
 
 
 class SettleProtocol:
@@ -55,23 +61,52 @@ class SettleProtocol:
             ch._settling = False
 
     async def settle(self, ch: Channel) -> None:
-        """Finalize if needed, then conclude and withdraw our outcome."""
+        """Settle: finalize with the peer and conclude at once, or fall back to a dispute.
+
+        The dispute path registers the latest fully signed state, waits out the challenge
+        duration on the ledger, concludes and withdraws. It is taken when the peer rejects
+        or does not answer the final update, when the channel is in dispute already, and
+        for a channel whose funding failed (fund recovery).
+        """
         if ch._phase == Phase.WITHDRAWN:
-            raise ChannelClosedError(f"channel 0x{ch.id.hex()[:12]} is already settled")
-        if ch._phase in (Phase.ACTING, Phase.SIGNING):
-            await self.finalize(ch)
-        if ch._phase not in (Phase.FINAL, Phase.WITHDRAWING):
-            raise ChannelNotReadyError(
-                f"cannot settle cooperatively in phase {ch._phase.name}",
-                phase=ch._phase,
-                channel_id=ch.id,
-            )
+            return  # settled already (e.g. automatically after the peer concluded)
+        if ch._phase in (Phase.ACTING, Phase.SIGNING) and not ch._needs_sync:
+            try:
+                await self.finalize(ch)
+            except (
+                PeerRejectedError,
+                RequestTimedOutError,
+                SignatureError,
+                ProtocolError,
+                TimeoutError,
+            ) as e:
+                log.warning(
+                    "channel 0x%s: cooperative settlement failed (%s); disputing",
+                    ch.id.hex()[:12],
+                    e,
+                )
+        if ch._phase in (Phase.FINAL, Phase.WITHDRAWING) and ch._settle_task is None:
+            await self._conclude_final(ch)
+            return
+        if ch._phase in (Phase.ACTING, Phase.SIGNING, Phase.FUNDING, *_DISPUTE, Phase.WITHDRAWING):
+            await self.client._disputes.settle(ch)
+            return
+        if ch._needs_sync:
+            raise SyncRequiredError("the channel must sync before it can settle")
+        raise ChannelNotReadyError(
+            f"cannot settle in phase {ch._phase.name}", phase=ch._phase, channel_id=ch.id
+        )
+
+    async def _conclude_final(self, ch: Channel) -> None:
         if ch._phase == Phase.FINAL:
             ch._set_phase(Phase.WITHDRAWING)
             await ch._persist_phase()
         assert ch._current is not None
         req = AdjudicatorReq(ch.params, ch._current, ch.idx, secondary=ch.idx != 0)
-        await self.client.adjudicator.withdraw(req, {})
-        ch._set_phase(Phase.WITHDRAWN)
-        await ch._io(lambda: self.client.persister.channel_removed(ch.id))
-        self.client._remove_channel(ch)
+        try:
+            await self.client.adjudicator.withdraw(req, {})
+        except ChainError as e:
+            if "concluded with another state" in e.reason or "not final" in e.reason:
+                raise
+            raise
+        await self.client._finish_channel(ch)

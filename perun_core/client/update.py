@@ -18,6 +18,7 @@ from perun_core.channel.state import State, Transaction
 from perun_core.channel.validation import check_update
 from perun_core.errors import (
     ChannelNotReadyError,
+    ChannelRegisteredError,
     InvalidSignatureError,
     InvalidUpdateError,
     MalformedSignatureError,
@@ -312,7 +313,7 @@ class UpdateProtocol:
                 app=self.client._app_of(ch.params),
             )
             self.client._verify_peer_sig(ch, st, msg.sig)
-        except ChannelNotReadyError as e:
+        except (ChannelNotReadyError, ChannelRegisteredError) as e:
             self._send_rej(ch, st.version, RejectCode.NOT_READY, str(e))
             return
         except InvalidUpdateError as e:

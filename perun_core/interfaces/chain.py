@@ -100,5 +100,17 @@ class ChainBackend(ABC):
 
         raise NotSupportedError(f"backend {self.name!r} has no faucet")
 
+    async def advance_time(self, seconds: int) -> None:
+        """Move ledger time forward (test ledgers; capability ``"time_travel"``)."""
+        from perun_core.errors import NotSupportedError
+
+        raise NotSupportedError(f"backend {self.name!r} cannot move ledger time")
+
+    async def ledger_time(self) -> int:
+        """The ledger's current time in seconds (capability ``"time_travel"``)."""
+        from perun_core.errors import NotSupportedError
+
+        raise NotSupportedError(f"backend {self.name!r} cannot report ledger time")
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and background tasks."""

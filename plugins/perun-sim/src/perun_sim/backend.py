@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
@@ -37,7 +38,7 @@ class SimBackend(ChainBackend):
 
     name: ClassVar[str] = "sim"
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"apps", "sub_channels", "virtual_channels", "balances", "faucet"}
+        {"apps", "sub_channels", "virtual_channels", "balances", "faucet", "time_travel"}
     )
 
     def __init__(
@@ -191,6 +192,15 @@ class SimBackend(ChainBackend):
     async def faucet(self, address: Address, asset: Asset, amount: int) -> None:
         """Mint ``amount`` of ``asset`` into ``address``'s ledger account."""
         self.ledger.mint(address, asset, amount)
+
+    async def advance_time(self, seconds: int) -> None:
+        """Move ledger time forward by ``seconds`` (waiters whose deadline passed wake up)."""
+        self.ledger.clock.advance(seconds)
+        await asyncio.sleep(0)
+
+    async def ledger_time(self) -> int:
+        """The ledger's current time in seconds."""
+        return self.ledger.clock.now()
 
     async def close(self) -> None:
         """Nothing to release: the ledger lives in memory."""
