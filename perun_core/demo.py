@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -18,8 +19,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from perun_core.channel.allocation import Allocation
-from perun_core.client import Channel, Client, LedgerChannelProposal, ProposalInfo
+from perun_core.channel.phase import Phase
+from perun_core.channel.state import Transaction
+from perun_core.client import Channel, Client, ClientConfig, LedgerChannelProposal, ProposalInfo
 from perun_core.client.proposal import ProposalResponder
+from perun_core.interfaces.adjudicator import AdjudicatorEvent, AdjudicatorReq
+from perun_core.interfaces.chain import ChainBackend
+from perun_core.interfaces.wallet import Account
 from perun_core.plugins import load_plugins
 
 
@@ -44,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="sim", help="chain backend plugin (default sim)")
     p.add_argument("--bus", default="local", help="bus plugin (default local)")
     p.add_argument("--persister", default="memory", help="persister plugin (default memory)")
+    p.add_argument(
+        "--dispute",
+        action="store_true",
+        help="Bob registers a stale state; Alice's watchtower refutes it",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return p
 
@@ -56,6 +67,7 @@ async def run_demo(
     backend_name: str = "sim",
     bus_name: str = "local",
     persister_name: str = "memory",
+    dispute: bool = False,
     console: Console | None = None,
 ) -> DemoResult:
     """Run the demo scenario and return what happened."""
@@ -75,10 +87,7 @@ async def run_demo(
         "Bob": await backend.balance_of(acct_b.address, asset),
     }
 
-    def client(acct: object) -> Client:
-        from perun_core.interfaces.wallet import Account
-
-        assert isinstance(acct, Account)
+    def client(acct: Account, config: ClientConfig | None = None) -> Client:
         return Client(
             account=acct,
             backend=backend,
@@ -86,9 +95,12 @@ async def run_demo(
             funder=backend.funder(acct),
             adjudicator=backend.adjudicator(acct),
             persister=plugins.persister(persister_name)(),
+            config=config,
         )
 
-    alice, bob = client(acct_a), client(acct_b)
+    # In the dispute demo Bob cheats: his client runs no watchtower of its own.
+    alice = client(acct_a)
+    bob = client(acct_b, ClientConfig(watch=False, auto_settle=False) if dispute else None)
     bob_channel: asyncio.Future[Channel] = asyncio.get_running_loop().create_future()
 
     def on_proposal(p: ProposalInfo, r: ProposalResponder) -> None:
@@ -128,16 +140,22 @@ async def run_demo(
             console=console,
             transient=True,
         )
+        stale = ch_b.transaction  # Bob keeps the state in which he owned the most
+        best_for_bob = deposit
         with progress:
             task = progress.add_task("pay", total=payments)
             for i in range(payments):
                 amount = rng.randint(1, max(1, deposit // 20))
-                if i % 2 == 0:
+                # In the dispute demo Alice earns back more than she paid, so old states
+                # are attractive to Bob.
+                if i % 2 == 0 and not (dispute and i >= payments // 2):
                     await ch_a.send(amount)
                     net_to_bob += amount
                 else:
                     await ch_b.send(amount)
                     net_to_bob -= amount
+                if ch_b.my_balance() > best_for_bob:
+                    best_for_bob, stale = ch_b.my_balance(), ch_b.transaction
                 progress.advance(task)
         if ch_a.state != ch_b.state:
             console.print("[red]Alice and Bob disagree on the channel state[/]")
@@ -145,8 +163,12 @@ async def run_demo(
             f"{payments} payments done; channel at version {ch_a.state.version}: "
             f"Alice {ch_a.state.balances[0][0]}, Bob {ch_a.state.balances[0][1]}"
         )
-        await asyncio.gather(ch_a.settle(), ch_b.settle())
-        console.print("settled: final state concluded on the ledger and withdrawn")
+        if dispute:
+            assert stale is not None
+            await _dispute_scene(console, backend, acct_b, ch_a, ch_b, stale)
+        else:
+            await asyncio.gather(ch_a.settle(), ch_b.settle())
+            console.print("settled: final state concluded on the ledger and withdrawn")
     final = {
         "Alice": await backend.balance_of(acct_a.address, asset),
         "Bob": await backend.balance_of(acct_b.address, asset),
@@ -168,12 +190,57 @@ async def run_demo(
     console.print(table)
     await backend.close()
     ok = final == expected
+    if dispute:
+        refuted = alice.watcher is not None and alice.watcher.refutations > 0
+        console.print(
+            f"watchtower refutations: {alice.watcher.refutations if alice.watcher else 0}"
+        )
+        ok = ok and refuted
     return DemoResult(ok, payments, net_to_bob, initial, final, expected, seconds)
+
+
+async def _dispute_scene(
+    console: Console,
+    backend: ChainBackend,
+    cheater: Account,
+    ch_a: Channel,
+    ch_b: Channel,
+    stale: Transaction,
+) -> None:
+    """Bob registers ``stale``; Alice's watchtower refutes; both settle on the ledger."""
+    events: list[AdjudicatorEvent] = []
+
+    def show(ch: Channel, ev: AdjudicatorEvent) -> None:
+        events.append(ev)
+        console.print(
+            f"  [magenta]ledger[/] {type(ev).__name__} version {ev.version} "
+            f"(timeout at t={ev.timeout.deadline})"
+        )
+
+    ch_a.watch(show)
+    latest = ch_a.state.version
+    console.print(
+        f"[red]Bob registers the stale state v{stale.state.version}[/] "
+        f"(Bob {stale.state.balances[0][1]}) instead of v{latest} "
+        f"(Bob {ch_a.state.balances[0][1]})"
+    )
+    await backend.adjudicator(cheater).register(AdjudicatorReq(ch_b.params, stale, ch_b.idx))
+    async with asyncio.timeout(10):
+        while not any(ev.version == latest for ev in events):
+            await asyncio.sleep(0.01)
+    console.print(f"[green]Alice's watchtower refuted with v{latest}[/]")
+    await backend.advance_time(ch_a.params.challenge_duration + 1)
+    console.print(f"ledger time moved past the {ch_a.params.challenge_duration}s challenge")
+    await ch_a.wait_phase(Phase.WITHDRAWN, timeout=10)  # Alice's client settles by itself
+    await ch_b.settle()
+    console.print("settled through the dispute: concluded with the latest state, withdrawn")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``perun demo``; returns the exit code."""
     args = _parser().parse_args(argv)
+    # Warnings (a refuted registration, a fallback) are part of the story told on screen.
+    logging.basicConfig(level=logging.ERROR)
     console = Console(quiet=args.quiet)
     result = asyncio.run(
         run_demo(
@@ -183,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             backend_name=args.backend,
             bus_name=args.bus,
             persister_name=args.persister,
+            dispute=args.dispute,
             console=console,
         )
     )
