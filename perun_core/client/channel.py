@@ -54,6 +54,7 @@ class OwnUpdate:
     future: asyncio.Future[Transaction]
     conflicted: bool = False  # a collision was detected; do not send / treat as CONFLICT
     sent: bool = False
+    timed_out: bool = False  # no answer in time: a sync round decides its fate
 
 
 @dataclass(slots=True, eq=False)
@@ -93,6 +94,10 @@ class Channel:
         self._v0_sig: asyncio.Future[bytes] | None = None
         self._settling = False
         self._closed = False
+        self._sync_sent = False  # our ChannelSync of the current round is out
+        self._sync_done = asyncio.Event()  # clear while a sync round runs
+        self._sync_done.set()
+        self._frozen = False  # diverged: only the ledger can settle it
         self._slot_owner: asyncio.Task[Any] | None = None
         # dispute bookkeeping (set by the watcher's events)
         self._last_event: AdjudicatorEvent | None = None
@@ -383,7 +388,7 @@ class Channel:
     def _check_updatable(self) -> None:
         if self._closed:
             raise ChannelClosedError(f"channel 0x{self.id.hex()[:12]} is closed")
-        if self._needs_sync:
+        if self._needs_sync or self._frozen:
             raise SyncRequiredError(
                 f"channel 0x{self.id.hex()[:12]} must sync with its peer first "
                 "(an earlier update timed out)"

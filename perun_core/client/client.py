@@ -16,7 +16,9 @@ from perun_core.client.channel import Channel
 from perun_core.client.config import ClientConfig
 from perun_core.client.dispute import DisputeProtocol
 from perun_core.client.proposal import LedgerChannelProposal, ProposalProtocol
+from perun_core.client.restore import restore_channels
 from perun_core.client.settle import SettleProtocol
+from perun_core.client.sync import SyncProtocol
 from perun_core.client.update import UpdateProtocol
 from perun_core.errors import (
     ChannelClosedError,
@@ -98,6 +100,7 @@ class Client:
         self._updates = UpdateProtocol(self)
         self._settlement = SettleProtocol(self)
         self._disputes = DisputeProtocol(self)
+        self._sync = SyncProtocol(self)
         self.watcher: LocalWatcher | None = (
             LocalWatcher(adjudicator, self._on_ledger_event) if self.config.watch else None
         )
@@ -120,6 +123,8 @@ class Client:
             return
         self._sub = self.bus.subscribe(self.address)
         self._reader = asyncio.create_task(self._read_loop(), name=f"perun-reader-{self.address}")
+        await restore_channels(self)
+        self.bus.on_connect(self.address, self._sync.sync_peer)
 
     async def close(self) -> None:
         """Stop handling messages and cancel background work (channels stay persisted)."""
@@ -282,6 +287,13 @@ class Client:
         if ch is not None:
             self._disputes.on_event(ch, ev)
 
+    async def _drop_channel(self, ch: Channel) -> None:
+        """Forget a channel that never got both initial signatures (nothing was funded)."""
+        await ch._io(lambda: self.persister.channel_removed(ch.id))
+        self._remove_channel(ch)
+        if self.watcher is not None:
+            await self.watcher.stop_watching(ch.id)
+
     async def _finish_channel(self, ch: Channel) -> None:
         """The channel is withdrawn: forget it everywhere."""
         if ch._phase != Phase.WITHDRAWN:
@@ -337,6 +349,14 @@ class Client:
             ch = self._peer_channel(env, msg.channel_id)
             if ch is not None:
                 self._updates.on_rej(ch, msg)
+        elif isinstance(msg, wire.ChannelSync):
+            ch = self._peer_channel(env, msg.channel_id)
+            if ch is not None:
+                self._sync.on_sync(ch, msg)
+            elif msg.current is not None:
+                # Unknown to us: say so, so the peer drops a half-created channel.
+                unknown = wire.ChannelSync(msg.channel_id, 0, None, None, 0)
+                self._spawn(self._send(env.sender, unknown))
         elif isinstance(msg, wire.LedgerChannelProposal):
             self._proposals.on_proposal(env, msg)
         elif isinstance(msg, wire.LedgerChannelProposalAcc | wire.ChannelProposalRej):

@@ -353,6 +353,7 @@ class ProposalProtocol:
                 await ch._v0_sig
         except TimeoutError:
             ch._needs_sync = True
+            client._spawn(client._sync.start(ch))
             raise RequestTimedOutError(
                 "the proposer did not send its initial signature in time; the channel syncs "
                 "on the next connection"
@@ -386,6 +387,14 @@ class ProposalProtocol:
         fut.set_result(msg.sig)
 
     # --- funding -------------------------------------------------------------------------------
+
+    async def resume_funding(self, ch: Channel) -> None:
+        """Fund a channel again after a restart or a late v0 signature (idempotent)."""
+        assert ch._current is not None
+        try:
+            await self._fund(ch, None)
+        except ChannelFundingError as e:
+            self.client._report_error(e)
 
     async def _fund(self, ch: Channel, agreement: Balances | None) -> None:
         client = self.client

@@ -130,6 +130,13 @@ class UpdateProtocol:
                         await ch._idle.wait()
                 except TimeoutError:
                     raise RequestTimedOutError("a peer proposal stayed undecided") from None
+            if not ch._sync_done.is_set():
+                # A sync round (reconnect, restart, earlier timeout) decides first.
+                try:
+                    async with asyncio.timeout(cfg.sync_timeout):
+                        await ch._sync_done.wait()
+                except TimeoutError:
+                    pass  # _propose_once raises SyncRequiredError
             try:
                 return await self._propose_once(ch, fn)
             except UpdateConflictError:
@@ -188,8 +195,10 @@ class UpdateProtocol:
             async with asyncio.timeout(self.client.config.update_timeout):
                 done = await asyncio.shield(own.future)
         except TimeoutError:
+            own.timed_out = True
             ch._needs_sync = True
             ch._persist_phase()
+            self.client._spawn(self.client._sync.start(ch))
             raise RequestTimedOutError(
                 f"peer did not answer update v{nxt.version} of channel 0x{ch.id.hex()[:12]} "
                 f"within {self.client.config.update_timeout}s; the channel will sync"
@@ -297,7 +306,7 @@ class UpdateProtocol:
         if ch._peer is not None:
             self._send_rej(ch, st.version, RejectCode.CONFLICT, "a proposal is pending")
             return
-        if ch._needs_sync:
+        if ch._needs_sync or not ch._sync_done.is_set():
             self._send_rej(ch, st.version, RejectCode.SYNC_REQUIRED, "sync required")
             return
         try:

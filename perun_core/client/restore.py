@@ -1,0 +1,68 @@
+"""Restore: rebuild every persisted channel when a client starts (PROTOCOL.md §5.8).
+
+Each channel comes back in its phase; half-done steps are finished or rolled back:
+
+========================  ==========================================================
+phase at restart          action
+========================  ==========================================================
+INIT_ACTING               dropped (nothing was signed)
+INIT_SIGNING              kept; sync with the peer completes v0 (then funding) or drops it
+FUNDING                   funding resumes (idempotent)
+ACTING / FINAL            kept; sync on the next connection
+SIGNING                   a fully signed staged state is enabled; otherwise sync decides
+REGISTERING and later     the watcher replays the latest ledger event; settling resumes
+WITHDRAWING               withdrawal runs again (idempotent)
+========================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from perun_core.channel.phase import Phase
+
+if TYPE_CHECKING:
+    from perun_core.client.client import Client
+
+log = logging.getLogger("perun.restore")
+
+
+async def restore_channels(client: Client) -> int:
+    """Load every stored channel into ``client``; returns how many were restored."""
+    persister = client.persister
+    restored = 0
+    for peer in await persister.active_peers():
+        for rec in await persister.restore_peer(peer):
+            if rec.channel_id in client._channels:
+                continue
+            if rec.phase == Phase.INIT_ACTING or rec.phase == Phase.WITHDRAWN:
+                await persister.channel_removed(rec.channel_id)
+                continue
+            ch = client._add_channel(rec)
+            restored += 1
+            staging = rec.staging
+            if rec.phase == Phase.SIGNING and staging is not None:
+                if staging.fully_signed:
+                    # We crashed between signing and enabling: enable now.
+                    ch._enable(staging)
+                    await ch._io(lambda c=ch, t=staging: persister.enabled(c.id, t, c._phase))
+                else:
+                    ch._needs_sync = True
+                    ch._set_phase(Phase.ACTING)
+            if rec.current is not None:
+                client._publish_to_watcher(ch, rec.current)
+            if ch._phase in (Phase.ACTING, Phase.FINAL, Phase.INIT_SIGNING):
+                client._sync.expect(ch)  # the peer may hold newer signatures
+            if rec.phase == Phase.FUNDING:
+                client._spawn(client._proposals.resume_funding(ch))
+            elif rec.phase == Phase.INIT_SIGNING:
+                ch._needs_sync = True
+            elif rec.phase == Phase.REGISTERING:
+                client._spawn(client._disputes.settle(ch))
+            elif rec.phase == Phase.WITHDRAWING:
+                client._spawn(client._settlement.settle(ch))
+            if ch._phase not in (Phase.FUNDING, Phase.INIT_SIGNING):
+                client._announce(ch)  # funding channels are announced once funded
+            log.info("restored channel 0x%s in %s", ch.id.hex()[:12], ch._phase.name)
+    return restored

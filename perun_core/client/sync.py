@@ -1,0 +1,197 @@
+"""Channel sync: after a reconnect, a timeout or a restart both parties exchange their view
+of a channel and continue from the highest fully signed version (PROTOCOL.md §5.7).
+
+Each side sends one ``ChannelSync`` per round (and answers one it receives first). On the
+peer's message: a newer fully signed state that carries our own valid signature is adopted;
+a staged state of ours that was not adopted is discarded and its version burned; the version
+floor becomes the maximum of both floors and every pending version, so both sides compute
+the same next version.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from perun_core.channel.phase import Phase
+from perun_core.channel.state import Transaction
+from perun_core.errors import ChannelDivergedError, PerunError, SyncError
+from perun_core.wire.messages import ChannelSync
+
+if TYPE_CHECKING:
+    from perun_core.client.channel import Channel
+    from perun_core.client.client import Client
+
+log = logging.getLogger("perun.sync")
+
+SYNCABLE = frozenset(
+    {
+        Phase.INIT_SIGNING,
+        Phase.FUNDING,
+        Phase.ACTING,
+        Phase.SIGNING,
+        Phase.FINAL,
+        Phase.REGISTERED,
+        Phase.PROGRESSED,
+    }
+)
+
+
+class SyncProtocol:
+    """The sync protocol of one client."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def message(self, ch: Channel) -> ChannelSync:
+        """Our view of the channel."""
+        own = ch._own
+        pending = own.tx if own is not None else None
+        if pending is None and ch._staging is not None and ch._staging.sigs[ch.idx] is not None:
+            pending = ch._staging
+        return ChannelSync(ch.id, int(ch._phase), ch._current, pending, ch._version_floor)
+
+    async def start(self, ch: Channel) -> None:
+        """Send our view to the peer (once per round)."""
+        if ch._sync_sent or ch._phase not in SYNCABLE:
+            return
+        ch._sync_sent = True
+        ch._sync_done.clear()
+        if not ch._needs_sync:
+            ch._needs_sync = True
+            ch._persist_phase()
+        msg = self.message(ch)
+        await ch._io(lambda: self.client._send(ch.peer, msg))
+
+    def expect(self, ch: Channel) -> None:
+        """Mark a channel as needing a sync round before the next update (after restore)."""
+        ch._needs_sync = True
+        ch._sync_done.clear()
+
+    async def sync_peer(self, peer: object) -> None:
+        """Start a sync round for every channel shared with ``peer`` (after a connect)."""
+        for ch in list(self.client._channels.values()):
+            if ch.peer == peer and ch._phase in SYNCABLE:
+                ch._sync_sent = False
+                await self.start(ch)
+
+    def on_sync(self, ch: Channel, msg: ChannelSync) -> None:
+        """The peer's view arrived (dispatcher, synchronous)."""
+        reply = not ch._sync_sent
+        if reply:
+            # Answer with our view as it was before applying theirs: it carries our
+            # pending proposal, which the peer must burn as well.
+            ours = self.message(ch)
+            ch._sync_sent = True
+            ch._io(lambda: self.client._send(ch.peer, ours))
+        try:
+            self._apply(ch, msg)
+        except PerunError as e:
+            log.warning("sync of channel 0x%s failed: %s", ch.id.hex()[:12], e)
+            self.client._report_error(e)
+        finally:
+            ch._sync_sent = False
+            ch._sync_done.set()
+            ch._pulse()
+
+    def _apply(self, ch: Channel, msg: ChannelSync) -> None:
+        client = self.client
+        theirs = msg.current
+        mine = ch._current
+        discarded = -1
+        if theirs is None:
+            if ch._phase == Phase.INIT_SIGNING:
+                # The peer never created the channel: nothing was signed by both, nothing funded.
+                log.info("channel 0x%s unknown to the peer; dropping it", ch.id.hex()[:12])
+                client._spawn(client._drop_channel(ch))
+            return
+        if theirs.state.channel_id != ch.id:
+            raise SyncError("sync message for another channel")
+        if mine is None or theirs.state.version > mine.state.version:
+            self._check_adoptable(ch, theirs)
+            old = mine.state if mine is not None else None
+            if ch._own is not None and ch._own.tx.state == theirs.state:
+                ch._own = None  # our own proposal, accepted by the peer: adopt, not discard
+            self._discard_pending(ch, msg, adopted=theirs.state.version)
+            was_init = ch._phase == Phase.INIT_SIGNING
+            ch._current = theirs
+            ch._staging = None
+            if was_init:
+                ch._set_phase(Phase.FUNDING)
+            elif ch._phase in (Phase.ACTING, Phase.SIGNING, Phase.FINAL):
+                ch._set_phase(Phase.FINAL if theirs.state.is_final else Phase.ACTING)
+            tx, phase = theirs, ch._phase
+            ch._io(lambda: client.persister.enabled(ch.id, tx, phase))
+            client._publish_to_watcher(ch, theirs)
+            if was_init and ch._v0_sig is not None and not ch._v0_sig.done():
+                sig0 = theirs.sigs[0]
+                assert sig0 is not None
+                ch._v0_sig.set_result(sig0)
+            elif was_init:
+                client._spawn(client._proposals.resume_funding(ch))
+            if old is not None:
+                client._notify_update(ch, old, theirs.state)
+        elif mine is not None and theirs.state.version == mine.state.version:
+            if theirs.state != mine.state:
+                ch._frozen = True
+                raise ChannelDivergedError(
+                    f"channel 0x{ch.id.hex()[:12]}: both parties hold different states at "
+                    f"version {mine.state.version}; settle through the ledger"
+                )
+        discarded = self._discard_pending(ch, msg, adopted=-1)
+        floor = max(
+            ch._version_floor,
+            msg.version_floor,
+            msg.pending.state.version if msg.pending is not None else -1,
+            discarded,
+        )
+        ch._burn(floor)
+        ch._needs_sync = False
+        ch._persist_phase()
+
+    def _check_adoptable(self, ch: Channel, tx: Transaction) -> None:
+        if not tx.fully_signed:
+            raise SyncError("the peer's current state is not fully signed")
+        backend = self.client.backend
+        for i, (addr, sig) in enumerate(zip(ch.params.participants, tx.sigs, strict=True)):
+            assert sig is not None
+            if not backend.verify_state(addr, tx.state, sig):
+                who = "our own" if i == ch.idx else "the peer's"
+                raise SyncError(f"{who} signature on the peer's state v{tx.state.version} fails")
+
+    def _discard_pending(self, ch: Channel, msg: ChannelSync, adopted: int) -> int:
+        """Drop what the peer's view shows to be dead; return the highest burned version.
+
+        An own proposal still waiting for its answer (sent after the peer's view was taken)
+        is kept: the peer answers it next. A peer proposal we are deciding on is kept while
+        the peer still lists it as pending. Everything else staged is discarded.
+        """
+        burned = -1
+        own = ch._own
+        peer_cur = msg.current.state.version if msg.current is not None else -1
+        if own is not None:
+            v = own.tx.state.version
+            if v == adopted:
+                ch._own = None  # the peer holds it fully signed: adopted, not discarded
+                if not own.future.done():
+                    own.future.set_exception(SyncError("the update was completed by sync"))
+            elif own.future.done() or own.timed_out or peer_cur >= v:
+                ch._own = None
+                burned = v
+                if not own.future.done():
+                    own.future.set_exception(SyncError("the update was discarded by sync"))
+        peer = ch._peer
+        if peer is not None and (msg.pending is None or msg.pending.state != peer.msg.state):
+            peer.aborted = True
+            burned = max(burned, peer.msg.state.version)
+            ch._peer = None
+            peer.decided.set()
+            ch._idle.set()
+        if ch._own is None and ch._peer is None:
+            if ch._staging is not None and ch._phase != Phase.INIT_SIGNING:
+                if ch._staging.state.version != adopted:
+                    burned = max(burned, ch._staging.state.version)
+                ch._staging = None
+            if ch._phase == Phase.SIGNING:
+                ch._set_phase(Phase.ACTING)
+        return burned
