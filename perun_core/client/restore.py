@@ -46,7 +46,7 @@ async def restore_channels(client: Client) -> int:
                 if staging.fully_signed:
                     # We crashed between signing and enabling: enable now.
                     ch._enable(staging)
-                    await ch._io(lambda c=ch, t=staging: persister.enabled(c.id, t, c._phase))
+                    await persister.enabled(ch.id, staging, ch._phase)
                 else:
                     ch._needs_sync = True
                     ch._set_phase(Phase.ACTING)

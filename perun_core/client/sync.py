@@ -131,13 +131,12 @@ class SyncProtocol:
                 client._spawn(client._proposals.resume_funding(ch))
             if old is not None:
                 client._notify_update(ch, old, theirs.state)
-        elif mine is not None and theirs.state.version == mine.state.version:
-            if theirs.state != mine.state:
-                ch._frozen = True
-                raise ChannelDivergedError(
-                    f"channel 0x{ch.id.hex()[:12]}: both parties hold different states at "
-                    f"version {mine.state.version}; settle through the ledger"
-                )
+        elif theirs.state.version == mine.state.version and theirs.state != mine.state:
+            ch._frozen = True
+            raise ChannelDivergedError(
+                f"channel 0x{ch.id.hex()[:12]}: both parties hold different states at "
+                f"version {mine.state.version}; settle through the ledger"
+            )
         discarded = self._discard_pending(ch, msg, adopted=-1)
         floor = max(
             ch._version_floor,
