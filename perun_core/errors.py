@@ -19,6 +19,7 @@ Family tree (leaves in brackets)::
     ├── ChainError
     ├── PeerRejectedError [UpdateConflictError]
     ├── RequestTimedOutError
+    ├── PersistenceError [StoreLockedError, StoreCorruptError, StoreClosedError]
     └── ChannelClosedError, ChannelRegisteredError, SyncRequiredError, ...
 """
 
@@ -115,6 +116,26 @@ class InvalidStateError(PerunError, ValueError):
             where = f" (channel {_short(channel_id)}"
             where += f", version {version})" if version is not None else ")"
         super().__init__(f"[{self.rule}] {message}{where}")
+
+    def add_context(self, *, channel_id: bytes | None, version: int | None) -> None:
+        """Fill in the channel and version if the raiser did not know them.
+
+        Apps and helpers raise with just a reason; the validator that called them adds
+        where it happened, so every refusal names its channel and version.
+
+        Args:
+            channel_id: the channel being checked.
+            version: the version being checked.
+        """
+        if self.channel_id is not None or channel_id is None:
+            return
+        self.channel_id = channel_id
+        if self.version is None:
+            self.version = version
+        where = f" (channel {_short(channel_id)}"
+        where += f", version {self.version})" if self.version is not None else ")"
+        if self.args and isinstance(self.args[0], str):
+            self.args = (self.args[0] + where, *self.args[1:])
 
 
 class InvalidTransitionError(InvalidStateError):
@@ -467,3 +488,30 @@ class ChannelDivergedError(PerunError):
 
 class UnknownChannelError(PerunError, KeyError):
     """No channel with this ID is known to the client."""
+
+
+# --- persistence --------------------------------------------------------------------------
+
+
+class PersistenceError(PerunError):
+    """A channel store could not be opened, read or written.
+
+    Attributes:
+        path: the store's location (a directory for on-disk stores), if it has one.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class StoreLockedError(PersistenceError):
+    """The store is already open in another process or by another handle in this one."""
+
+
+class StoreCorruptError(PersistenceError):
+    """The store's files or one of its records cannot be read back."""
+
+
+class StoreClosedError(PersistenceError):
+    """The store was used after ``close()``."""

@@ -15,7 +15,6 @@ from perun_core.errors import (
     ActorMismatchError,
     AppFaultError,
     AppMismatchError,
-    AppTransitionError,
     AssetsChangedError,
     BalanceOverflowError,
     ChannelIDMismatchError,
@@ -43,33 +42,52 @@ def check_allocation(
     channel_id: bytes | None = None,
     version: int | None = None,
 ) -> None:
-    """Check that ``alloc`` is well-formed for ``num_parts`` participants (U6, U7)."""
+    """Check that ``alloc`` is well-formed for ``num_parts`` participants (U6, then U7).
+
+    The whole shape is checked before any value, so an allocation breaking both rules
+    reports U6 (``InvalidAllocationError``) wherever the faults sit.
+
+    Raises:
+        InvalidAllocationError: dimensions, limits, duplicate assets or sub-allocation IDs,
+            bad index maps, non-integer amounts.
+        NegativeBalanceError: a free or locked amount is negative.
+        BalanceOverflowError: an amount or a per-asset total is not below 2**256.
+    """
     cid, ver = channel_id, version
+
+    def malformed(message: str) -> InvalidAllocationError:
+        return InvalidAllocationError(message, channel_id=cid, version=ver)
+
     n_assets = len(alloc.assets)
     if not 1 <= n_assets <= limits.MAX_ASSETS:
-        raise InvalidAllocationError(
-            f"{n_assets} assets; 1..{limits.MAX_ASSETS} allowed", channel_id=cid, version=ver
-        )
+        raise malformed(f"{n_assets} assets; 1..{limits.MAX_ASSETS} allowed")
     if len(set(alloc.assets)) != n_assets:
-        raise InvalidAllocationError(
-            "assets must be pairwise distinct", channel_id=cid, version=ver
-        )
+        raise malformed("assets must be pairwise distinct")
     if len(alloc.balances) != n_assets:
-        raise InvalidAllocationError(
-            f"{len(alloc.balances)} balance rows for {n_assets} assets", channel_id=cid, version=ver
-        )
+        raise malformed(f"{len(alloc.balances)} balance rows for {n_assets} assets")
     for a, row in enumerate(alloc.balances):
         if len(row) != num_parts:
-            raise InvalidAllocationError(
-                f"asset {a} has {len(row)} balances for {num_parts} participants",
-                channel_id=cid,
-                version=ver,
-            )
+            raise malformed(f"asset {a} has {len(row)} balances for {num_parts} participants")
         for p, b in enumerate(row):
-            if not isinstance(b, int) or isinstance(b, bool):
-                raise InvalidAllocationError(
-                    f"balance [{a}][{p}] is not an integer", channel_id=cid, version=ver
-                )
+            if not _is_int(b):
+                raise malformed(f"balance [{a}][{p}] is not an integer")
+    if len(alloc.locked) > limits.MAX_SUBALLOCS:
+        raise malformed(f"more than {limits.MAX_SUBALLOCS} sub-allocations")
+    seen: set[bytes] = set()
+    for s in alloc.locked:
+        if len(s.id) != limits.ID_LEN or s.id in seen or s.id == channel_id:
+            raise malformed("sub-allocation IDs must be distinct 32-byte IDs")
+        seen.add(s.id)
+        if len(s.balances) != n_assets or not all(_is_int(b) for b in s.balances):
+            raise malformed("sub-allocation balances must be one integer per asset")
+        if (
+            not s.index_map
+            or not all(_is_int(i) and 0 <= i < num_parts for i in s.index_map)
+            or len(set(s.index_map)) != len(s.index_map)
+        ):
+            raise malformed("a sub-allocation's index map must hold distinct participant indices")
+    for a, row in enumerate(alloc.balances):
+        for p, b in enumerate(row):
             if b < 0:
                 raise NegativeBalanceError(
                     f"balance of participant {p} in asset {a} is {b}", channel_id=cid, version=ver
@@ -80,21 +98,7 @@ def check_allocation(
                     channel_id=cid,
                     version=ver,
                 )
-    if len(alloc.locked) > limits.MAX_SUBALLOCS:
-        raise InvalidAllocationError(
-            f"more than {limits.MAX_SUBALLOCS} sub-allocations", channel_id=cid, version=ver
-        )
-    seen: set[bytes] = set()
     for s in alloc.locked:
-        if len(s.id) != limits.ID_LEN or s.id in seen or s.id == channel_id:
-            raise InvalidAllocationError(
-                "sub-allocation IDs must be distinct 32-byte IDs", channel_id=cid, version=ver
-            )
-        seen.add(s.id)
-        if len(s.balances) != n_assets:
-            raise InvalidAllocationError(
-                "sub-allocation balances must match the assets", channel_id=cid, version=ver
-            )
         for b in s.balances:
             if b < 0:
                 raise NegativeBalanceError("negative locked balance", channel_id=cid, version=ver)
@@ -102,21 +106,16 @@ def check_allocation(
                 raise BalanceOverflowError(
                     "locked balance not below 2**256", channel_id=cid, version=ver
                 )
-        if (
-            not s.index_map
-            or len(set(s.index_map)) != len(s.index_map)
-            or any(not 0 <= i < num_parts for i in s.index_map)
-        ):
-            raise InvalidAllocationError(
-                "a sub-allocation's index map must hold distinct participant indices",
-                channel_id=cid,
-                version=ver,
-            )
     for a, t in enumerate(alloc.totals()):
         if t >= limits.BALANCE_BOUND:
             raise BalanceOverflowError(
                 f"total of asset {a} is not below 2**256", channel_id=cid, version=ver
             )
+
+
+def _is_int(x: object) -> bool:
+    # bool is an int subclass, but True is no amount or index.
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _check_app_data(app: App | None, state: State) -> None:
@@ -131,7 +130,8 @@ def _check_app_data(app: App | None, state: State) -> None:
         return
     try:
         app.decode_data(state.data)
-    except InvalidAppDataError:
+    except InvalidAppDataError as e:
+        e.add_context(channel_id=cid, version=ver)
         raise
     except Exception as e:
         raise InvalidAppDataError(
@@ -167,7 +167,8 @@ def check_initial(params: Params, state: State, app: App | None) -> None:
     if app is not None:
         try:
             app.valid_init(params, state)
-        except InvalidUpdateError:
+        except InvalidUpdateError as e:
+            e.add_context(channel_id=cid, version=ver)
             raise
         except Exception as e:
             raise InvalidInitialStateError(
@@ -245,9 +246,8 @@ def check_update(
     if app is not None:
         try:
             app.valid_transition(params, current, new, actor_idx)
-        except AppTransitionError:
-            raise
-        except InvalidUpdateError:
+        except InvalidUpdateError as e:  # AppTransitionError with the app's reason, usually
+            e.add_context(channel_id=cid, version=ver)
             raise
         except Exception as e:
             raise AppFaultError(
