@@ -19,7 +19,6 @@ class ClientConfig:
         funding_queue: updates from a peer that arrive while we still fund are queued (up
             to this many) and processed once funded.
         conflict_retries: how often the lower-index party re-proposes after a collision.
-        settle_grace: how long the secondary party waits for the peer's conclusion.
         auto_settle: once a dispute's timeout has passed (after the peer registered),
             conclude and withdraw without being asked.
         watch: run the local watchtower for every channel (refutes stale registrations).
@@ -31,6 +30,5 @@ class ClientConfig:
     sync_timeout: float = 10.0
     funding_queue: int = 16
     conflict_retries: int = 3
-    settle_grace: float = 0.5
     auto_settle: bool = True
     watch: bool = True
