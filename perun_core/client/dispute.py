@@ -63,6 +63,10 @@ class DisputeProtocol:
                 self.ensure_settle(ch)
         elif isinstance(ev, ConcludedEvent):
             ch._concluded = True
+            cur = ch._current
+            if cur is not None and cur.state.version == ev.version:
+                # Concluded with our latest state (e.g. conclude_final): withdraw with it.
+                ch._registered_state = cur.state
             if self.client.config.auto_settle and ch._phase not in (
                 Phase.WITHDRAWING,
                 Phase.WITHDRAWN,

@@ -131,7 +131,12 @@ class LocalWatcher:
                 log.error("channel 0x%s: refutation window closed", w.params.id.hex()[:12])
                 return
             try:
-                await self._adjudicator.register(req)
+                if latest.state.is_final and not latest.state.allocation.locked:
+                    # A final state concludes at once (and pays us out), whatever version
+                    # the running dispute holds.
+                    await self._adjudicator.withdraw(req)
+                else:
+                    await self._adjudicator.register(req)
                 self.refutations += 1
                 w.refuted = max(w.refuted, latest.state.version)
                 return
