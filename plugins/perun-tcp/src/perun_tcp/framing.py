@@ -1,0 +1,51 @@
+"""Stream framing: a 4-byte big-endian length, then that many bytes of codec payload."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Final
+
+from perun_core.errors import FrameTooLargeError, MalformedMessageError
+
+HEADER_LEN: Final = 4
+
+
+class ConnectionEndedError(ConnectionError):
+    """The peer closed the stream (``clean``: at a frame boundary, not in the middle of one)."""
+
+    def __init__(self, clean: bool) -> None:
+        self.clean = clean
+        super().__init__(
+            "connection closed by peer" + ("" if clean else " in the middle of a frame")
+        )
+
+
+def frame(payload: bytes) -> bytes:
+    """``payload`` with its length header."""
+    return len(payload).to_bytes(HEADER_LEN, "big") + payload
+
+
+async def read_frame(reader: asyncio.StreamReader, max_size: int) -> bytes:
+    """Read one frame's payload.
+
+    The length is checked against ``max_size`` before a single payload byte is read, so a
+    peer cannot make us buffer more than ``max_size`` bytes.
+
+    Raises:
+        FrameTooLargeError: the announced length exceeds ``max_size``.
+        MalformedMessageError: a zero-length frame.
+        ConnectionEndedError: the stream ended.
+    """
+    try:
+        head = await reader.readexactly(HEADER_LEN)
+    except asyncio.IncompleteReadError as e:
+        raise ConnectionEndedError(clean=not e.partial) from None
+    size = int.from_bytes(head, "big")
+    if size > max_size:
+        raise FrameTooLargeError(size, max_size)
+    if size == 0:
+        raise MalformedMessageError("empty frame (length 0)")
+    try:
+        return await reader.readexactly(size)
+    except asyncio.IncompleteReadError:
+        raise ConnectionEndedError(clean=False) from None
