@@ -476,11 +476,11 @@ def test_explicit_only_replaces_env_and_block_merges_with_env(
 def test_allow_list_naming_a_missing_plugin_says_how_to_install_it(
     two_dists: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(ENV_ONLY, "fakex,eth")
+    monkeypatch.setenv(ENV_ONLY, "fakex,zzcoin")
     with pytest.raises(PluginNotFoundError) as info:
         load_plugins()
-    assert str(info.value).startswith("No plugin 'eth'. Installed: builtins, fakex, fakey")
-    assert str(info.value).endswith("Install it with: pip install perun-eth")
+    assert str(info.value).startswith("No plugin 'zzcoin'. Installed: builtins, fakex, fakey")
+    assert str(info.value).endswith("Install it with: pip install perun-zzcoin")
 
 
 def test_entry_point_that_fails_to_import_names_plugin_and_distribution(
@@ -559,12 +559,12 @@ def test_perun_plugins_json_is_machine_readable(
 def test_perun_plugins_with_a_missing_plugin_is_a_one_line_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv(ENV_ONLY, "eth")
+    monkeypatch.setenv(ENV_ONLY, "zzcoin")
     assert main(["plugins"]) == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert err.startswith("perun: error: No plugin 'eth'. Installed: builtins")
-    assert err.endswith("pip install perun-eth\n") and err.count("\n") == 1
+    assert err.startswith("perun: error: No plugin 'zzcoin'. Installed: builtins")
+    assert err.endswith("pip install perun-zzcoin\n") and err.count("\n") == 1
 
 
 def test_perun_demo_passes_every_argument_to_the_demo(

@@ -1,0 +1,76 @@
+"""Fixtures of the perun-eth tests: one anvil node per session, a fresh snapshot per test.
+
+anvil comes from ``contracts/node_modules`` (``npm ci --prefix contracts``). Without it the
+node-backed tests are skipped locally, but fail in CI (``CI`` set), where it must be installed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from eth_helpers import Chain
+from perun_eth.testing import (
+    AnvilNode,
+    AnvilNotFoundError,
+    Deployment,
+    deploy_contracts,
+    find_anvil,
+)
+from web3 import Web3
+
+# Gas used per operation, collected by the tests and printed in the terminal summary.
+_GAS_KEY = pytest.StashKey[dict[str, int]]()
+
+
+@pytest.fixture(scope="session")
+def anvil() -> Iterator[AnvilNode]:
+    try:
+        find_anvil()
+    except AnvilNotFoundError as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(e))
+    with AnvilNode() as node:
+        yield node
+
+
+@pytest.fixture(scope="session")
+def w3(anvil: AnvilNode) -> Web3:
+    return Web3(Web3.HTTPProvider(anvil.url))
+
+
+@pytest.fixture(scope="session")
+def deployment(w3: Web3) -> Deployment:
+    accounts = w3.eth.accounts
+    return deploy_contracts(w3, accounts[0], token_holders=accounts[:4])
+
+
+@pytest.fixture
+def chain(
+    request: pytest.FixtureRequest, anvil: AnvilNode, w3: Web3, deployment: Deployment
+) -> Iterator[Chain]:
+    """The deployed chain, reverted to the post-deployment snapshot after the test."""
+    sid = anvil.snapshot()
+    c = Chain(anvil, w3, deployment)
+    try:
+        yield c
+    finally:
+        anvil.revert(sid)
+        request.config.stash.setdefault(_GAS_KEY, {}).update(c.gas)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    gas = config.stash.get(_GAS_KEY, {})
+    if not gas:
+        return
+    from gas_reference import REFERENCE
+
+    terminalreporter.section("perun-eth gas per operation (ours vs. ETHEREUM.md §8)")
+    for name, used in sorted(gas.items()):
+        ref = REFERENCE.get(name)
+        ratio = f"{used / ref:5.2f}x" if ref else "     "
+        terminalreporter.write_line(f"{name:<44} {used:>10,} {ref or 0:>10,} {ratio}")

@@ -1,0 +1,30 @@
+"""Gas used by the reference Perun contracts (ETHEREUM.md §8), by operation name."""
+
+from __future__ import annotations
+
+REFERENCE: dict[str, int] = {
+    "deploy Adjudicator": 2_862_372,
+    "deploy AssetHolderETH": 898_675,
+    "deploy TrivialApp": 114_741,
+    "deploy PerunToken": 676_055,
+    "deploy AssetHolderERC20": 1_011_529,
+    "deposit ETH (fresh)": 45_843,
+    "approve": 46_256,
+    "deposit ERC20 (holder 0->x)": 81_458,
+    "deposit ERC20 (holder x->y)": 64_358,
+    "concludeFinal 1 asset": 143_870,
+    "concludeFinal 2 assets": 200_106,
+    "concludeFinal other chain": 98_370,
+    "register no app": 100_979,
+    "register app": 101_611,
+    "register identical (no-op)": 57_099,
+    "refute": 68_581,
+    "progress (first)": 76_308,
+    "progress (again)": 76_373,
+    "conclude no app": 95_830,
+    "conclude app after progress": 96_434,
+    "register ledger + 1 sub": 187_067,
+    "conclude ledger + 1 sub": 118_004,
+    "withdraw ETH": 69_091,
+    "withdraw ERC20": 62_839,
+}
