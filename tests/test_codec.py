@@ -621,3 +621,15 @@ def doc_example() -> Envelope:
     eth = Asset(1, bytes.fromhex("ee" * 20))
     state = State(b"\xc1" * 32, 1, Allocation((eth,), ((5, 1000),)))
     return Envelope(alice(), bob(), ChannelUpdate(state, 0, b"\x5a" * 65))
+
+
+def test_nesting_bombs_are_malformed_even_with_a_raised_recursion_limit() -> None:
+    import sys
+
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)  # what py_ecc does on import (web3 pulls it in)
+    try:
+        malformed(bytes([WIRE_VERSION]) + b"\x91" * 100_000 + b"\xc0")
+        assert sys.getrecursionlimit() == 100_000  # restored after decoding
+    finally:
+        sys.setrecursionlimit(old)

@@ -21,6 +21,7 @@ how to check and convert one value. :func:`wire_format_table` renders the table 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any, Final
@@ -58,6 +59,10 @@ from perun_core.wire.messages import (
     Pong,
     Shutdown,
 )
+
+_SAFE_RECURSION_LIMIT = 2_000
+"""Recursion limit while decoding: deep enough for every valid message, shallow enough for
+the C stack."""
 
 DEFAULT_MAX_SIZE: Final = 1 << 20
 """Default maximum size of one encoded message or envelope (1 MiB)."""
@@ -587,10 +592,23 @@ def _load(data: bytes | bytearray | memoryview, max_size: int, what: str) -> Any
         view = view.cast("B")
     if view[0] != WIRE_VERSION:
         raise UnknownWireVersionError(view[0])
+    limit = sys.getrecursionlimit()
+    clamp = limit > _SAFE_RECURSION_LIMIT
+    if clamp:
+        # Some libraries (py_ecc, pulled in by web3) raise the interpreter's recursion limit
+        # to 100,000; msgspec then follows a nesting bomb until the C stack overflows.
+        # Decoding runs without awaiting, so a temporary clamp is invisible to our tasks.
+        try:
+            sys.setrecursionlimit(_SAFE_RECURSION_LIMIT)
+        except RecursionError:
+            clamp = False
     try:
         return _DECODER.decode(view[1:])  # a view: no copy of the payload
     except (msgspec.MsgspecError, ValueError, RecursionError, OverflowError) as e:
         raise MalformedMessageError(f"undecodable {what}: {e}") from None
+    finally:
+        if clamp:
+            sys.setrecursionlimit(limit)
 
 
 def _dump(value: Any) -> bytes:
