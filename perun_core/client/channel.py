@@ -32,6 +32,7 @@ from perun_core.errors import (
     SyncRequiredError,
 )
 from perun_core.interfaces.persister import ChannelRecord
+from perun_core.logging import channel_extra
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -195,7 +196,13 @@ class Channel:
     def _set_phase(self, to: Phase) -> None:
         if to != self._phase:
             check_transition(self._phase, to, channel_id=self.id)
-            log.debug("channel %s: %s -> %s", self.id.hex()[:12], self._phase.name, to.name)
+            log.debug(
+                "channel %s: %s -> %s",
+                self.id.hex()[:12],
+                self._phase.name,
+                to.name,
+                extra=channel_extra(self, phase=to),
+            )
             self._phase = to
             self._pulse()
 

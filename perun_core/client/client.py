@@ -28,6 +28,7 @@ from perun_core.errors import (
 )
 from perun_core.interfaces.adjudicator import AdjudicatorEvent
 from perun_core.interfaces.persister import ChannelRecord
+from perun_core.logging import log_extra
 from perun_core.watcher.local import LocalWatcher
 from perun_core.wire import messages as wire
 
@@ -323,13 +324,23 @@ class Client:
                 self._dispatch(env)
             except Exception:
                 # A bug or hostile input must never take the receiver down.
-                log.exception("failed to handle %s from %s", type(env.msg).__name__, env.sender)
+                log.exception(
+                    "failed to handle %s from %s",
+                    type(env.msg).__name__,
+                    env.sender,
+                    extra=log_extra(peer=env.sender),
+                )
 
     def _dispatch(self, env: wire.Envelope) -> None:
         """Apply one incoming message (synchronously, in arrival order)."""
         msg = env.msg
         if env.recipient != self.address:
-            log.info("dropped a message for %s (we are %s)", env.recipient, self.address)
+            log.info(
+                "dropped a message for %s (we are %s)",
+                env.recipient,
+                self.address,
+                extra=log_extra(peer=env.sender),
+            )
             return
         if isinstance(msg, wire.ChannelUpdate):
             ch = self._peer_channel(env, msg.state.channel_id)
@@ -366,9 +377,16 @@ class Client:
 
             self._spawn(self._send(env.sender, wire.Pong(msg.created_ns, time.time_ns())))
         elif isinstance(msg, wire.Pong | wire.Shutdown):
-            log.debug("%s from %s", type(msg).__name__, env.sender)
+            log.debug(
+                "%s from %s", type(msg).__name__, env.sender, extra=log_extra(peer=env.sender)
+            )
         else:
-            log.info("ignored unexpected %s from %s", type(msg).__name__, env.sender)
+            log.info(
+                "ignored unexpected %s from %s",
+                type(msg).__name__,
+                env.sender,
+                extra=log_extra(peer=env.sender),
+            )
 
     def _peer_channel(self, env: wire.Envelope, channel_id: bytes) -> Channel | None:
         ch = self._channels.get(channel_id)
@@ -379,6 +397,7 @@ class Client:
                 "dropped a message for channel 0x%s from non-peer %s",
                 channel_id.hex()[:12],
                 env.sender,
+                extra=log_extra(channel_id=channel_id, peer=env.sender),
             )
             return None
         return ch

@@ -23,6 +23,7 @@ from perun_core.interfaces.adjudicator import (
     ProgressedEvent,
     RegisteredEvent,
 )
+from perun_core.logging import channel_extra
 
 if TYPE_CHECKING:
     from perun_core.client.channel import Channel
@@ -120,7 +121,12 @@ class DisputeProtocol:
                 ch._concluded = True
             elif "invalid version" not in e.reason and "incorrect phase" not in e.reason:
                 raise
-            log.info("register on 0x%s: %s (the ledger decides)", ch.id.hex()[:12], e)
+            log.info(
+                "register on 0x%s: %s (the ledger decides)",
+                ch.id.hex()[:12],
+                e,
+                extra=channel_extra(ch),
+            )
         if ch._phase == Phase.REGISTERING:
             ch._set_phase(Phase.REGISTERED)
             await ch._persist_phase()

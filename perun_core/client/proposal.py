@@ -34,6 +34,7 @@ from perun_core.errors import (
 )
 from perun_core.interfaces.funder import FundingRequest
 from perun_core.interfaces.persister import ChannelRecord
+from perun_core.logging import log_extra
 from perun_core.wire import messages as wire
 
 if TYPE_CHECKING:
@@ -259,7 +260,12 @@ class ProposalProtocol:
         pid = getattr(msg, "proposal_id", b"")
         fut = self._pending.get(pid)
         if fut is None or fut.done():
-            log.debug("answer for unknown proposal 0x%s from %s", pid.hex()[:12], env.sender)
+            log.debug(
+                "answer for unknown proposal 0x%s from %s",
+                pid.hex()[:12],
+                env.sender,
+                extra=log_extra(peer=env.sender),
+            )
             return
         fut.set_result(msg)
 
@@ -273,7 +279,12 @@ class ProposalProtocol:
         try:
             self._validate(msg, env.sender, self.client.address)
         except PerunError as e:
-            log.info("refused invalid proposal from %s: %s", env.sender, e)
+            log.info(
+                "refused invalid proposal from %s: %s",
+                env.sender,
+                e,
+                extra=log_extra(peer=env.sender),
+            )
             self.client._spawn(
                 self._send_rej(env.sender, msg.proposal_id, RejectCode.INVALID, str(e))
             )
@@ -305,7 +316,7 @@ class ProposalProtocol:
         except TimeoutError:
             pass
         except Exception as e:
-            log.exception("proposal handler failed")
+            log.exception("proposal handler failed", extra=log_extra(peer=env.sender))
             if not responder._used:
                 responder.reject(f"handler failed: {e}")
         if not responder._used:
@@ -318,7 +329,12 @@ class ProposalProtocol:
             try:
                 await asyncio.shield(responder.task)
             except Exception as e:
-                log.info("accepting a proposal from %s failed: %s", env.sender, e)
+                log.info(
+                    "accepting a proposal from %s failed: %s",
+                    env.sender,
+                    e,
+                    extra=log_extra(peer=env.sender),
+                )
                 client._report_error(e)
 
     async def _send_rej(self, to: Address, proposal_id: bytes, code: int, reason: str) -> None:

@@ -21,6 +21,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from perun_core.channel.phase import Phase
+from perun_core.logging import channel_extra
 
 if TYPE_CHECKING:
     from perun_core.client.client import Client
@@ -33,6 +34,8 @@ async def restore_channels(client: Client) -> int:
     persister = client.persister
     restored = 0
     for peer in await persister.active_peers():
+        if peer == client.address:
+            continue  # every record also lists us; restore each channel once, by its peer
         for rec in await persister.restore_peer(peer):
             if rec.channel_id in client._channels:
                 continue
@@ -64,5 +67,10 @@ async def restore_channels(client: Client) -> int:
                 client._spawn(client._settlement.settle(ch))
             if ch._phase not in (Phase.FUNDING, Phase.INIT_SIGNING):
                 client._announce(ch)  # funding channels are announced once funded
-            log.info("restored channel 0x%s in %s", ch.id.hex()[:12], ch._phase.name)
+            log.info(
+                "restored channel 0x%s in %s",
+                ch.id.hex()[:12],
+                ch._phase.name,
+                extra=channel_extra(ch),
+            )
     return restored

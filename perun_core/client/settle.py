@@ -18,6 +18,7 @@ from perun_core.errors import (
     UpdateConflictError,
 )
 from perun_core.interfaces.adjudicator import AdjudicatorReq
+from perun_core.logging import channel_extra
 
 if TYPE_CHECKING:
     from perun_core.client.channel import Channel
@@ -84,6 +85,7 @@ class SettleProtocol:
                     "channel 0x%s: cooperative settlement failed (%s); disputing",
                     ch.id.hex()[:12],
                     e,
+                    extra=channel_extra(ch),
                 )
         if ch._phase in (Phase.FINAL, Phase.WITHDRAWING) and ch._settle_task is None:
             await self._conclude_final(ch)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from perun_core.channel.phase import Phase
 from perun_core.channel.state import Transaction
 from perun_core.errors import ChannelDivergedError, PerunError, SyncError
+from perun_core.logging import channel_extra
 from perun_core.wire.messages import ChannelSync
 
 if TYPE_CHECKING:
@@ -87,7 +88,9 @@ class SyncProtocol:
         try:
             self._apply(ch, msg)
         except PerunError as e:
-            log.warning("sync of channel 0x%s failed: %s", ch.id.hex()[:12], e)
+            log.warning(
+                "sync of channel 0x%s failed: %s", ch.id.hex()[:12], e, extra=channel_extra(ch)
+            )
             self.client._report_error(e)
         finally:
             ch._sync_sent = False
@@ -102,7 +105,11 @@ class SyncProtocol:
         if theirs is None:
             if ch._phase == Phase.INIT_SIGNING:
                 # The peer never created the channel: nothing was signed by both, nothing funded.
-                log.info("channel 0x%s unknown to the peer; dropping it", ch.id.hex()[:12])
+                log.info(
+                    "channel 0x%s unknown to the peer; dropping it",
+                    ch.id.hex()[:12],
+                    extra=channel_extra(ch),
+                )
                 client._spawn(client._drop_channel(ch))
             return
         if theirs.state.channel_id != ch.id:

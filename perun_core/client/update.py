@@ -30,6 +30,7 @@ from perun_core.errors import (
     UpdateAbortedError,
     UpdateConflictError,
 )
+from perun_core.logging import channel_extra
 from perun_core.wire.messages import ChannelUpdate, ChannelUpdateAcc, ChannelUpdateRej, Envelope
 
 if TYPE_CHECKING:
@@ -143,7 +144,12 @@ class UpdateProtocol:
                 attempt += 1
                 if ch.idx > ch.peer_idx or attempt > cfg.conflict_retries:
                     raise
-                log.debug("channel %s: collision, re-proposing (%d)", ch.id.hex()[:12], attempt)
+                log.debug(
+                    "channel %s: collision, re-proposing (%d)",
+                    ch.id.hex()[:12],
+                    attempt,
+                    extra=channel_extra(ch),
+                )
 
     async def _propose_once(self, ch: Channel, fn: Updater) -> State:
         ch._check_updatable()
@@ -233,7 +239,12 @@ class UpdateProtocol:
         """The peer accepted our proposal (called synchronously by the dispatcher)."""
         own = ch._own
         if own is None or own.tx.state.version != msg.version:
-            log.debug("unexpected update acceptance v%d for 0x%s", msg.version, ch.id.hex()[:12])
+            log.debug(
+                "unexpected update acceptance v%d for 0x%s",
+                msg.version,
+                ch.id.hex()[:12],
+                extra=channel_extra(ch),
+            )
             return
         state = own.tx.state
         err: MalformedSignatureError | None = None
@@ -273,7 +284,12 @@ class UpdateProtocol:
         """The peer rejected our proposal (called synchronously by the dispatcher)."""
         own = ch._own
         if own is None or own.tx.state.version != msg.version:
-            log.debug("unexpected update rejection v%d for 0x%s", msg.version, ch.id.hex()[:12])
+            log.debug(
+                "unexpected update rejection v%d for 0x%s",
+                msg.version,
+                ch.id.hex()[:12],
+                extra=channel_extra(ch),
+            )
             return
         if msg.reject_code == RejectCode.CONFLICT:
             self._resolve_conflict(ch, own)
@@ -326,12 +342,12 @@ class UpdateProtocol:
             self._send_rej(ch, st.version, RejectCode.NOT_READY, str(e))
             return
         except InvalidUpdateError as e:
-            log.info("refused invalid update from %s: %s", env.sender, e)
+            log.info("refused invalid update from %s: %s", env.sender, e, extra=channel_extra(ch))
             self._send_rej(ch, st.version, RejectCode.INVALID, str(e))
             self.client._notify_invalid(ch, e)
             return
         except Exception as e:  # a malformed signature or anything unexpected: refuse, live on
-            log.info("refused update from %s: %s", env.sender, e)
+            log.info("refused update from %s: %s", env.sender, e, extra=channel_extra(ch))
             self._send_rej(ch, st.version, RejectCode.INVALID, f"{type(e).__name__}: {e}")
             if isinstance(e, PerunError):
                 self.client._notify_invalid(ch, e)
@@ -377,7 +393,7 @@ class UpdateProtocol:
         except UpdateAbortedError:
             pass
         except Exception as e:
-            log.exception("update handler failed")
+            log.exception("update handler failed", extra=channel_extra(ch))
             if not responder._used:
                 responder._used = True
                 await self._reject(ch, msg, RejectCode.REJECTED, f"handler failed: {e}")

@@ -24,6 +24,7 @@ from perun_core.interfaces.adjudicator import (
     EventSubscription,
     RegisteredEvent,
 )
+from perun_core.logging import log_extra
 
 log = logging.getLogger("perun.watcher")
 
@@ -113,7 +114,11 @@ class LocalWatcher:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("watcher of channel 0x%s failed", w.params.id.hex()[:12])
+            log.exception(
+                "watcher of channel 0x%s failed",
+                w.params.id.hex()[:12],
+                extra=log_extra(channel_id=w.params.id, version=w.latest.state.version),
+            )
 
     async def _maybe_refute(self, w: _Watch, ev: RegisteredEvent) -> None:
         latest = w.latest
@@ -124,11 +129,16 @@ class LocalWatcher:
             w.params.id.hex()[:12],
             ev.version,
             latest.state.version,
+            extra=log_extra(channel_id=w.params.id, version=latest.state.version),
         )
         req = AdjudicatorReq(w.params, latest, w.idx)
         for attempt in range(REFUTE_RETRIES):
             if await ev.timeout.is_elapsed():
-                log.error("channel 0x%s: refutation window closed", w.params.id.hex()[:12])
+                log.error(
+                    "channel 0x%s: refutation window closed",
+                    w.params.id.hex()[:12],
+                    extra=log_extra(channel_id=w.params.id, version=latest.state.version),
+                )
                 return
             try:
                 if latest.state.is_final and not latest.state.allocation.locked:
@@ -141,7 +151,12 @@ class LocalWatcher:
                 w.refuted = max(w.refuted, latest.state.version)
                 return
             except ChainError as e:
-                log.warning("refutation attempt %d failed: %s", attempt + 1, e)
+                log.warning(
+                    "refutation attempt %d failed: %s",
+                    attempt + 1,
+                    e,
+                    extra=log_extra(channel_id=w.params.id, version=latest.state.version),
+                )
                 if "timeout passed" in e.reason or "invalid version" in e.reason:
                     return
                 await asyncio.sleep(0.05 * 2**attempt)
