@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import subprocess
 import sys
 
@@ -46,3 +48,65 @@ def test_cli_unknown_backend_gives_the_documented_error() -> None:
     assert proc.returncode == 2
     assert "No chain backend 'nosuch'. Installed:" in proc.stderr
     assert "pip install perun-nosuch" in proc.stderr
+
+
+def _run_cli_demo(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}  # keep rich from wrapping the lines we parse
+    return subprocess.run(
+        [sys.executable, "-m", "perun_core.cli", "demo", "--bus", "tcp", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def _pids(out: str) -> tuple[int, int]:
+    """Alice's and Bob's process IDs as the demo's first line names them."""
+    found = re.findall(r"\(pid (\d+), tcp://127\.0\.0\.1:\d+\)", out)
+    assert len(found) == 2, out
+    return int(found[0]), int(found[1])
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_cli_demo_over_tcp_runs_alice_and_bob_as_two_processes() -> None:
+    proc = _run_cli_demo("--payments", "30", "--seed", "4")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    alice_pid, bob_pid = _pids(out)
+    assert alice_pid != bob_pid
+    assert "on sim served at tcp://127.0.0.1:" in out
+    assert "30 payments done; channel at version 30" in out
+    assert "settled: final state concluded on the ledger and withdrawn" in out
+    rows = re.findall(r"│ (Alice|Bob)\s+│\s+(\d+) │\s+(\d+) │\s+(\d+) │\s+✔ │", out)
+    assert [r[0] for r in rows] == ["Alice", "Bob"], out
+    # the table is the served ledger's account: money moved, none created or lost
+    before = sum(int(r[1]) for r in rows)
+    after = sum(int(r[2]) for r in rows)
+    assert before == after == 20_000 and rows[0][1] != rows[0][2]
+    assert "demo OK: 30 payments" in out
+    assert _gone(bob_pid)  # the child was ended with the demo
+
+
+def test_cli_demo_over_tcp_with_a_dispute() -> None:
+    proc = _run_cli_demo("--payments", "12", "--seed", "5", "--dispute")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    _, bob_pid = _pids(out)
+    assert re.search(r"Bob registers the stale state v\d+ .* instead of v12", out), out
+    assert "Alice's watchtower refuted with v12" in out
+    assert "watchtower refutations: 1" in out and "demo OK" in out
+    assert _gone(bob_pid)
+
+
+def test_cli_demo_over_tcp_needs_the_sim_backend() -> None:
+    proc = _run_cli_demo("--backend", "eth")
+    assert proc.returncode == 2
+    assert "perun demo --bus tcp runs both processes on a served sim ledger" in proc.stderr

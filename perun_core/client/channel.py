@@ -99,6 +99,7 @@ class Channel:
         self._sync_done = asyncio.Event()  # clear while a sync round runs
         self._sync_done.set()
         self._frozen = False  # diverged: only the ledger can settle it
+        self._removed = False  # the record is deleted (withdrawn or dropped)
         self._slot_owner: asyncio.Task[Any] | None = None
         # dispute bookkeeping (set by the watcher's events)
         self._last_event: AdjudicatorEvent | None = None
@@ -245,7 +246,12 @@ class Channel:
 
     def _persist_phase(self) -> asyncio.Future[None]:
         p, floor, ns = self._phase, self._version_floor, self._needs_sync
-        return self._io(lambda: self._client.persister.phase_changed(self.id, p, floor, ns))
+
+        async def write() -> None:
+            if not self._removed:  # a late event after withdrawal has nothing to update
+                await self._client.persister.phase_changed(self.id, p, floor, ns)
+
+        return self._io(write)
 
     # --- the user's operations -----------------------------------------------------------------
 

@@ -126,6 +126,10 @@ class Client:
         self._reader = asyncio.create_task(self._read_loop(), name=f"perun-reader-{self.address}")
         await restore_channels(self)
         self.bus.on_connect(self.address, self._sync.sync_peer)
+        for ch in list(self._channels.values()):
+            if ch._needs_sync:
+                # Reach out ourselves: this dials the peer, whose connection triggers sync.
+                self._spawn(self._sync.start(ch))
 
     async def close(self) -> None:
         """Stop handling messages and cancel background work (channels stay persisted)."""
@@ -290,6 +294,7 @@ class Client:
 
     async def _drop_channel(self, ch: Channel) -> None:
         """Forget a channel that never got both initial signatures (nothing was funded)."""
+        ch._removed = True
         await ch._io(lambda: self.persister.channel_removed(ch.id))
         self._remove_channel(ch)
         if self.watcher is not None:
@@ -299,6 +304,7 @@ class Client:
         """The channel is withdrawn: forget it everywhere."""
         if ch._phase != Phase.WITHDRAWN:
             ch._set_phase(Phase.WITHDRAWN)
+        ch._removed = True
         await ch._io(lambda: self.persister.channel_removed(ch.id))
         self._remove_channel(ch)
         if self.watcher is not None:

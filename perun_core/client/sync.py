@@ -62,7 +62,12 @@ class SyncProtocol:
             ch._needs_sync = True
             ch._persist_phase()
         msg = self.message(ch)
-        await ch._io(lambda: self.client._send(ch.peer, msg))
+        try:
+            await ch._io(lambda: self.client._send(ch.peer, msg))
+        except Exception as e:
+            # The peer is unreachable now; the next connection starts the round again.
+            ch._sync_sent = False
+            log.info("sync of 0x%s not sent: %s", ch.id.hex()[:12], e)
 
     def expect(self, ch: Channel) -> None:
         """Mark a channel as needing a sync round before the next update (after restore)."""

@@ -184,7 +184,10 @@ class DisputeConformance:
         await _until(lambda: bool(frida.client.channels) and bool(fred.errors))
         err_fred = fred.errors[0]
         assert isinstance(err_fred, ChannelFundingError)
-        assert await backend.balance_of(frida.account.address, asset) == funds - 100
+        # Frida's deposit may still be on its way to a ledger in another process.
+        async with asyncio.timeout(5):
+            while await backend.balance_of(frida.account.address, asset) != funds - 100:
+                await asyncio.sleep(0.005)
         await backend.advance_time(CHALLENGE + 1)  # Frida's funding deadline passes
         with pytest.raises(ChannelFundingError) as err:
             await asyncio.wait_for(opening, 5)

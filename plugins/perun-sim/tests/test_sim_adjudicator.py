@@ -26,7 +26,11 @@ def req(chan: Chan, st, idx: int, *, secondary: bool = False, sigs=None) -> Adju
 
 
 async def test_cooperative_settlement_pays_the_final_balances(
-    backend: SimBackend, ledger: SimLedger, chan: Chan, alice: SimAccount, bob: SimAccount,
+    backend: SimBackend,
+    ledger: SimLedger,
+    chan: Chan,
+    alice: SimAccount,
+    bob: SimAccount,
     eth: Asset,
 ) -> None:
     await funded(ledger, chan, [100, 100], eth)
@@ -42,7 +46,11 @@ async def test_cooperative_settlement_pays_the_final_balances(
 
 
 async def test_secondary_waits_for_the_primary_conclusion(
-    backend: SimBackend, ledger: SimLedger, chan: Chan, alice: SimAccount, bob: SimAccount,
+    backend: SimBackend,
+    ledger: SimLedger,
+    chan: Chan,
+    alice: SimAccount,
+    bob: SimAccount,
     eth: Asset,
 ) -> None:
     await funded(ledger, chan, [10, 10], eth)
@@ -69,7 +77,11 @@ async def test_secondary_concludes_itself_when_the_primary_is_gone(
 
 
 async def test_concurrent_conclusions_both_succeed(
-    backend: SimBackend, ledger: SimLedger, make_chan, alice: SimAccount, bob: SimAccount,
+    backend: SimBackend,
+    ledger: SimLedger,
+    make_chan,
+    alice: SimAccount,
+    bob: SimAccount,
     eth: Asset,
 ) -> None:  # type: ignore[no-untyped-def]
     slow = SimLedger(clock=SimClock.manual(START), latency=0.01)
@@ -87,8 +99,13 @@ async def test_concurrent_conclusions_both_succeed(
 
 
 async def test_mallory_registers_a_stale_state_and_carol_refutes(
-    backend: SimBackend, ledger: SimLedger, clock: SimClock, chan: Chan, alice: SimAccount,
-    bob: SimAccount, eth: Asset,
+    backend: SimBackend,
+    ledger: SimLedger,
+    clock: SimClock,
+    chan: Chan,
+    alice: SimAccount,
+    bob: SimAccount,
+    eth: Asset,
 ) -> None:
     mallory, carol = alice, bob
     await funded(ledger, chan, [100, 1], eth)
@@ -134,8 +151,13 @@ async def test_register_needs_every_signature(
 
 
 async def test_register_and_settle_with_a_sub_channel(
-    backend: SimBackend, ledger: SimLedger, clock: SimClock, make_chan, alice: SimAccount,
-    bob: SimAccount, eth: Asset,
+    backend: SimBackend,
+    ledger: SimLedger,
+    clock: SimClock,
+    make_chan,
+    alice: SimAccount,
+    bob: SimAccount,
+    eth: Asset,
 ) -> None:  # type: ignore[no-untyped-def]
     root = make_chan(nonce=1)
     sub = make_chan(nonce=2, ledger_channel=False, app=PAYMENT_APP_ID)
@@ -158,8 +180,13 @@ async def test_register_and_settle_with_a_sub_channel(
 
 
 async def test_force_update_through_the_adjudicator(
-    backend: SimBackend, ledger: SimLedger, clock: SimClock, make_chan, alice: SimAccount,
-    bob: SimAccount, eth: Asset,
+    backend: SimBackend,
+    ledger: SimLedger,
+    clock: SimClock,
+    make_chan,
+    alice: SimAccount,
+    bob: SimAccount,
+    eth: Asset,
 ) -> None:  # type: ignore[no-untyped-def]
     chan = make_chan(app=PAYMENT_APP_ID)
     await funded(ledger, chan, [99, 1], eth)

@@ -35,7 +35,11 @@ def rich(ledger: SimLedger, alice: SimAccount, bob: SimAccount, eth: Asset, prn:
 
 @pytest.mark.usefixtures("rich")
 async def test_both_fund_and_both_return(
-    backend: SimBackend, ledger: SimLedger, chan: Chan, alice: SimAccount, bob: SimAccount,
+    backend: SimBackend,
+    ledger: SimLedger,
+    chan: Chan,
+    alice: SimAccount,
+    bob: SimAccount,
     eth: Asset,
 ) -> None:
     bals = [[100, 50]]
@@ -54,7 +58,11 @@ async def test_both_fund_and_both_return(
 
 @pytest.mark.usefixtures("rich")
 async def test_funding_waits_for_the_peer_without_polling(
-    backend: SimBackend, ledger: SimLedger, clock: SimClock, chan: Chan, alice: SimAccount,
+    backend: SimBackend,
+    ledger: SimLedger,
+    clock: SimClock,
+    chan: Chan,
+    alice: SimAccount,
     bob: SimAccount,
 ) -> None:
     bals = [[100, 50]]
@@ -68,7 +76,12 @@ async def test_funding_waits_for_the_peer_without_polling(
 
 @pytest.mark.usefixtures("rich")
 async def test_peer_that_never_funds_is_named_after_the_ledger_deadline(
-    backend: SimBackend, clock: SimClock, make_chan, alice: SimAccount, eth: Asset, prn: Asset,
+    backend: SimBackend,
+    clock: SimClock,
+    make_chan,
+    alice: SimAccount,
+    eth: Asset,
+    prn: Asset,
 ) -> None:  # type: ignore[no-untyped-def]
     chan = make_chan(assets=[eth, prn])
     bals = [[100, 50], [0, 7]]
@@ -98,7 +111,11 @@ async def test_custom_funding_timeout(
 
 @pytest.mark.usefixtures("rich")
 async def test_refunding_is_idempotent(
-    backend: SimBackend, ledger: SimLedger, chan: Chan, alice: SimAccount, bob: SimAccount,
+    backend: SimBackend,
+    ledger: SimLedger,
+    chan: Chan,
+    alice: SimAccount,
+    bob: SimAccount,
     eth: Asset,
 ) -> None:
     bals = [[100, 50]]
@@ -116,7 +133,11 @@ async def test_refunding_is_idempotent(
 
 @pytest.mark.usefixtures("rich")
 async def test_zero_share_deposits_nothing(
-    backend: SimBackend, ledger: SimLedger, chan: Chan, alice: SimAccount, bob: SimAccount,
+    backend: SimBackend,
+    ledger: SimLedger,
+    chan: Chan,
+    alice: SimAccount,
+    bob: SimAccount,
 ) -> None:
     bals = [[100, 0]]
     await asyncio.gather(
@@ -128,8 +149,13 @@ async def test_zero_share_deposits_nothing(
 
 @pytest.mark.usefixtures("rich")
 async def test_egoistic_funder_deposits_only_after_the_others(
-    backend: SimBackend, ledger: SimLedger, clock: SimClock, chan: Chan, alice: SimAccount,
-    bob: SimAccount, eth: Asset,
+    backend: SimBackend,
+    ledger: SimLedger,
+    clock: SimClock,
+    chan: Chan,
+    alice: SimAccount,
+    bob: SimAccount,
+    eth: Asset,
 ) -> None:
     bals = [[100, 50]]
     ego = asyncio.create_task(backend.funder(alice).fund(request(chan, 0, bals, egoistic=True)))
@@ -142,7 +168,11 @@ async def test_egoistic_funder_deposits_only_after_the_others(
 
 @pytest.mark.usefixtures("rich")
 async def test_egoistic_funder_never_deposits_if_the_peer_does_not(
-    backend: SimBackend, ledger: SimLedger, clock: SimClock, chan: Chan, alice: SimAccount,
+    backend: SimBackend,
+    ledger: SimLedger,
+    clock: SimClock,
+    chan: Chan,
+    alice: SimAccount,
     eth: Asset,
 ) -> None:
     ego = asyncio.create_task(

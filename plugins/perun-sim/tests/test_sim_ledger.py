@@ -144,9 +144,7 @@ async def test_registering_a_final_state_times_out_at_once(
     assert await withdraw_all(ledger, chan, eth) == [3, 7]
 
 
-async def test_register_signature_rules(
-    ledger: SimLedger, chan: Chan, alice: SimAccount
-) -> None:
+async def test_register_signature_rules(ledger: SimLedger, chan: Chan, alice: SimAccount) -> None:
     from perun_core.channel import SignedState
 
     st = chan.state(1, [[5, 5]])
@@ -177,9 +175,7 @@ async def test_register_signature_rules(
     assert ledger.tx_count() == 0
 
 
-async def test_only_ledger_channels_can_be_registered_as_root(
-    ledger: SimLedger, make_chan
-) -> None:  # type: ignore[no-untyped-def]
+async def test_only_ledger_channels_can_be_registered_as_root(ledger: SimLedger, make_chan) -> None:  # type: ignore[no-untyped-def]
     sub = make_chan(ledger_channel=False)
     await refused(ledger.register(sub.signed(sub.state(1, [[1, 1]]))), "not ledger")
     await refused(ledger.conclude(sub.params, sub.state(1, [[1, 1]])), "not ledger")
@@ -236,7 +232,11 @@ async def test_conclude_with_a_state_other_than_the_registered_one_is_refused(
 
 
 async def test_dispute_pays_the_registered_outcome_and_withdrawals_are_checked(
-    ledger: SimLedger, clock: SimClock, chan: Chan, alice: SimAccount, bob: SimAccount,
+    ledger: SimLedger,
+    clock: SimClock,
+    chan: Chan,
+    alice: SimAccount,
+    bob: SimAccount,
     eth: Asset,
 ) -> None:
     await fund(ledger, chan, [[50, 50]])
@@ -317,17 +317,13 @@ async def test_conclude_final_rules(ledger: SimLedger, chan: Chan) -> None:
     await refused(
         ledger.conclude_final(chan.params, nonfinal, chan.sign(nonfinal)), "state not final"
     )
-    locked = chan.state(
-        3, [[5, 4]], final=True, locked=[SubAlloc(b"\x05" * 32, (1,), (0, 1))]
-    )
+    locked = chan.state(3, [[5, 4]], final=True, locked=[SubAlloc(b"\x05" * 32, (1,), (0, 1))])
     await refused(
         ledger.conclude_final(chan.params, locked, chan.sign(locked)), "cannot have sub-channels"
     )
     final = chan.state(3, [[6, 4]], final=True)
     a_sig, _ = chan.sign(final)
-    await refused(
-        ledger.conclude_final(chan.params, final, (a_sig, a_sig)), "invalid signature"
-    )
+    await refused(ledger.conclude_final(chan.params, final, (a_sig, a_sig)), "invalid signature")
     assert ledger.dispute(chan.id) is None
 
 
@@ -363,12 +359,8 @@ async def test_progress_force_executes_app_transitions(
 
     await refused(ledger.progress(chan.params, v1, v2, 0, sig(alice, v2)), "timeout not passed")
     clock.advance(D)
-    await refused(
-        ledger.progress(chan.params, v1, v2, 0, sig(bob, v2)), "invalid signature"
-    )
-    await refused(
-        ledger.progress(chan.params, v1, v2, 2, sig(alice, v2)), "actorIdx out of range"
-    )
+    await refused(ledger.progress(chan.params, v1, v2, 0, sig(bob, v2)), "invalid signature")
+    await refused(ledger.progress(chan.params, v1, v2, 2, sig(alice, v2)), "actorIdx out of range")
     skip = chan.state(3, [[3, 7]])
     await refused(
         ledger.progress(chan.params, v1, skip, 0, sig(alice, skip)),
@@ -420,9 +412,7 @@ async def test_progress_needs_an_app_and_a_registration(
     await refused(ledger.progress(chan.params, v1, v2, 0, s2), "must have app")
 
 
-async def test_progress_with_an_app_the_ledger_does_not_know(
-    clock: SimClock, make_chan
-) -> None:  # type: ignore[no-untyped-def]
+async def test_progress_with_an_app_the_ledger_does_not_know(clock: SimClock, make_chan) -> None:  # type: ignore[no-untyped-def]
     chan = make_chan(app=b"\x77" * 20)
     ledger = chan.backend.ledger
     v1, v2 = chan.state(1, [[5, 5]]), chan.state(2, [[4, 6]])

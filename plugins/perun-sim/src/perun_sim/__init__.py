@@ -13,10 +13,15 @@ reason strings as the Ethereum contracts, and a controllable clock, all in-proce
     ...
     backend.clock.advance(60)                                  # skip a challenge duration
 
-Scheme and encodings: ``docs/sim.md``.
+Clients in several processes share one ledger served by :mod:`perun_sim.server`
+(``perun-sim serve``, :class:`perun_sim.server.LedgerServer`), each through
+``SimBackend.from_config({"url": "tcp://127.0.0.1:PORT"})``.
+
+Scheme, encodings and the served mode: ``docs/sim.md``.
 """
 
 from perun_sim.adjudicator import SimAdjudicator
+from perun_sim.api import LedgerAPI, LocalLedger
 from perun_sim.backend import SimBackend
 from perun_sim.clock import SimClock, SimTimeout
 from perun_sim.crypto import SimSignatureFormatError
@@ -29,12 +34,20 @@ from perun_sim.ledger import (
     SimLedger,
     WithdrawalAuth,
 )
+from perun_sim.remote import RemoteLedger, RemoteTimeout
+from perun_sim.rpc import LedgerConnectionError, LedgerURLError
 from perun_sim.wallet import SimAccount, SimWallet
 
 __all__ = [
     "PAYMENT_APP_ID",
     "Dispute",
     "DisputePhase",
+    "LedgerAPI",
+    "LedgerConnectionError",
+    "LedgerURLError",
+    "LocalLedger",
+    "RemoteLedger",
+    "RemoteTimeout",
     "SimAccount",
     "SimAdjudicator",
     "SimBackend",

@@ -11,6 +11,7 @@ from perun_core.channel.state import SignedState, State
 from perun_core.channel.types import Address
 from perun_core.errors import ChainError, InvalidSignatureError, MissingSubStatesError
 from perun_core.interfaces import Account, Adjudicator, AdjudicatorReq, EventSubscription
+from perun_sim.api import LedgerAPI, LocalLedger
 from perun_sim.encoding import channel_id, funding_id, hash_state
 from perun_sim.ledger import DisputePhase, SimLedger, WithdrawalAuth
 
@@ -21,10 +22,11 @@ DEFAULT_SECONDARY_GRACE = 0.2
 
 
 class SimAdjudicator(Adjudicator):
-    """Sends one account's dispute and settlement transactions to a :class:`SimLedger`.
+    """Sends one account's dispute and settlement transactions to a sim ledger.
 
     Args:
-        ledger: the ledger.
+        ledger: a :class:`SimLedger` of this process or any :class:`LedgerAPI` (e.g. a
+            :class:`~perun_sim.remote.RemoteLedger` served by another process).
         account: signs withdrawal authorizations (must be the participant withdrawn for).
         receiver: where withdrawals are paid (default: the participant's own address).
         secondary_grace: real seconds a ``secondary`` request waits for the peer to conclude.
@@ -32,13 +34,13 @@ class SimAdjudicator(Adjudicator):
 
     def __init__(
         self,
-        ledger: SimLedger,
+        ledger: SimLedger | LedgerAPI,
         account: Account,
         *,
         receiver: Address | None = None,
         secondary_grace: float = DEFAULT_SECONDARY_GRACE,
     ) -> None:
-        self.ledger = ledger
+        self.ledger: LedgerAPI = LocalLedger(ledger) if isinstance(ledger, SimLedger) else ledger
         self.account = account
         self.receiver = receiver
         self.secondary_grace = secondary_grace
@@ -101,9 +103,9 @@ class SimAdjudicator(Adjudicator):
         """
         params, state = req.params, req.tx.state
         cid = params.id or channel_id(params)
-        if not self._concluded(cid):
+        if not await self._concluded(cid):
             await self._conclude(req, cid, sub_states or {})
-        d = self.ledger.dispute(cid)
+        d = await self.ledger.dispute(cid)
         if d is None or d.state_hash != hash_state(state):
             raise ChainError(
                 "concluded with another state",
@@ -115,14 +117,14 @@ class SimAdjudicator(Adjudicator):
         for asset in state.allocation.assets:
             if asset.ledger_id != self.ledger.ledger_id:
                 continue  # paid out by that ledger's adjudicator
-            amount = self.ledger.holdings(asset, fid)
+            amount = await self.ledger.holdings(asset, fid)
             if amount == 0:
                 continue
             auth = WithdrawalAuth(cid, participant, receiver, amount, asset)
             await self.ledger.withdraw(auth, self.account.sign(auth.encode()))
 
-    def _concluded(self, cid: bytes) -> bool:
-        d = self.ledger.dispute(cid)
+    async def _concluded(self, cid: bytes) -> bool:
+        d = await self.ledger.dispute(cid)
         return d is not None and d.phase == DisputePhase.CONCLUDED
 
     async def _conclude(
@@ -136,19 +138,20 @@ class SimAdjudicator(Adjudicator):
                 sigs = tuple(s for s in req.tx.sigs if s is not None)
                 await self.ledger.conclude_final(params, state, sigs)
             else:
-                await self.ledger.conclude(params, state, self._sub_states(state, sub_states))
+                subs = await self._sub_states(state, sub_states)
+                await self.ledger.conclude(params, state, subs)
         except ChainError as e:
             if e.reason != ALREADY_CONCLUDED:
                 raise
 
-    def _sub_states(self, state: State, given: Mapping[bytes, SignedState]) -> list[State]:
+    async def _sub_states(self, state: State, given: Mapping[bytes, SignedState]) -> list[State]:
         """Every locked sub-channel's state, pre-order; the ledger's registered one first,
         since conclusion accepts nothing else."""
         out: list[State] = []
 
-        def collect(s: State) -> None:
+        async def collect(s: State) -> None:
             for sa in s.allocation.locked:
-                d = self.ledger.dispute(sa.id)
+                d = await self.ledger.dispute(sa.id)
                 if d is not None:
                     sub = d.state
                 elif sa.id in given:
@@ -159,33 +162,33 @@ class SimAdjudicator(Adjudicator):
                         operation="conclude",
                     )
                 out.append(sub)
-                collect(sub)
+                await collect(sub)
 
-        collect(state)
+        await collect(state)
         return out
 
     async def _wait_concluded(self, cid: bytes, grace: float) -> bool:
         """Wait up to ``grace`` real seconds for the channel's conclusion (event-driven)."""
-        if self._concluded(cid):
+        if await self._concluded(cid):
             return True
-        sub = self.ledger.subscribe(cid)
+        sub = await self.ledger.subscribe(cid)
         try:
             loop = asyncio.get_running_loop()
             end = loop.time() + grace
-            while not self._concluded(cid):
+            while not await self._concluded(cid):
                 left = end - loop.time()
                 if left <= 0:
                     return False
                 with contextlib.suppress(TimeoutError):
                     if await asyncio.wait_for(sub.next(), left) is None:
-                        return self._concluded(cid)
+                        return await self._concluded(cid)
             return True
         finally:
             await sub.close()
 
     async def subscribe(self, params: Params) -> EventSubscription:
         """Events of the channel: the most recent past event first, then new ones."""
-        return self.ledger.subscribe(params.id or channel_id(params))
+        return await self.ledger.subscribe(params.id or channel_id(params))
 
 
 def _signed(req: AdjudicatorReq) -> SignedState:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
@@ -10,10 +9,11 @@ from perun_core.channel.app import AppRegistry
 from perun_core.channel.params import Params
 from perun_core.channel.state import State
 from perun_core.channel.types import Address, Asset
-from perun_core.errors import InvalidStateError
+from perun_core.errors import InvalidStateError, NotSupportedError
 from perun_core.interfaces import Account, ChainBackend
 from perun_sim import encoding
 from perun_sim.adjudicator import DEFAULT_SECONDARY_GRACE, SimAdjudicator
+from perun_sim.api import LedgerAPI, LocalLedger
 from perun_sim.clock import SimClock
 from perun_sim.crypto import ADDRESS_LEN, sha3, verify_digest
 from perun_sim.funder import SimFunder
@@ -25,13 +25,16 @@ TOKEN_SYMBOL = b"PRN"
 
 
 class SimBackend(ChainBackend):
-    """The ``sim`` backend: an ideal in-process ledger with real secp256k1 signatures.
+    """The ``sim`` backend: an ideal ledger with real secp256k1 signatures.
 
     Several clients of one process share one backend (and so one ledger and one wallet);
-    each gets its own ``funder(account)`` and ``adjudicator(account)``.
+    each gets its own ``funder(account)`` and ``adjudicator(account)``. Clients in several
+    processes share a ledger served by :mod:`perun_sim.server`: give each process a backend
+    on a :class:`~perun_sim.remote.RemoteLedger` (``from_config({"url": ...})``).
 
     Args:
-        ledger: the ledger to use (default: a new one with a realtime clock).
+        ledger: the ledger to use: a :class:`SimLedger` in this process (default: a new one
+            with a realtime clock) or any :class:`LedgerAPI`, e.g. a served ledger.
         wallet: the wallet (default: an empty :class:`SimWallet`).
         secondary_grace: real seconds a secondary settler waits for its peer's conclusion.
     """
@@ -43,12 +46,15 @@ class SimBackend(ChainBackend):
 
     def __init__(
         self,
-        ledger: SimLedger | None = None,
+        ledger: SimLedger | LedgerAPI | None = None,
         *,
         wallet: SimWallet | None = None,
         secondary_grace: float = DEFAULT_SECONDARY_GRACE,
     ) -> None:
-        self.ledger = ledger if ledger is not None else SimLedger()
+        if ledger is None:
+            ledger = SimLedger()
+        self._ledger: SimLedger | None = ledger if isinstance(ledger, SimLedger) else None
+        self.api: LedgerAPI = LocalLedger(ledger) if isinstance(ledger, SimLedger) else ledger
         self._wallet = wallet if wallet is not None else SimWallet()
         self.secondary_grace = secondary_grace
 
@@ -56,16 +62,41 @@ class SimBackend(ChainBackend):
     def from_config(cls, config: Mapping[str, Any]) -> Self:
         """Build a backend from a configuration mapping.
 
-        Keys (all optional): ``ledger`` (an existing :class:`SimLedger` to share; the
-        ledger keys below are then ignored), ``ledger_id`` (int, default 1337), ``clock``
+        Keys (all optional): ``url`` (``tcp://HOST:PORT`` or ``unix:///path`` of a ledger
+        served by :mod:`perun_sim.server`; then ``clock``, ``start``, ``latency`` and
+        ``apps`` belong to the server and are refused here, and ``ledger_id`` must match
+        the server's), ``connect_timeout`` (seconds, with ``url``), ``ledger`` (an
+        existing :class:`SimLedger` to share; the ledger keys below are then ignored),
+        ``ledger_id`` (int, default 1337), ``clock``
         (``"manual"`` | ``"realtime"`` | a :class:`SimClock`, default ``"realtime"``),
         ``start`` (start time of a manual clock), ``latency`` (real seconds per
         transaction), ``apps`` (an :class:`AppRegistry` for on-ledger progress),
         ``secondary_grace`` (seconds), ``seeds`` (list of str/bytes: deterministic
         accounts to put in the wallet).
+
+        Raises:
+            LedgerURLError: ``url`` is not a ledger URL.
+            ValueError: a served ledger with keys that only its server can set.
         """
-        ledger = config.get("ledger")
-        if ledger is None:
+        ledger: SimLedger | LedgerAPI | None = config.get("ledger")
+        url = config.get("url")
+        if url is not None:
+            from perun_sim.remote import RemoteLedger  # only remote configurations need it
+
+            if ledger is not None:
+                raise ValueError("sim config: give either 'url' or 'ledger', not both")
+            server_side = sorted(k for k in ("clock", "start", "latency", "apps") if k in config)
+            if server_side:
+                raise ValueError(
+                    f"sim config: {', '.join(server_side)} of a served ledger are set by its "
+                    "server (perun-sim serve --manual-clock/--start/--latency), not by clients"
+                )
+            ledger = RemoteLedger(
+                str(url),
+                ledger_id=int(config.get("ledger_id", DEFAULT_LEDGER_ID)),
+                connect_timeout=float(config.get("connect_timeout", 5.0)),
+            )
+        elif ledger is None:
             clock_cfg = config.get("clock", "realtime")
             if isinstance(clock_cfg, SimClock):
                 clock = clock_cfg
@@ -96,9 +127,41 @@ class SimBackend(ChainBackend):
         )
 
     @property
+    def ledger(self) -> SimLedger:
+        """The ledger object, when it lives in this process.
+
+        Raises:
+            NotSupportedError: the ledger is served by another process (use :attr:`api`).
+        """
+        if self._ledger is None:
+            raise NotSupportedError(
+                f"the sim ledger is served at {self.api.location}, not in this process; "
+                "use backend.api (async) instead of backend.ledger"
+            )
+        return self._ledger
+
+    @property
     def clock(self) -> SimClock:
-        """The ledger's clock."""
+        """The ledger's clock, when the ledger lives in this process.
+
+        Raises:
+            NotSupportedError: the ledger is served by another process (use
+                :meth:`advance_time` / :meth:`ledger_time`).
+        """
         return self.ledger.clock
+
+    @property
+    def is_remote(self) -> bool:
+        """Whether the ledger is served by another process."""
+        return self._ledger is None
+
+    async def connect(self) -> None:
+        """Connect to a served ledger now rather than on first use (no-op when local).
+
+        Raises:
+            LedgerConnectionError: the server cannot be reached or serves another ledger.
+        """
+        await self.api.connect()
 
     # --- components ---------------------------------------------------------------------------
 
@@ -108,11 +171,11 @@ class SimBackend(ChainBackend):
 
     def funder(self, account: Account) -> SimFunder:
         """A funder depositing from ``account``'s ledger balance."""
-        return SimFunder(self.ledger, account)
+        return SimFunder(self.api, account)
 
     def adjudicator(self, account: Account) -> SimAdjudicator:
         """An adjudicator acting (and withdrawing) as ``account``."""
-        return SimAdjudicator(self.ledger, account, secondary_grace=self.secondary_grace)
+        return SimAdjudicator(self.api, account, secondary_grace=self.secondary_grace)
 
     # --- cryptography and encodings -----------------------------------------------------------
 
@@ -179,7 +242,7 @@ class SimBackend(ChainBackend):
     def asset(self, symbol: bytes | str = NATIVE_SYMBOL) -> Asset:
         """The asset named ``symbol`` on this backend's ledger (any name is a valid token)."""
         raw = symbol.encode() if isinstance(symbol, str) else symbol
-        return Asset(self.ledger.ledger_id, raw)
+        return Asset(self.api.ledger_id, raw)
 
     def default_assets(self) -> list[Asset]:
         """``[ETH]``: the ledger's native coin. A second token is ``asset("PRN")``."""
@@ -187,20 +250,20 @@ class SimBackend(ChainBackend):
 
     async def balance_of(self, address: Address, asset: Asset) -> int:
         """The ledger account balance of ``address`` in ``asset``."""
-        return self.ledger.balance_of(address, asset)
+        return await self.api.balance_of(address, asset)
 
     async def faucet(self, address: Address, asset: Asset, amount: int) -> None:
         """Mint ``amount`` of ``asset`` into ``address``'s ledger account."""
-        self.ledger.mint(address, asset, amount)
+        await self.api.mint(address, asset, amount)
 
     async def advance_time(self, seconds: int) -> None:
         """Move ledger time forward by ``seconds`` (waiters whose deadline passed wake up)."""
-        self.ledger.clock.advance(seconds)
-        await asyncio.sleep(0)
+        await self.api.advance(seconds)
 
     async def ledger_time(self) -> int:
         """The ledger's current time in seconds."""
-        return self.ledger.clock.now()
+        return await self.api.now()
 
     async def close(self) -> None:
-        """Nothing to release: the ledger lives in memory."""
+        """Close the connection to a served ledger (a local ledger needs nothing)."""
+        await self.api.close()

@@ -83,10 +83,7 @@ def encode_state(state: State) -> bytes:
             state.version,
             [a.encode() for a in alloc.assets],
             [[uint_bytes(b) for b in row] for row in alloc.balances],
-            [
-                [s.id, [uint_bytes(b) for b in s.balances], list(s.index_map)]
-                for s in alloc.locked
-            ],
+            [[s.id, [uint_bytes(b) for b in s.balances], list(s.index_map)] for s in alloc.locked],
             state.app,
             state.data,
             bool(state.is_final),

@@ -6,20 +6,26 @@ from perun_core.channel.allocation import Balances
 from perun_core.channel.types import Asset
 from perun_core.errors import FundingTimeoutError, InvalidFundingAgreementError
 from perun_core.interfaces import Account, Funder, FundingRequest
+from perun_sim.api import LedgerAPI, LocalLedger
 from perun_sim.encoding import channel_id, funding_id
 from perun_sim.ledger import HoldingKey, SimLedger
 
 
 class SimFunder(Funder):
-    """Deposits from one account into channels on one :class:`SimLedger`.
+    """Deposits from one account into channels on one sim ledger.
 
     Only assets of this ledger are handled (a multi-ledger channel's other assets belong to
     other ledgers' funders). Waiting is event-driven: the funder sleeps until a relevant
     deposit lands or the funding deadline (ledger time) arrives.
+
+    Args:
+        ledger: a :class:`SimLedger` of this process or any :class:`LedgerAPI` (e.g. a
+            :class:`~perun_sim.remote.RemoteLedger` served by another process).
+        account: the account deposits are made from.
     """
 
-    def __init__(self, ledger: SimLedger, account: Account) -> None:
-        self.ledger = ledger
+    def __init__(self, ledger: SimLedger | LedgerAPI, account: Account) -> None:
+        self.ledger: LedgerAPI = LocalLedger(ledger) if isinstance(ledger, SimLedger) else ledger
         self.account = account
 
     async def fund(self, request: FundingRequest) -> None:
@@ -48,7 +54,7 @@ class SimFunder(Funder):
             )
         if not 0 <= request.idx < n:
             raise ValueError(f"participant index {request.idx} out of range")
-        deadline = self.ledger.clock.now() + request.deadline_seconds
+        deadline = await self.ledger.now() + request.deadline_seconds
         fids = [funding_id(cid, p) for p in params.participants]
         own = [a for a, asset in enumerate(assets) if asset.ledger_id == self.ledger.ledger_id]
         others = [j for j in range(n) if j != request.idx]
@@ -57,7 +63,7 @@ class SimFunder(Funder):
             await self._await_funded(cid, assets, own, others, fids, agreement, deadline)
         for a in own:
             share = agreement[a][request.idx]
-            have = self.ledger.holdings(assets[a], fids[request.idx])
+            have = await self.ledger.holdings(assets[a], fids[request.idx])
             if share > have:
                 await self.ledger.deposit(
                     self.account.address, assets[a], fids[request.idx], share - have
@@ -77,14 +83,17 @@ class SimFunder(Funder):
         ledger = self.ledger
         while True:
             missing: list[list[int]] = [[] for _ in assets]
-            keys: list[HoldingKey] = []
+            seen: dict[HoldingKey, int] = {}
             for a in own:
                 for j in parts:
-                    if ledger.holdings(assets[a], fids[j]) < agreement[a][j]:
+                    held = await ledger.holdings(assets[a], fids[j])
+                    if held < agreement[a][j]:
                         missing[a].append(j)
-                        keys.append((assets[a], fids[j]))
-            if not keys:
+                        seen[(assets[a], fids[j])] = held
+            if not seen:
                 return
-            if ledger.clock.now() >= deadline:
+            if await ledger.now() >= deadline:
                 raise FundingTimeoutError(missing, channel_id=cid)
-            await ledger.wait_holdings_change(keys, deadline)
+            # Passing what we saw closes the gap between reading and waiting: a deposit in
+            # between (possible when the ledger is served elsewhere) ends the wait at once.
+            await ledger.wait_holdings(seen, deadline)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import NoReturn
@@ -577,6 +577,20 @@ class SimLedger:
             subs.discard(sub)
             if not subs:
                 del self._subs[sub.channel_id]
+
+    async def wait_holdings(self, seen: Mapping[HoldingKey, int], until: int) -> bool:
+        """Wait until a holding differs from its value in ``seen`` or ledger time reaches
+        ``until``.
+
+        Unlike :meth:`wait_holdings_change` this cannot miss a change that happened after the
+        caller read the holdings (e.g. while the answer travelled from a served ledger).
+
+        Returns:
+            Whether a holding differs (``False``: the deadline came first).
+        """
+        if any(self.holdings(*key) != value for key, value in seen.items()):
+            return True
+        return await self.wait_holdings_change(seen.keys(), until)
 
     async def wait_holdings_change(self, keys: Iterable[HoldingKey], until: int) -> bool:
         """Wait until one of ``keys``' holdings changes or ledger time reaches ``until``.
