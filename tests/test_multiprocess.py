@@ -157,12 +157,15 @@ async def test_two_processes_pay_over_tcp_on_a_ledger_served_by_a_third(
     bob: PeerProcess | None = None
     try:
         bob = await _spawn_bob(ledger_process, alice, funds=FUNDS, seed="bob")
-        ch = await _open(alice, bob, 500, 500)
+        ch = await _open(alice, bob, 1_500, 500)
         net = await _pay_both_ways(ch, bob, 60)
         assert net != 0
+        for _ in range(1_000):  # a thousand updates from this process to Bob's over TCP
+            await ch.send(1)
+        net += 1_000
         seen = await bob.call("state", id=ch.id.hex())
-        assert seen["version"] == ch.state.version == 60
-        assert seen["balances"] == [[500 - net, 500 + net]] == [list(ch.state.balances[0])]
+        assert seen["version"] == ch.state.version == 1_060
+        assert seen["balances"] == [[1_500 - net, 500 + net]] == [list(ch.state.balances[0])]
         settled = await asyncio.gather(ch.settle(), bob.call("settle", id=ch.id.hex()))
         assert ch.phase == Phase.WITHDRAWN and settled[1]["phase"] == "WITHDRAWN"
         # A third client of the ledger process reads the outcome.
