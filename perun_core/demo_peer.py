@@ -19,8 +19,13 @@ Protocol: one JSON object per line. The child first prints ``{"ready": true, "ad
 ==================  ============================================================
 command             effect and answer
 ==================  ============================================================
-``channel``         wait (``timeout`` s) for the next channel opened with us;
-                    answers its view (``id``, ``version``, ``balances``, ``phase``)
+``channel``         wait (``timeout`` s) for the next channel opened with us (or
+                    restored); answers its view (``id``, ``version``,
+                    ``balances``, ``phase``, ``synced``)
+``channels``        the views of every channel (``channels``), restored ones too
+``propose``         open a channel with the peer: we deposit ``mine``, it
+                    deposits ``theirs`` (``challenge_duration`` s); the view
+                    once funded
 ``state``           the view of channel ``id``
 ``pay``             send ``amount`` to the peer in channel ``id``; the new view
 ``settle``          settle channel ``id`` (cooperatively or through the ledger)
@@ -42,20 +47,25 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from perun_core.channel.allocation import Allocation
 from perun_core.channel.state import Transaction
 from perun_core.channel.types import Address
-from perun_core.client import Channel, Client, ClientConfig
+from perun_core.client import Channel, Client, ClientConfig, LedgerChannelProposal
 from perun_core.errors import PerunError
 from perun_core.interfaces.adjudicator import AdjudicatorReq
+from perun_core.interfaces.persister import Persister
 from perun_core.plugins import load_plugins
 from perun_core.wire.messages import Envelope, Ping
 
 SEED_ENV = "PERUN_PEER_SEED"
 """Environment variable holding the child's account seed (text)."""
+
+PersisterWrapper = Callable[[Persister], Persister]
+"""Wraps the child's persister (see :func:`main`)."""
 
 log = logging.getLogger("perun.demo_peer")
 
@@ -100,6 +110,8 @@ class PeerProcess:
         cheat: bool = False,
         update_timeout: float = 10.0,
         ready_timeout: float = 30.0,
+        module: str = "perun_core.demo_peer",
+        env: dict[str, str] | None = None,
     ) -> PeerProcess:
         """Start a peer process and wait until it listens.
 
@@ -114,6 +126,9 @@ class PeerProcess:
             cheat: no watchtower, no automatic settlement (for the dispute demo).
             update_timeout: the child's client update timeout (seconds).
             ready_timeout: seconds to wait for it to listen.
+            module: the module run as the child (``python -m``); it must speak this
+                module's protocol (e.g. :mod:`perun_core.testing.crash`).
+            env: extra environment variables for the child.
 
         Raises:
             PeerProcessError: it exited or did not get ready in time (it is killed then).
@@ -121,7 +136,7 @@ class PeerProcess:
         argv = [
             sys.executable,
             "-m",
-            "perun_core.demo_peer",
+            module,
             "--ledger",
             ledger_url,
             "--peer",
@@ -141,12 +156,13 @@ class PeerProcess:
             argv += ["--db", db]
         if cheat:
             argv.append("--cheat")
-        env = dict(os.environ)
-        env.pop(SEED_ENV, None)
+        child_env = dict(os.environ)
+        child_env.pop(SEED_ENV, None)
+        child_env.update(env or {})
         if seed is not None:
-            env[SEED_ENV] = seed
+            child_env[SEED_ENV] = seed
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=child_env
         )
         try:
             hello = await asyncio.wait_for(_read_json(proc), ready_timeout)
@@ -243,8 +259,9 @@ class _Best:
 class _Peer:
     """The child: one client, its channels, and the command handlers."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, peer: Address) -> None:
         self.client = client
+        self.peer = peer
         self.new_channels: asyncio.Queue[Channel] = asyncio.Queue()
         self.best: dict[bytes, _Best] = {}
         client.on_proposal(lambda p, r: r.accept())
@@ -270,6 +287,19 @@ class _Peer:
         cmd = args.get("cmd")
         if cmd == "channel":
             ch = await asyncio.wait_for(self.new_channels.get(), float(args.get("timeout", 30)))
+            return _view(ch)
+        if cmd == "channels":
+            return {"channels": [_view(ch) for ch in self.client.channels]}
+        if cmd == "propose":
+            asset = self.client.backend.default_assets()[0]
+            balances = ((int(args["mine"]), int(args["theirs"])),)
+            ch = await self.client.propose_channel(
+                LedgerChannelProposal(
+                    peer=self.peer,
+                    allocation=Allocation((asset,), balances),
+                    challenge_duration=int(args.get("challenge_duration", 60)),
+                )
+            )
             return _view(ch)
         if cmd == "state":
             return _view(self._channel(args))
@@ -312,6 +342,8 @@ def _view(ch: Channel) -> dict[str, Any]:
         "version": ch.state.version,
         "balances": [list(r) for r in ch.state.balances],
         "phase": ch.phase.name,
+        # no sync round pending or running (PROTOCOL.md §5.7)
+        "synced": not ch._needs_sync and ch._sync_done.is_set(),
     }
 
 
@@ -337,7 +369,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _run(args: argparse.Namespace, wrap_persister: PersisterWrapper | None = None) -> int:
     plugins = load_plugins()
     backend = plugins.chain("sim").from_config({"url": args.ledger})
     bus: Any = None
@@ -356,13 +388,16 @@ async def _run(args: argparse.Namespace) -> int:
         if args.peer_endpoint:
             bus.add_peer(peer, args.peer_endpoint)
         persister_args = {"path": args.db} if args.db else {}
+        persister: Persister = plugins.persister(args.persister)(**persister_args)
+        if wrap_persister is not None:
+            persister = wrap_persister(persister)
         client = Client(
             account=account,
             backend=backend,
             bus=bus,
             funder=backend.funder(account),
             adjudicator=backend.adjudicator(account),
-            persister=plugins.persister(args.persister)(**persister_args),
+            persister=persister,
             config=ClientConfig(
                 update_timeout=args.update_timeout,
                 proposal_timeout=30,
@@ -370,7 +405,7 @@ async def _run(args: argparse.Namespace) -> int:
                 auto_settle=not args.cheat,
             ),
         )
-        peer_state = _Peer(client)
+        peer_state = _Peer(client, peer)
         await client.start()
         await _reconnect(bus, account.address, {ch.peer for ch in client.channels})
         _emit(
@@ -415,13 +450,22 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The child's entry point; returns its exit status."""
+def main(
+    argv: Sequence[str] | None = None, *, wrap_persister: PersisterWrapper | None = None
+) -> int:
+    """The child's entry point; returns its exit status.
+
+    Args:
+        argv: the command line (default ``sys.argv[1:]``).
+        wrap_persister: wraps the persister the command line names before the client
+            gets it (the crash tests inject faults this way, see
+            :mod:`perun_core.testing.crash`).
+    """
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return asyncio.run(_run(args))
+        return asyncio.run(_run(args, wrap_persister))
     except KeyboardInterrupt:
         return 0
     except PerunError as e:

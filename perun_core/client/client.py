@@ -370,8 +370,9 @@ class Client:
             ch = self._peer_channel(env, msg.channel_id)
             if ch is not None:
                 self._sync.on_sync(ch, msg)
-            elif msg.current is not None:
-                # Unknown to us: say so, so the peer drops a half-created channel.
+            elif msg.current is not None or msg.pending is not None:
+                # Unknown to us: say so, so the peer drops a half-created channel (whose
+                # view has only its staged v0, no current state). Never answer an answer.
                 unknown = wire.ChannelSync(msg.channel_id, 0, None, None, 0)
                 self._spawn(self._send(env.sender, unknown))
         elif isinstance(msg, wire.LedgerChannelProposal):

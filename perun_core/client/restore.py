@@ -64,7 +64,9 @@ async def restore_channels(client: Client) -> int:
             elif rec.phase == Phase.REGISTERING:
                 client._spawn(client._disputes.settle(ch))
             elif rec.phase == Phase.WITHDRAWING:
-                client._spawn(client._settlement.settle(ch))
+                # Through the channel's operation slot: a settle() the user calls meanwhile
+                # waits for this one instead of withdrawing and removing the record twice.
+                client._spawn(ch.settle())
             if ch._phase not in (Phase.FUNDING, Phase.INIT_SIGNING):
                 client._announce(ch)  # funding channels are announced once funded
             log.info(

@@ -108,22 +108,38 @@ class SyncProtocol:
         mine = ch._current
         discarded = -1
         if theirs is None:
-            if ch._phase == Phase.INIT_SIGNING:
+            if ch._phase == Phase.INIT_SIGNING and not ch._removed:
                 # The peer never created the channel: nothing was signed by both, nothing funded.
+                # Marked removed at once: a second "unknown" answer (one per sync round we
+                # sent) must not remove the record twice.
+                ch._removed = True
                 log.info(
                     "channel 0x%s unknown to the peer; dropping it",
                     ch.id.hex()[:12],
                     extra=channel_extra(ch),
                 )
                 client._spawn(client._drop_channel(ch))
-            return
-        if theirs.state.channel_id != ch.id:
+                return
+            if msg.pending is None:
+                # The peer does not know the channel (it lost its record): nothing can be
+                # agreed off-chain any more; the channel stays unsynced, the ledger settles.
+                return
+            # The peer holds only its staged initial state (it is still INIT_SIGNING and
+            # adopts our fully signed one from our view): this round is complete.
+        elif theirs.state.channel_id != ch.id:
             raise SyncError("sync message for another channel")
-        if mine is None or theirs.state.version > mine.state.version:
+        elif mine is None or theirs.state.version > mine.state.version:
             self._check_adoptable(ch, theirs)
             old = mine.state if mine is not None else None
-            if ch._own is not None and ch._own.tx.state == theirs.state:
-                ch._own = None  # our own proposal, accepted by the peer: adopt, not discard
+            own = ch._own
+            completed = None
+            if own is not None and own.tx.state == theirs.state:
+                # Our own proposal, accepted by the peer (its answer was lost): adopt, not
+                # discard, and complete the waiting update() with it, which then tells the
+                # user (once the adoption is persisted) instead of timing out.
+                ch._own = None
+                if not own.future.done() and not own.timed_out:
+                    completed = own.future
             self._discard_pending(ch, msg, adopted=theirs.state.version)
             was_init = ch._phase == Phase.INIT_SIGNING
             ch._current = theirs
@@ -131,6 +147,10 @@ class SyncProtocol:
             if was_init:
                 ch._set_phase(Phase.FUNDING)
             elif ch._phase in (Phase.ACTING, Phase.SIGNING, Phase.FINAL):
+                if theirs.state.is_final and ch._phase == Phase.ACTING:
+                    # Adopting is staging and enabling at once; the state machine reaches
+                    # FINAL only through SIGNING (PROTOCOL.md §3).
+                    ch._set_phase(Phase.SIGNING)
                 ch._set_phase(Phase.FINAL if theirs.state.is_final else Phase.ACTING)
             tx, phase = theirs, ch._phase
             ch._io(lambda: client.persister.enabled(ch.id, tx, phase))
@@ -141,7 +161,9 @@ class SyncProtocol:
                 ch._v0_sig.set_result(sig0)
             elif was_init:
                 client._spawn(client._proposals.resume_funding(ch))
-            if old is not None:
+            if completed is not None:
+                completed.set_result(theirs)
+            elif old is not None:
                 client._notify_update(ch, old, theirs.state)
         elif theirs.state.version == mine.state.version and theirs.state != mine.state:
             ch._frozen = True
@@ -189,7 +211,8 @@ class SyncProtocol:
             elif own.future.done() or own.timed_out or peer_cur >= v:
                 ch._own = None
                 burned = v
-                if not own.future.done():
+                # A timed-out update() has raised already; nobody awaits its future.
+                if not own.future.done() and not own.timed_out:
                     own.future.set_exception(SyncError("the update was discarded by sync"))
         peer = ch._peer
         if peer is not None and (msg.pending is None or msg.pending.state != peer.msg.state):
