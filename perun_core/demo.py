@@ -246,12 +246,7 @@ async def run_demo(
         with progress:
             task = progress.add_task("pay", total=payments)
             for alice_pays, amount in _schedule(rng, payments, deposit, dispute):
-                if alice_pays:
-                    await ch_a.send(amount)
-                    net_to_bob += amount
-                else:
-                    await ch_b.send(amount)
-                    net_to_bob -= amount
+                net_to_bob += await _pay_once(ch_a, ch_b, alice_pays, amount)
                 if ch_b.my_balance() > best_for_bob:
                     best_for_bob, stale = ch_b.my_balance(), ch_b.transaction
                 progress.advance(task)
@@ -283,6 +278,18 @@ async def run_demo(
         )
         ok = ok and refuted
     return DemoResult(ok, payments, net_to_bob, initial, final, expected, seconds)
+
+
+async def _pay_once(ch_a: Channel, ch_b: Channel, alice_pays: bool, amount: int) -> int:
+    """One payment (the other party pays when the payer cannot); returns what Bob gained."""
+    payer, sign = (ch_a, 1) if alice_pays else (ch_b, -1)
+    if payer.my_balance() < amount:
+        payer, sign = (ch_b, -1) if alice_pays else (ch_a, 1)
+    amount = min(amount, payer.my_balance())
+    if amount == 0:
+        return 0
+    await payer.send(amount)
+    return sign * amount
 
 
 def _schedule(
@@ -883,12 +890,7 @@ async def _pay(
     with progress:
         task = progress.add_task("pay", total=len(schedule))
         for alice_pays, amount in schedule:
-            if alice_pays:
-                await ch_a.send(amount)
-                net_to_bob += amount
-            else:
-                await ch_b.send(amount)
-                net_to_bob -= amount
+            net_to_bob += await _pay_once(ch_a, ch_b, alice_pays, amount)
             progress.advance(task)
     return net_to_bob
 
