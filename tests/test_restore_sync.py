@@ -98,3 +98,24 @@ async def test_lost_proposal_burns_its_version_on_both_sides(backend, asset) -> 
     st = await ch_p.send(3)
     assert st.version == 2 and ch_r.balances[0] == (97, 103)
     await f.close()
+
+
+async def test_a_cancelled_update_is_resolved_by_sync(backend, asset) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    bus = LossyBus()
+    f = PartyFactory(backend, bus)
+    petra, robert = await f.make("petra", config=QUICK), await f.make("robert", config=QUICK)
+    ch_p, ch_r = await open_channel(petra, robert, asset, (100, 100))
+    bus.drop = lambda e: isinstance(e.msg, wire.ChannelUpdateAcc)  # Robert's answer is lost
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(ch_p.send(4), 0.05)  # the caller gives up first
+    for _ in range(200):
+        if ch_p.state == ch_r.state and not ch_p._needs_sync:
+            break
+        await asyncio.sleep(0.01)
+    assert ch_p.state == ch_r.state and ch_p.state.version == 1  # sync adopted Robert's
+    assert ch_p.phase == Phase.ACTING
+    st = await ch_p.send(1)
+    assert st.version == 2 and ch_r.balances[0] == (95, 105)
+    await f.close()

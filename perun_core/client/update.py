@@ -200,11 +200,14 @@ class UpdateProtocol:
         try:
             async with asyncio.timeout(self.client.config.update_timeout):
                 done = await asyncio.shield(own.future)
+        except asyncio.CancelledError:
+            # The caller gave up (e.g. wait_for): the proposal is still out there. Treat it
+            # like a timeout, so a late answer still enables it and otherwise sync decides.
+            if not own.future.done():
+                self._give_up(ch, own)
+            raise
         except TimeoutError:
-            own.timed_out = True
-            ch._needs_sync = True
-            ch._persist_phase()
-            self.client._spawn(self.client._sync.start(ch))
+            self._give_up(ch, own)
             raise RequestTimedOutError(
                 f"peer did not answer update v{nxt.version} of channel 0x{ch.id.hex()[:12]} "
                 f"within {self.client.config.update_timeout}s; the channel will sync"
@@ -214,6 +217,13 @@ class UpdateProtocol:
             await ch._io_tail
         self.client._notify_update(ch, cur, done.state)
         return done.state
+
+    def _give_up(self, ch: Channel, own: _Own) -> None:
+        """Stop waiting for an answer: mark the proposal unresolved and start a sync round."""
+        own.timed_out = True
+        ch._needs_sync = True
+        ch._persist_phase()
+        self.client._spawn(self.client._sync.start(ch))
 
     def _discard_own(self, ch: Channel, own: _Own) -> None:
         if ch._own is own:
