@@ -17,6 +17,9 @@ The same encodings serve persistence (:func:`encode_state`, :func:`encode_transa
 
 One schema table drives both directions: each field is a ``(name, kind)`` pair, and a kind knows
 how to check and convert one value. :func:`wire_format_table` renders the table for the docs.
+States, allocations and transactions, which every update encodes several times (wire and
+persistence), have a fast path for their common shape that makes the same checks inline; any
+value it does not take goes through the schema, which also reports the error.
 """
 
 from __future__ import annotations
@@ -429,6 +432,141 @@ class _Struct(_Kind):
         return _build(self.cls, _dec_fields(raw, 0, self.fields))
 
 
+# Fast paths of the hot values (see the module docs). Each returns exactly what the generic
+# _Struct would for the values it takes, and hands everything else (sub-allocations, subclasses,
+# any value breaking a rule) to the generic code, so results and errors stay identical.
+# tests/test_codec_fastpath.py checks the equivalence on generated and broken values.
+
+_MAX_ASSETS: Final = limits.MAX_ASSETS
+_MAX_PARTS: Final = limits.MAX_PARTICIPANTS
+_BALANCE_BOUND: Final = limits.BALANCE_BOUND
+_VERSION_BOUND: Final = limits.VERSION_BOUND
+_ID_LEN: Final = limits.ID_LEN
+_MAX_APP_DATA: Final = limits.MAX_APP_DATA
+
+
+class _AllocationKind(_Struct):
+    __slots__ = ()
+
+    def enc(self, v: Any) -> Any:
+        if type(v) is Allocation and not v.locked:
+            assets, rows = v.assets, v.balances
+            if (
+                type(assets) is tuple
+                and len(assets) <= _MAX_ASSETS
+                and type(rows) is tuple
+                and len(rows) <= _MAX_ASSETS
+            ):
+                out_assets = []
+                for a in assets:
+                    if type(a) is not Asset:
+                        return super().enc(v)
+                    out_assets.append(a.encode())
+                out_rows = []
+                for row in rows:
+                    if type(row) is not tuple or len(row) > _MAX_PARTS:
+                        return super().enc(v)
+                    out = []
+                    for b in row:
+                        if type(b) is not int or not 0 <= b < _BALANCE_BOUND:
+                            return super().enc(v)
+                        out.append(b.to_bytes((b.bit_length() + 7) >> 3, "big"))
+                    out_rows.append(out)
+                return [out_assets, out_rows, []]
+        return super().enc(v)
+
+    def dec(self, raw: Any) -> Any:
+        if type(raw) is list and len(raw) == 3:
+            r_assets, r_rows, r_locked = raw
+            if (
+                type(r_assets) is list
+                and len(r_assets) <= _MAX_ASSETS
+                and type(r_rows) is list
+                and len(r_rows) <= _MAX_ASSETS
+                and type(r_locked) is list
+                and not r_locked
+            ):
+                assets = []
+                for x in r_assets:
+                    if type(x) is not bytes or not 33 <= len(x) <= MAX_ASSET_LEN:
+                        return super().dec(raw)
+                    assets.append(Asset.decode(x))
+                rows = []
+                for r in r_rows:
+                    if type(r) is not list or len(r) > _MAX_PARTS:
+                        return super().dec(raw)
+                    row = []
+                    for x in r:
+                        if type(x) is not bytes or len(x) > 32 or (x and x[0] == 0):
+                            return super().dec(raw)
+                        row.append(int.from_bytes(x, "big"))
+                    rows.append(tuple(row))
+                return Allocation(tuple(assets), tuple(rows), ())
+        return super().dec(raw)
+
+
+class _StateKind(_Struct):
+    __slots__ = ()
+
+    def enc(self, v: Any) -> Any:
+        if type(v) is State:
+            cid, ver, app, data, fin = v.channel_id, v.version, v.app, v.data, v.is_final
+            if (
+                type(cid) is bytes
+                and len(cid) == _ID_LEN
+                and type(ver) is int
+                and 0 <= ver < _VERSION_BOUND
+                and (app is None or (type(app) is bytes and 1 <= len(app) <= MAX_APP_ID_LEN))
+                and type(data) is bytes
+                and len(data) <= _MAX_APP_DATA
+                and type(fin) is bool
+            ):
+                try:
+                    alloc = _ALLOCATION.enc(v.allocation)
+                except _Bad:
+                    return super().enc(v)  # the generic path names the field
+                return [cid, ver, alloc, app, data, fin]
+        return super().enc(v)
+
+    def dec(self, raw: Any) -> Any:
+        if type(raw) is list and len(raw) == 6:
+            cid, ver, r_alloc, app, data, fin = raw
+            if (
+                type(cid) is bytes
+                and len(cid) == _ID_LEN
+                and type(ver) is int
+                and 0 <= ver < _VERSION_BOUND
+                and (app is None or (type(app) is bytes and 1 <= len(app) <= MAX_APP_ID_LEN))
+                and type(data) is bytes
+                and len(data) <= _MAX_APP_DATA
+                and type(fin) is bool
+            ):
+                try:
+                    alloc = _ALLOCATION.dec(r_alloc)
+                except _Bad:
+                    return super().dec(raw)
+                return State(cid, ver, alloc, app, data, fin)
+        return super().dec(raw)
+
+
+class _TransactionKind(_Struct):
+    __slots__ = ()
+
+    def enc(self, v: Any) -> Any:
+        if type(v) is Transaction:
+            sigs = v.sigs
+            if type(sigs) is tuple and len(sigs) <= _MAX_PARTS:
+                for sig in sigs:
+                    if sig is not None and (type(sig) is not bytes or len(sig) > MAX_SIG_LEN):
+                        return super().enc(v)
+                try:
+                    state = _STATE.enc(v.state)
+                except _Bad:
+                    return super().enc(v)
+                return [state, list(sigs)]
+        return super().enc(v)
+
+
 # --- the schema -----------------------------------------------------------------------------
 
 _ID = _Bytes("bytes32", limits.ID_LEN, limits.ID_LEN)
@@ -454,7 +592,7 @@ _SUBALLOC = _Struct(
         ("index_map", _List(_UInt("u16", _BOUND_U16), limits.MAX_PARTICIPANTS)),
     ),
 )
-_ALLOCATION = _Struct(
+_ALLOCATION = _AllocationKind(
     Allocation,
     (
         ("assets", _List(_AssetKind("asset"), limits.MAX_ASSETS)),
@@ -462,7 +600,7 @@ _ALLOCATION = _Struct(
         ("locked", _List(_SUBALLOC, limits.MAX_SUBALLOCS)),
     ),
 )
-_STATE = _Struct(
+_STATE = _StateKind(
     State,
     (
         ("channel_id", _ID),
@@ -473,7 +611,7 @@ _STATE = _Struct(
         ("is_final", _Bool("bool")),
     ),
 )
-_TRANSACTION = _Struct(
+_TRANSACTION = _TransactionKind(
     Transaction,
     (("state", _STATE), ("sigs", _List(_Optional(_SIG), limits.MAX_PARTICIPANTS))),
 )

@@ -22,6 +22,8 @@ from perun_sim.wallet import SimAccount, SimWallet
 
 NATIVE_SYMBOL = b"ETH"
 TOKEN_SYMBOL = b"PRN"
+_DIGEST_MEMO = 4096
+"""States whose digest a backend remembers (see :meth:`SimBackend._digest`)."""
 
 
 class SimBackend(ChainBackend):
@@ -57,6 +59,7 @@ class SimBackend(ChainBackend):
         self.api: LedgerAPI = LocalLedger(ledger) if isinstance(ledger, SimLedger) else ledger
         self._wallet = wallet if wallet is not None else SimWallet()
         self.secondary_grace = secondary_grace
+        self._digests: dict[int, tuple[State, bytes]] = {}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Self:
@@ -198,7 +201,7 @@ class SimBackend(ChainBackend):
     def sign_state(self, account: Account, state: State) -> bytes:
         """``account``'s signature on ``state`` (65 bytes ``r ‖ s ‖ v``)."""
         if isinstance(account, SimAccount):
-            return account.sign_digest(encoding.hash_state(state))
+            return account.sign_digest(self._digest(state))
         return account.sign(encoding.encode_state(state))
 
     def verify_state(self, address: Address, state: State, sig: bytes) -> bool:
@@ -207,7 +210,28 @@ class SimBackend(ChainBackend):
         Raises:
             MalformedSignatureError: ``sig`` is not a canonical 65-byte sim signature.
         """
-        return verify_digest(address, encoding.hash_state(state), sig)
+        return verify_digest(address, self._digest(state), sig)
+
+    def _digest(self, state: State) -> bytes:
+        """:func:`~perun_sim.encoding.hash_state`, remembered for recent state objects.
+
+        Each party of an update hashes the same state object twice: the proposer signs it
+        and later checks the peer's signature on it, the responder checks the proposer's
+        signature and then signs it. States are immutable, and an entry holds its state, so
+        the object ID cannot be reused while the entry lives. The memo is bounded.
+        """
+        key = id(state)
+        memo = self._digests
+        hit = memo.get(key)
+        if hit is not None and hit[0] is state:
+            return hit[1]
+        digest = encoding.hash_state(state)
+        if len(memo) >= _DIGEST_MEMO:
+            # Start afresh (O(1)); evicting the oldest one by one made every insertion scan
+            # the dict's deleted slots. The next few lookups miss and hash again.
+            memo.clear()
+        memo[key] = (state, digest)
+        return digest
 
     def verify_signature(self, address: Address, message: bytes, sig: bytes) -> bool:
         """Whether ``sig`` is ``address``'s signature on ``SHA3-256(message)``.

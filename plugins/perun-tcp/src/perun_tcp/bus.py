@@ -59,12 +59,14 @@ from perun_core.wire.messages import (
 )
 from perun_tcp import handshake
 from perun_tcp.endpoint import Endpoint, as_endpoint
-from perun_tcp.framing import ConnectionEndedError, frame, read_frame
+from perun_tcp.framing import ConnectionEndedError, FrameSplitter, frame
 from perun_tcp.handshake import Verifier
 
 log = logging.getLogger("perun_tcp")
 
 _CONTROL: Final = (AuthHello, AuthReply, AuthConfirm)
+_READ_CHUNK: Final = 1 << 16
+"""Bytes asked of the socket per read (every complete frame in them is handled at once)."""
 
 
 class TcpSubscription(Subscription):
@@ -151,6 +153,9 @@ class _Connection:
         )
 
     def write(self, payload: bytes) -> None:
+        # Written at once, not gathered for one send per event-loop turn: that saves system
+        # calls, but holds every answer until the turn ends, and two pipelining peers then
+        # take turns instead of working at the same time (measured: a quarter fewer updates/s).
         self.writer.write(frame(payload))
         self.last_tx = asyncio.get_running_loop().time()
 
@@ -663,37 +668,41 @@ class TcpBus(Bus):
     async def _read_loop(self, conn: _Connection) -> None:
         loop = asyncio.get_running_loop()
         reason = "closing"
+        splitter = FrameSplitter(self.max_frame_size)
         try:
             while True:
-                payload = await read_frame(conn.reader, self.max_frame_size)
+                data = await conn.reader.read(_READ_CHUNK)
+                if not data:
+                    raise ConnectionEndedError(clean=splitter.empty)
                 conn.last_rx = loop.time()
-                env = decode_envelope(payload, max_size=self.max_frame_size)
-                if env.sender != conn.peer or env.recipient != self.address:
-                    err = MisroutedMessageError(
-                        f"envelope {env.sender} -> {env.recipient} on the connection "
-                        f"{conn.peer} -> {self.address}; dropped"
-                    )
-                    log.warning("%r: %s: %s", conn, type(err).__name__, err)
-                    continue
-                msg = env.msg
-                if isinstance(msg, Ping):
-                    if conn.usable:
-                        conn.send_control(Pong(msg.created_ns, time.time_ns()))
-                    continue
-                if isinstance(msg, Pong):
-                    continue
-                if isinstance(msg, Shutdown):
-                    log.info("%r: peer shut the connection down: %s", conn, msg.reason)
-                    reason = "acknowledging shutdown"
-                    return
-                if isinstance(msg, _CONTROL):
-                    raise AuthenticationError(
-                        f"{type(msg).__name__} (code {msg.code}) on an authenticated connection"
-                    )
-                while conn.gate:
-                    await self._await_drained(conn.gate[0])
-                    conn.gate.pop(0)
-                self._deliver(env)
+                for payload in splitter.feed(data):
+                    env = decode_envelope(payload, max_size=self.max_frame_size)
+                    if env.sender != conn.peer or env.recipient != self.address:
+                        err = MisroutedMessageError(
+                            f"envelope {env.sender} -> {env.recipient} on the connection "
+                            f"{conn.peer} -> {self.address}; dropped"
+                        )
+                        log.warning("%r: %s: %s", conn, type(err).__name__, err)
+                        continue
+                    msg = env.msg
+                    if isinstance(msg, Ping):
+                        if conn.usable:
+                            conn.send_control(Pong(msg.created_ns, time.time_ns()))
+                        continue
+                    if isinstance(msg, Pong):
+                        continue
+                    if isinstance(msg, Shutdown):
+                        log.info("%r: peer shut the connection down: %s", conn, msg.reason)
+                        reason = "acknowledging shutdown"
+                        return
+                    if isinstance(msg, _CONTROL):
+                        raise AuthenticationError(
+                            f"{type(msg).__name__} (code {msg.code}) on an authenticated connection"
+                        )
+                    while conn.gate:
+                        await self._await_drained(conn.gate[0])
+                        conn.gate.pop(0)
+                    self._deliver(env)
         except ConnectionEndedError as e:
             log.info("%r: %s", conn, e)
         except ProtocolError as e:  # malformed, oversize, misused handshake messages
