@@ -29,6 +29,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,6 @@ from rich.table import Table
 
 from perun_core.channel.allocation import Allocation
 from perun_core.channel.phase import Phase
-from perun_core.channel.state import Transaction
 from perun_core.client import Channel, Client, ClientConfig, LedgerChannelProposal, ProposalInfo
 from perun_core.client.proposal import ProposalResponder
 from perun_core.errors import NotSupportedError, PersistenceError
@@ -233,14 +233,7 @@ async def run_demo(
         console.print(
             f"channel [green]0x{ch_a.id.hex()[:16]}…[/] open and funded: {deposit} / {deposit}"
         )
-        progress = Progress(
-            TextColumn("payments"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        )
+        progress = _progress(console)
         stale = ch_b.transaction  # Bob keeps the state in which he owned the most
         best_for_bob = deposit
         with progress:
@@ -258,7 +251,15 @@ async def run_demo(
         )
         if dispute:
             assert stale is not None
-            await _dispute_scene(console, backend, acct_b, ch_a, ch_b, stale)
+            adj_b = backend.adjudicator(acct_b)
+            await _dispute_scene(
+                console,
+                backend,
+                ch_a,
+                (stale.state.version, stale.state.balances[0][1]),
+                lambda: adj_b.register(AdjudicatorReq(ch_b.params, stale, ch_b.idx)),
+                ch_b.settle,
+            )
         else:
             await asyncio.gather(ch_a.settle(), ch_b.settle())
             console.print("settled: final state concluded on the ledger and withdrawn")
@@ -410,14 +411,7 @@ async def _run_two_processes(
                 console.print(
                     f"channel [green]0x{cid[:16]}…[/] open and funded: {deposit} / {deposit}"
                 )
-                progress = Progress(
-                    TextColumn("payments"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TimeElapsedColumn(),
-                    console=console,
-                    transient=True,
-                )
+                progress = _progress(console)
                 with progress:
                     task = progress.add_task("pay", total=payments)
                     for alice_pays, amount in schedule:
@@ -440,7 +434,15 @@ async def _run_two_processes(
                     f"Alice {ch_a.state.balances[0][0]}, Bob {ch_a.state.balances[0][1]}"
                 )
                 if dispute:
-                    await _dispute_scene_two_processes(console, backend, bob, ch_a)
+                    seen = await bob.call("stale", id=cid)
+                    await _dispute_scene(
+                        console,
+                        backend,
+                        ch_a,
+                        (seen["version"], seen["balances"][0][1]),
+                        lambda: bob.call("register_stale", id=cid),
+                        lambda: bob.call("settle", id=cid),
+                    )
                 else:
                     await asyncio.gather(ch_a.settle(), bob.call("settle", id=cid))
                     console.print("settled: final state concluded on the ledger and withdrawn")
@@ -471,49 +473,16 @@ async def _run_two_processes(
     return DemoResult(ok, payments, net_to_bob, initial, final, expected, seconds)
 
 
-async def _dispute_scene_two_processes(
-    console: Console, backend: ChainBackend, bob: PeerProcess, ch_a: Channel
-) -> None:
-    """Bob's process registers a stale state; Alice's watchtower refutes; both settle."""
-    events: list[AdjudicatorEvent] = []
-
-    def show(ch: Channel, ev: AdjudicatorEvent) -> None:
-        events.append(ev)
-        console.print(
-            f"  [magenta]ledger[/] {type(ev).__name__} version {ev.version} "
-            f"(timeout at t={ev.timeout.deadline})"
-        )
-
-    ch_a.watch(show)
-    cid = ch_a.id.hex()
-    latest = ch_a.state.version
-    stale = await bob.call("stale", id=cid)
-    console.print(
-        f"[red]Bob registers the stale state v{stale['version']}[/] "
-        f"(Bob {stale['balances'][0][1]}) instead of v{latest} "
-        f"(Bob {ch_a.state.balances[0][1]})"
-    )
-    await bob.call("register_stale", id=cid)
-    async with asyncio.timeout(10):
-        while not any(ev.version == latest for ev in events):
-            await asyncio.sleep(0.01)
-    console.print(f"[green]Alice's watchtower refuted with v{latest}[/]")
-    await backend.advance_time(ch_a.params.challenge_duration + 1)
-    console.print(f"ledger time moved past the {ch_a.params.challenge_duration}s challenge")
-    await ch_a.wait_phase(Phase.WITHDRAWN, timeout=10)  # Alice's client settles by itself
-    await bob.call("settle", id=cid)
-    console.print("settled through the dispute: concluded with the latest state, withdrawn")
-
-
 async def _dispute_scene(
     console: Console,
     backend: ChainBackend,
-    cheater: Account,
     ch_a: Channel,
-    ch_b: Channel,
-    stale: Transaction,
+    stale: tuple[int, int],
+    register_stale: Callable[[], Awaitable[object]],
+    settle_bob: Callable[[], Awaitable[object]],
 ) -> None:
-    """Bob registers ``stale``; Alice's watchtower refutes; both settle on the ledger."""
+    """Bob registers his stale state ``(version, Bob's balance)``; Alice's watchtower
+    refutes it; both settle on the ledger. Bob acts in-process or in his own process."""
     events: list[AdjudicatorEvent] = []
 
     def show(ch: Channel, ev: AdjudicatorEvent) -> None:
@@ -526,11 +495,10 @@ async def _dispute_scene(
     ch_a.watch(show)
     latest = ch_a.state.version
     console.print(
-        f"[red]Bob registers the stale state v{stale.state.version}[/] "
-        f"(Bob {stale.state.balances[0][1]}) instead of v{latest} "
-        f"(Bob {ch_a.state.balances[0][1]})"
+        f"[red]Bob registers the stale state v{stale[0]}[/] (Bob {stale[1]}) instead of "
+        f"v{latest} (Bob {ch_a.state.balances[0][1]})"
     )
-    await backend.adjudicator(cheater).register(AdjudicatorReq(ch_b.params, stale, ch_b.idx))
+    await register_stale()
     async with asyncio.timeout(10):
         while not any(ev.version == latest for ev in events):
             await asyncio.sleep(0.01)
@@ -538,8 +506,20 @@ async def _dispute_scene(
     await backend.advance_time(ch_a.params.challenge_duration + 1)
     console.print(f"ledger time moved past the {ch_a.params.challenge_duration}s challenge")
     await ch_a.wait_phase(Phase.WITHDRAWN, timeout=10)  # Alice's client settles by itself
-    await ch_b.settle()
+    await settle_bob()
     console.print("settled through the dispute: concluded with the latest state, withdrawn")
+
+
+def _progress(console: Console) -> Progress:
+    """The payments progress bar."""
+    return Progress(
+        TextColumn("payments"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
 
 
 # --- durable stores: --persister leveldb|rocksdb --db PATH [--keep-open] -----------------------
@@ -879,14 +859,7 @@ async def _pay(
 ) -> int:
     """Make the payments of ``schedule`` with a progress bar; returns the net paid to Bob."""
     net_to_bob = 0
-    progress = Progress(
-        TextColumn("payments"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
+    progress = _progress(console)
     with progress:
         task = progress.add_task("pay", total=len(schedule))
         for alice_pays, amount in schedule:

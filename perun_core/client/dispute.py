@@ -97,9 +97,9 @@ class DisputeProtocol:
             peer.decided.set()
             ch._idle.set()
         ch._staging = None
-        # A registration decides the channel's fate; any later updater sees it at once.
+        # The staged update is gone; through the state machine like every phase change.
         if ch._phase == Phase.SIGNING:
-            ch._phase = Phase.ACTING
+            ch._set_phase(Phase.ACTING)
 
     # --- our own ledger operations ---------------------------------------------------------------
 
