@@ -233,7 +233,9 @@ class ChainConformance(WalletConformance):
         app = backend.payment_app_id()
         if app is not None:
             with_app = two_party_params(backend, a, b, app=app)
-            variants["app"] = initial_state(backend, with_app, channel_id=params.id)
+            # A state's app is its params' app, which the channel ID binds (Ethereum encodes
+            # the app only there), so the app variant has its own params' ID.
+            variants["app"] = initial_state(backend, with_app)
             variants["data"] = variants["app"].replace(data=b"\x01")
         encodings = {name: backend.encode_state(s) for name, s in variants.items()}
         for name, e in encodings.items():

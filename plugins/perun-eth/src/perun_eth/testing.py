@@ -336,3 +336,58 @@ def deploy_contracts(
         payment_app=payment,
         deploy_gas=gas,
     )
+
+
+def deployment_record(dep: Deployment, block: int = 0) -> Any:
+    """``dep`` as the :class:`~perun_eth.deploy.DeploymentRecord` the backend reads."""
+    from perun_eth.deploy import DeploymentRecord
+
+    return DeploymentRecord(
+        chain_id=dep.chain_id,
+        adjudicator=dep.adjudicator,
+        asset_holder_eth=dep.asset_holder_eth,
+        token=dep.token,
+        asset_holder_erc20=dep.asset_holder_erc20,
+        trivial_app=dep.trivial_app,
+        payment_app=dep.payment_app,
+        block=block,
+    )
+
+
+def dev_backend_config(node: AnvilNode, dep: Deployment, **overrides: Any) -> dict[str, Any]:
+    """A backend configuration for a deployment on a local anvil: fast polling, one
+    confirmation, the node's first account as the token faucet."""
+    cfg: dict[str, Any] = {
+        "rpc": node.url,
+        **deployment_record(dep).config(),
+        "poll_interval": 0.02,
+        "confirmations": 1,
+        "secondary_grace": 0.2,
+        "tx_timeout": 30.0,
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+@contextlib.asynccontextmanager
+async def e2e_chain(tmp_path: Path) -> Any:
+    """A fresh anvil with our contracts and an ``eth`` backend on it, for the end-to-end tests.
+
+    Yields ``(backend, asset)``: the backend (faucet, balances and time travel through anvil)
+    and the PerunToken asset, whose balances no gas fee touches. The node is stopped by PID
+    on exit.
+    """
+    from web3 import Web3
+
+    from perun_eth.backend import EthBackend
+
+    del tmp_path  # anvil keeps its state in memory
+    with AnvilNode() as node:
+        w3 = Web3(Web3.HTTPProvider(node.url))
+        accounts = w3.eth.accounts
+        dep = deploy_contracts(w3, accounts[0], token_holders=accounts[:1])
+        backend = EthBackend.from_config(dev_backend_config(node, dep))
+        try:
+            yield backend, backend.asset(dep.asset_holder_erc20)
+        finally:
+            await backend.close()

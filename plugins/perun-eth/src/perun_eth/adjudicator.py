@@ -1,0 +1,209 @@
+"""The Ethereum Adjudicator: register, progress, conclude and withdraw (ETHEREUM.md §7.4)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+from perun_core.channel.params import Params
+from perun_core.channel.state import SignedState, State
+from perun_core.channel.types import Address
+from perun_core.errors import InvalidSignatureError, MissingSubStatesError, NotSupportedError
+from perun_core.interfaces import Adjudicator, AdjudicatorReq, EventSubscription
+from perun_eth import bindings as b
+from perun_eth.bindings import Phase
+from perun_eth.chain import EthChain, checksum
+from perun_eth.encoding import channel_id, funding_id, hash_state, sign_withdrawal_auth
+from perun_eth.errors import AlreadyConcludedError, ConcludedWithOtherStateError
+from perun_eth.events import EthSubscription
+from perun_eth.node import Receipt, ReceiptHook
+from perun_eth.wallet import EthAccount
+
+log = logging.getLogger("perun.eth")
+
+DEFAULT_SECONDARY_GRACE = 1.0
+"""Seconds a secondary settler waits for the peer's conclusion before concluding itself."""
+
+
+class EthAdjudicator(Adjudicator):
+    """One account's dispute and settlement transactions on one chain.
+
+    Args:
+        chain: the deployment.
+        account: signs withdrawal authorizations (the participant) and sends transactions.
+        receiver: where withdrawals are paid (default: the participant's address).
+        secondary_grace: seconds a ``secondary`` request waits for the peer to conclude.
+        on_receipt: called with every confirmed transaction.
+    """
+
+    def __init__(
+        self,
+        chain: EthChain,
+        account: EthAccount,
+        *,
+        receiver: Address | None = None,
+        secondary_grace: float = DEFAULT_SECONDARY_GRACE,
+        on_receipt: ReceiptHook | None = None,
+    ) -> None:
+        self.chain = chain
+        self.account = account
+        self.receiver = receiver
+        self.secondary_grace = secondary_grace
+        self.on_receipt = on_receipt
+
+    async def _send(self, to: str, data: bytes, operation: str) -> Receipt:
+        r = await self.chain.node.transact(self.account, to, data, operation=operation)
+        log.info("%s: tx %s, gas %d", operation, r.tx_hash, r.gas_used)
+        if self.on_receipt is not None:
+            self.on_receipt(r)
+        return r
+
+    async def register(
+        self, req: AdjudicatorReq, sub_states: Mapping[bytes, SignedState] | None = None
+    ) -> None:
+        """Register ``req.tx`` with the signed states of every locked sub-channel (pre-order).
+
+        Skipped when exactly this state (and these sub-states) is already registered.
+
+        Raises:
+            InvalidSignatureError: ``req.tx`` is not fully signed (nothing is sent).
+            MissingSubStatesError: a locked sub-channel's signed state is not given.
+            ChainError: the contract refused (e.g. :class:`~perun_eth.errors.StaleStateError`).
+        """
+        if not req.tx.fully_signed:
+            raise InvalidSignatureError(
+                "the transaction to register is not fully signed",
+                channel_id=req.tx.state.channel_id,
+                version=req.tx.state.version,
+            )
+        root = req.signed_state()
+        subs: list[SignedState] = []
+        found = sub_states or {}
+
+        def collect(state: State) -> None:
+            for sa in state.allocation.locked:
+                sub = found.get(sa.id)
+                if sub is None:
+                    raise MissingSubStatesError(
+                        f"no signed state of sub-channel 0x{sa.id.hex()} to register",
+                        operation="register",
+                    )
+                subs.append(sub)
+                collect(sub.state)
+
+        collect(root.state)
+        if await self._registered(root, subs):
+            return
+        await self._send(self.chain.adjudicator_hex, b.register_data(root, subs), "register")
+
+    async def _registered(self, root: SignedState, subs: list[SignedState]) -> bool:
+        for s in (root, *subs):
+            d = await self.chain.dispute(s.state.channel_id)
+            if d is None or d.state_hash != hash_state(s.state):
+                return False
+        return True
+
+    async def progress(self, req: AdjudicatorReq, new_state: State, sig: bytes) -> None:
+        """Force-execute ``new_state`` (signed by participant ``req.idx``) over the registered
+        ``req.tx.state``.
+
+        Raises:
+            NotSupportedError: the channel has no app.
+            ChainError: the contract refused (timeouts, wrong old state, invalid transition).
+        """
+        if req.params.app is None:
+            raise NotSupportedError("progress needs a channel with an app")
+        data = b.progress_data(req.params, req.tx.state, new_state, req.idx, sig)
+        await self._send(self.chain.adjudicator_hex, data, "progress")
+
+    async def withdraw(
+        self, req: AdjudicatorReq, sub_states: Mapping[bytes, SignedState] | None = None
+    ) -> None:
+        """Conclude unless concluded, then withdraw our holdings of every asset on this chain.
+
+        A final, fully signed state without locked funds concludes at once
+        (``concludeFinal``; a ``secondary`` request first waits ``secondary_grace`` seconds
+        for the peer). Otherwise ``req.tx.state`` must be the registered state and its
+        timeout must have passed. Idempotent: a lost conclusion race counts as success and
+        empty holdings are skipped.
+
+        Raises:
+            TimeoutNotElapsedError: the dispute's timeout has not passed.
+            StateMismatchError: ``req.tx.state`` is not the registered state.
+            ConcludedWithOtherStateError: the channel was concluded with another state.
+            MissingSubStatesError: a locked sub-channel's state is neither given nor known.
+            ChainError: another refusal.
+        """
+        params, state = req.params, req.tx.state
+        cid = params.id or channel_id(params)
+        d = await self.chain.dispute(cid)
+        if d is None or d.phase != Phase.CONCLUDED:
+            await self._conclude(req, cid, sub_states or {})
+            d = await self.chain.dispute(cid)
+        if d is None or d.state_hash != hash_state(state):
+            raise ConcludedWithOtherStateError("concluded with another state", operation="withdraw")
+        participant = params.participants[req.idx]
+        fid = funding_id(cid, participant)
+        receiver = self.receiver if self.receiver is not None else participant
+        for asset in state.allocation.assets:
+            if not self.chain.is_ours(asset):
+                continue  # paid out by that chain's adjudicator
+            amount = await self.chain.holdings(asset.holder, fid)
+            if amount == 0:
+                continue
+            sig = sign_withdrawal_auth(self.account.private_key, cid, participant, receiver, amount)
+            data = b.withdraw_data(cid, participant, receiver, amount, sig)
+            await self._send(checksum(asset.holder), data, "withdraw")
+
+    async def _conclude(
+        self, req: AdjudicatorReq, cid: bytes, sub_states: Mapping[bytes, SignedState]
+    ) -> None:
+        params, state = req.params, req.tx.state
+        try:
+            if state.is_final and not state.allocation.locked and req.tx.fully_signed:
+                if req.secondary and await self._wait_concluded(cid, self.secondary_grace):
+                    return
+                sigs = [s for s in req.tx.sigs if s is not None]
+                data = b.conclude_final_data(params, state, sigs)
+                await self._send(self.chain.adjudicator_hex, data, "concludeFinal")
+            else:
+                subs = self._sub_states(state, sub_states)
+                data = b.conclude_data(params, state, subs)
+                await self._send(self.chain.adjudicator_hex, data, "conclude")
+        except AlreadyConcludedError:
+            pass  # someone else concluded first: that was the goal
+
+    @staticmethod
+    def _sub_states(state: State, given: Mapping[bytes, SignedState]) -> list[State]:
+        out: list[State] = []
+
+        def collect(s: State) -> None:
+            for sa in s.allocation.locked:
+                sub = given.get(sa.id)
+                if sub is None:
+                    raise MissingSubStatesError(
+                        f"sub-channel 0x{sa.id.hex()}: its state is needed to conclude",
+                        operation="conclude",
+                    )
+                out.append(sub.state)
+                collect(sub.state)
+
+        collect(state)
+        return out
+
+    async def _wait_concluded(self, cid: bytes, grace: float) -> bool:
+        """Whether the channel gets concluded within ``grace`` seconds (polled)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + grace
+        while True:
+            d = await self.chain.dispute(cid)
+            if d is not None and d.phase == Phase.CONCLUDED:
+                return True
+            if loop.time() >= end:
+                return False
+            await asyncio.sleep(min(self.chain.node.options.poll_interval, grace))
+
+    async def subscribe(self, params: Params) -> EventSubscription:
+        """The channel's events: the latest past one first, then new ones as mined."""
+        return await EthSubscription.start(self.chain, params.id or channel_id(params))

@@ -1,0 +1,267 @@
+"""Deploying the contracts, and checking a deployment someone else made (ETHEREUM.md §7.5).
+
+:func:`deploy` sends every contract of :data:`~perun_eth.contracts.CONTRACT_NAMES` through
+:meth:`EthNode.transact <perun_eth.node.EthNode.transact>` (estimated gas, managed nonces,
+confirmations) and returns a :class:`DeploymentRecord`, which is also the JSON file
+``perun eth deploy --out`` writes and the backend's ``deployment`` configuration key reads.
+:func:`validate` checks a deployment by behaviour, not bytecode, so foreign deployments of
+ABI-compatible contracts pass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_abi.abi import encode as abi_encode
+
+from perun_core.channel.allocation import Allocation
+from perun_core.channel.params import Params
+from perun_core.channel.state import State
+from perun_core.channel.types import Address, Asset
+from perun_eth import bindings as b
+from perun_eth.chain import checksum, parse_hex_address
+from perun_eth.contracts import load_artifact
+from perun_eth.encoding import channel_id, hash_state
+from perun_eth.errors import ContractRevertError, DeploymentError
+from perun_eth.node import EthNode, Receipt
+from perun_eth.wallet import EthAccount
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentRecord:
+    """Where the contracts of one deployment are (checksummed hex addresses).
+
+    Attributes:
+        chain_id: the chain.
+        adjudicator, asset_holder_eth: the adjudicator and the ETH holder.
+        token, asset_holder_erc20: the ERC-20 token and its holder (``None`` if not deployed).
+        trivial_app, payment_app: the app contracts (``None`` if not deployed).
+        block: the first block of the deployment (events are scanned from there).
+        transactions: per contract, the deployment's transaction hash and gas used.
+    """
+
+    chain_id: int
+    adjudicator: str
+    asset_holder_eth: str
+    token: str | None = None
+    asset_holder_erc20: str | None = None
+    trivial_app: str | None = None
+    payment_app: str | None = None
+    block: int = 0
+    transactions: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The record as JSON (what :meth:`from_json` reads)."""
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> DeploymentRecord:
+        """Parse :meth:`to_json`'s output.
+
+        Raises:
+            DeploymentError: not a deployment record.
+        """
+        try:
+            raw = json.loads(text)
+            return cls(**raw)
+        except (ValueError, TypeError) as e:
+            raise DeploymentError(f"not a deployment record: {e}", operation="deployment") from e
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> DeploymentRecord:
+        """Read a record file.
+
+        Raises:
+            DeploymentError: missing or malformed.
+        """
+        try:
+            text = Path(path).read_text("utf-8")
+        except OSError as e:
+            raise DeploymentError(
+                f"cannot read deployment file {path}: {e.strerror or e}", operation="deployment"
+            ) from e
+        return cls.from_json(text)
+
+    def config(self) -> dict[str, Any]:
+        """The backend configuration keys this deployment provides."""
+        assets: list[Any] = [self.asset_holder_eth]
+        if self.asset_holder_erc20 and self.token:
+            assets.append({"holder": self.asset_holder_erc20, "token": self.token})
+        cfg: dict[str, Any] = {
+            "chain_id": self.chain_id,
+            "adjudicator": self.adjudicator,
+            "assets": assets,
+            "from_block": self.block,
+        }
+        if self.payment_app:
+            cfg["payment_app"] = self.payment_app
+        return cfg
+
+
+async def deploy(
+    node: EthNode,
+    deployer: EthAccount,
+    *,
+    token_holders: Sequence[str] = (),
+    token_balance: int = 10**24,
+    with_token: bool = True,
+    on_receipt: Callable[[str, Receipt], None] | None = None,
+) -> DeploymentRecord:
+    """Deploy the Adjudicator, the ETH holder, and optionally the PerunToken with its holder
+    and the two apps, from ``deployer``.
+
+    Args:
+        node: the chain's node.
+        deployer: pays for and signs the deployments.
+        token_holders: accounts that get ``token_balance`` PerunTokens each.
+        token_balance: tokens minted per holder.
+        with_token: also deploy the test token, its holder and the apps.
+        on_receipt: called with (contract name, receipt) after each deployment.
+
+    Raises:
+        ChainError: a deployment failed.
+    """
+    txs: dict[str, dict[str, Any]] = {}
+    first_block: list[int] = []
+
+    async def one(name: str, types: list[str], args: list[Any]) -> str:
+        art = load_artifact(name)
+        code = art.bytecode + (abi_encode(types, args) if types else b"")
+        r = await node.transact(deployer, None, code, operation=f"deploy {name}")
+        tx = await node.retrying(
+            "eth_getTransactionReceipt",
+            lambda: node.w3.eth.get_transaction_receipt(r.tx_hash),  # type: ignore[arg-type]
+        )
+        address = str(tx["contractAddress"])
+        txs[name] = {"tx": r.tx_hash, "gas": r.gas_used, "address": address}
+        first_block.append(r.block_number)
+        if on_receipt is not None:
+            on_receipt(name, r)
+        return address
+
+    adj = await one("Adjudicator", [], [])
+    holder_eth = await one("AssetHolderETH", ["address"], [adj])
+    token = holder_erc20 = trivial = payment = None
+    if with_token:
+        token = await one(
+            "PerunToken",
+            ["address[]", "uint256"],
+            [[parse_hex_address(h, "token holder") for h in token_holders], token_balance],
+        )
+        holder_erc20 = await one("AssetHolderERC20", ["address", "address"], [adj, token])
+        trivial = await one("TrivialApp", [], [])
+        payment = await one("PaymentApp", [], [])
+    return DeploymentRecord(
+        chain_id=await node.chain_id(),
+        adjudicator=adj,
+        asset_holder_eth=holder_eth,
+        token=token,
+        asset_holder_erc20=holder_erc20,
+        trivial_app=trivial,
+        payment_app=payment,
+        block=min(first_block),
+        transactions=txs,
+    )
+
+
+def _probe() -> tuple[Params, State]:
+    a, c = Address(bytes.fromhex("aa" * 20)), Address(bytes.fromhex("cc" * 20))
+    params = Params(
+        challenge_duration=60, participants=(a, c), nonce=0xC0FFEE, app=None, backend="eth"
+    )
+    cid = channel_id(params)
+    state = State(
+        channel_id=cid,
+        version=3,
+        allocation=Allocation((Asset(1, bytes(19) + b"\x01"),), ((5, 7),)),
+        data=b"",
+        is_final=True,
+    )
+    return params, state
+
+
+async def validate(
+    node: EthNode,
+    adjudicator: str,
+    holders: Sequence[tuple[str, str | None]] = (),
+    *,
+    strict: bool = False,
+) -> None:
+    """Check that the contracts at the given addresses behave as the Perun contracts.
+
+    Args:
+        node: the chain's node.
+        adjudicator: the adjudicator address.
+        holders: ``(holder, token)`` pairs; ``token`` is ``None`` for an ETH holder.
+        strict: also require the runtime bytecode of our artifacts.
+
+    Raises:
+        DeploymentError: what is wrong, naming the contract.
+    """
+
+    async def present(address: str, what: str) -> bytes:
+        code = await node.code(address)
+        if not code:
+            raise DeploymentError(f"no contract code at the {what} {address}", operation="validate")
+        return code
+
+    code = await present(adjudicator, "adjudicator")
+    params, state = _probe()
+    try:
+        cid = await node.call(adjudicator, b.channel_id_data(params), operation="channelID")
+        sh = await node.call(adjudicator, b.hash_state_data(state), operation="hashState")
+    except ContractRevertError as e:
+        raise DeploymentError(
+            f"{adjudicator} is not a Perun adjudicator ({e.reason})", operation="validate"
+        ) from e
+    if cid != channel_id(params) or sh != hash_state(state):
+        raise DeploymentError(
+            f"the adjudicator at {adjudicator} encodes params or states differently",
+            operation="validate",
+        )
+    if strict and not _same_runtime(code, "Adjudicator"):
+        raise DeploymentError(
+            f"the adjudicator at {adjudicator} is not our artifact (strict mode)",
+            operation="validate",
+        )
+    adj_raw = parse_hex_address(adjudicator)
+    for holder, token in holders:
+        hcode = await present(holder, "asset holder")
+        try:
+            their_adj = b.decode_address(await node.call(holder, b.ADJUDICATOR, operation="adj"))
+        except ContractRevertError as e:
+            raise DeploymentError(
+                f"{holder} is not a Perun asset holder ({e.reason})", operation="validate"
+            ) from e
+        if their_adj != adj_raw:
+            raise DeploymentError(
+                f"the asset holder {holder} belongs to adjudicator {checksum(their_adj)}, "
+                f"not {adjudicator}",
+                operation="validate",
+            )
+        if token is not None:
+            their_token = b.decode_address(await node.call(holder, b.TOKEN, operation="token"))
+            if their_token != parse_hex_address(token):
+                raise DeploymentError(
+                    f"the asset holder {holder} keeps token {checksum(their_token)}, not {token}",
+                    operation="validate",
+                )
+        name = "AssetHolderETH" if token is None else "AssetHolderERC20"
+        if strict and not _same_runtime(hcode, name):
+            raise DeploymentError(
+                f"the asset holder {holder} is not our {name} artifact (strict mode)",
+                operation="validate",
+            )
+
+
+def _same_runtime(code: bytes, name: str) -> bool:
+    """Runtime code equality with the artifact, ignoring immutable placeholders (zeros)."""
+    ref = load_artifact(name).deployed_bytecode
+    if len(ref) != len(code):
+        return False
+    return all(r == c or r == 0 for r, c in zip(ref, code, strict=True))
