@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from perun_core.plugins import load_plugins
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +53,7 @@ def _run_quick(out: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.timeout(400)  # a loaded CI machine (tox runs envs in parallel) is slower
 def test_quick_benchmark_reports_every_section(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = _run_quick(out)

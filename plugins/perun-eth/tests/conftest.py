@@ -24,16 +24,36 @@ from web3 import Web3
 _GAS_KEY = pytest.StashKey[dict[str, int]]()
 
 
-@pytest.fixture(scope="session")
-def anvil() -> Iterator[AnvilNode]:
+def _require_anvil() -> None:
     try:
         find_anvil()
     except AnvilNotFoundError as e:
         if os.environ.get("CI"):
             raise
         pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def anvil() -> Iterator[AnvilNode]:
+    _require_anvil()
     with AnvilNode() as node:
         yield node
+
+
+@pytest.fixture(scope="module")
+def module_anvil() -> Iterator[AnvilNode]:
+    """A node of the test module's own: for tests whose transactions must not change the
+    state that the contract and gas tests measure on the session node."""
+    _require_anvil()
+    with AnvilNode() as node:
+        yield node
+
+
+@pytest.fixture(scope="module")
+def module_deployment(module_anvil: AnvilNode) -> Deployment:
+    """Our contracts on :func:`module_anvil`; the first node account holds the tokens."""
+    w3 = Web3(Web3.HTTPProvider(module_anvil.url))
+    return deploy_contracts(w3, w3.eth.accounts[0], token_holders=w3.eth.accounts[:1])
 
 
 @pytest.fixture(scope="session")

@@ -72,15 +72,19 @@ class Receipt:
         tx_hash: ``0x``-prefixed hash.
         block_number: the block it is in.
         gas_used: gas it used.
+        fee: wei it cost its sender (gas used times the effective gas price).
         logs: its logs as web3 returned them.
         operation: what it did (``"deposit"``, ``"register"``, ...).
+        sender: the checksummed address that sent and paid for it.
     """
 
     tx_hash: str
     block_number: int
     gas_used: int
+    fee: int
     logs: Sequence[Any]
     operation: str
+    sender: str = ""
 
 
 ReceiptHook = Callable[[Receipt], None]
@@ -476,20 +480,25 @@ class EthNode:
             tx_hash=tx_hash,
             block_number=int(receipt["blockNumber"]),
             gas_used=int(receipt["gasUsed"]),
+            fee=int(receipt["gasUsed"]) * int(receipt.get("effectiveGasPrice") or 0),
             logs=list(receipt["logs"]),
             operation=operation,
+            sender=str(tx["from"]),
         )
 
     async def _replay(self, tx: dict[str, Any], block: int) -> str:
-        """The revert reason of a failed transaction, by calling it again at its block."""
+        """The revert reason of a failed transaction, by calling it again on the state of
+        its block (where what made it fail, e.g. an earlier transaction, has happened), then
+        on the state before."""
         call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
-        try:
-            await self.w3.eth.call(call, block - 1)  # type: ignore[arg-type]
-        except ContractLogicError as e:
-            return revert_reason(e) or "reverted without a reason"
-        except Exception as e:
-            return f"failed (replay impossible: {e})"
-        return "failed (out of gas or reverted only in its block)"
+        for at in (block, block - 1):
+            try:
+                await self.w3.eth.call(call, at)  # type: ignore[arg-type]
+            except ContractLogicError as e:
+                return revert_reason(e) or "reverted without a reason"
+            except Exception as e:
+                return f"failed (replay impossible: {e})"
+        return "failed (out of gas, or reverted only inside its block)"
 
     async def close(self) -> None:
         """Close the HTTP session."""
