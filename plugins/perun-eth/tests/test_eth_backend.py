@@ -277,3 +277,29 @@ async def test_an_unreachable_node_gives_a_typed_error() -> None:
             await node.block_number()
     finally:
         await node.close()
+
+
+async def test_a_receipt_counts_once_it_has_enough_confirmations(
+    module_anvil: AnvilNode, module_deployment: Deployment
+) -> None:
+    cfg = dev_backend_config(module_anvil, module_deployment, confirmations=3)
+    backend = EthBackend.from_config(cfg)
+    try:
+        acct = backend.wallet().new_account()
+        await backend.faucet(acct.address, backend.default_assets()[0], 10**18)
+        node = backend.node
+        to = checksum(bytes.fromhex("44" * 20))
+        sending = asyncio.create_task(node.transact(acct, to, b"", value=1, operation="pay"))
+        async with asyncio.timeout(10):
+            while await node.balance(to) == 0:  # mined (automine) ...
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        assert not sending.done()  # ... but only one block deep
+        await node.request("evm_mine")
+        await asyncio.sleep(0.2)
+        assert not sending.done()
+        await node.request("evm_mine")
+        receipt = await asyncio.wait_for(sending, 10)
+        assert await node.block_number() - receipt.block_number + 1 >= 3
+    finally:
+        await backend.close()

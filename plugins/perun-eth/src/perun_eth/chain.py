@@ -134,12 +134,22 @@ class EthChain:
         )
         return b.decode_dispute(out)
 
-    async def holdings(self, holder: bytes, funding_id: bytes) -> int:
-        """``holdings(fundingID)`` of an asset holder."""
+    async def holdings(self, holder: bytes, funding_id: bytes, block: int | str = "latest") -> int:
+        """``holdings(fundingID)`` of an asset holder (at ``block``)."""
         out = await self.node.call(
-            checksum(holder), b.bytes32_arg(b.HOLDINGS, funding_id), operation="holdings"
+            checksum(holder),
+            b.bytes32_arg(b.HOLDINGS, funding_id),
+            block=block,
+            operation="holdings",
         )
         return b.decode_uint(out)
+
+    async def confirmed_block(self) -> int | str:
+        """The newest block with enough confirmations (``"latest"`` for one confirmation)."""
+        conf = self.node.options.confirmations
+        if conf <= 1:
+            return "latest"
+        return max(0, await self.node.block_number() - conf + 1)
 
     async def settled(self, holder: bytes, channel_id: bytes) -> bool:
         """``settled(channelID)`` of an asset holder."""

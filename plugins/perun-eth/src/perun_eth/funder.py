@@ -121,14 +121,16 @@ class EthFunder(Funder):
         interval = chain.node.options.poll_interval
         while True:
             # Read the time first: holdings seen complete at or after it count as in time.
+            # Others' deposits count once confirmed (ETHEREUM.md §7.3 step 3).
             now = await chain.node.timestamp()
+            at = await chain.confirmed_block()
             missing: list[list[int]] = [[] for _ in assets]
             lacking = False
             for a in own:
                 for j in parts:
                     if (
                         agreement[a][j]
-                        and await chain.holdings(assets[a].holder, fids[j]) < (agreement[a][j])
+                        and await chain.holdings(assets[a].holder, fids[j], at) < (agreement[a][j])
                     ):
                         missing[a].append(j)
                         lacking = True
