@@ -303,3 +303,33 @@ async def test_a_receipt_counts_once_it_has_enough_confirmations(
         assert await node.block_number() - receipt.block_number + 1 >= 3
     finally:
         await backend.close()
+
+
+async def test_one_log_poller_serves_every_subscription_and_catches_up_late_joiners(
+    backend: Any, token: Any
+) -> None:
+    from perun_eth.events import EthSubscription, LogPoller
+
+    ch1 = await LedgerChannel.create(backend, token)
+    ch2 = await LedgerChannel.create(backend, token)
+    sub1 = await backend.adjudicator(ch1.a).subscribe(ch1.params)
+    sub2 = await backend.adjudicator(ch2.b).subscribe(ch2.params)
+    poller = backend.chain.log_poller
+    assert isinstance(poller, LogPoller) and poller.subscriptions == 2
+    try:
+        await backend.adjudicator(ch2.a).register(ch2.req(ch2.signed(ch2.state(1, (0, 0)))))
+        ev = await next_event(sub2)
+        assert isinstance(ev, RegisteredEvent) and ev.channel_id == ch2.params.id
+        with pytest.raises(TimeoutError):  # nothing for the other channel
+            await asyncio.wait_for(sub1.next(), 0.3)
+        # A subscription joining at an older block than the poller's position gets the
+        # events it missed from a catch-up query.
+        late = EthSubscription(backend.chain, ch2.params.id)
+        await poller.join(late, start=backend.chain.from_block)
+        caught = await next_event(late)
+        assert isinstance(caught, RegisteredEvent) and caught.version == 1
+        await late.close()
+    finally:
+        await sub1.close()
+        await sub2.close()
+    assert poller.subscriptions == 0

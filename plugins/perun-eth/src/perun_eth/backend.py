@@ -353,7 +353,11 @@ class EthBackend(ChainBackend):
         return await self.node.timestamp()
 
     async def close(self) -> None:
-        """Close the node connection."""
+        """Stop event polling and close the node connection."""
+        from perun_eth.events import LogPoller
+
+        if isinstance(self.chain.log_poller, LogPoller):
+            await self.chain.log_poller.close()
         await self.node.close()
 
 

@@ -1,9 +1,11 @@
 """Adjudicator events by polling logs (ETHEREUM.md §7.2), and timeouts in block time.
 
-A subscription polls ``eth_getLogs`` for the channel's ``ChannelUpdate`` events in block ranges
-of at most :data:`MAX_RANGE` blocks, only up to ``head - confirmations + 1``, drops logs flagged
-``removed``, deduplicates by ``(transaction hash, log index)`` and delivers in chain order. The
-state of an event is reconstructed from the calldata of the transaction that emitted it.
+One :class:`LogPoller` per chain polls ``eth_getLogs`` for the adjudicator's ``ChannelUpdate``
+events in block ranges of at most :data:`MAX_RANGE` blocks, only up to
+``head - confirmations + 1``, and hands each log to the subscriptions of its channel, which drop
+logs flagged ``removed``, deduplicate by ``(transaction hash, log index)`` and deliver in chain
+order. The state of an event is reconstructed from the calldata of the transaction that
+emitted it.
 """
 
 from __future__ import annotations
@@ -62,10 +64,110 @@ class BlockTimeout(Timeout):
         return f"BlockTimeout({self._deadline})"
 
 
+def _confirmed_head_of(head: int, confirmations: int) -> int:
+    return max(0, head - max(1, confirmations) + 1)
+
+
+def _ordered(logs: list[Any]) -> list[Any]:
+    """Live logs (not ``removed``) in chain order."""
+    live = [lg for lg in logs if not lg.get("removed", False)]
+    return sorted(live, key=lambda lg: (int(lg["blockNumber"]), int(lg["logIndex"])))
+
+
+class LogPoller:
+    """One ``eth_getLogs`` poll per interval for every subscription of a chain.
+
+    Polls the adjudicator's ``ChannelUpdate`` events of all channels and hands each log to
+    the subscriptions of its channel, so watching many channels costs one request per
+    interval, not one per channel. Runs while it has subscribers.
+    """
+
+    def __init__(self, chain: EthChain) -> None:
+        self._chain = chain
+        self._subs: dict[bytes, set[EthSubscription]] = {}
+        self._cursor: int | None = None  # the next block to read
+        self._lock = asyncio.Lock()  # joining and polling exclude each other
+        self._task: asyncio.Task[None] | None = None
+
+    async def join(self, sub: EthSubscription, start: int) -> None:
+        """Deliver ``sub``'s channel's events from block ``start`` on."""
+        async with self._lock:
+            if self._cursor is None:
+                self._cursor = start
+            elif start < self._cursor:
+                # The poller is ahead: fetch what it already passed, for this channel only.
+                await sub.catch_up(start, self._cursor - 1)
+            sub.min_block = start
+            sub._poller = self
+            self._subs.setdefault(sub.channel_id, set()).add(sub)
+            if self._task is None or self._task.done():
+                self._task = asyncio.create_task(self._run(), name="perun-eth-log-poller")
+
+    def leave(self, sub: EthSubscription) -> None:
+        """Stop delivering to ``sub``; the last one leaving stops the polling."""
+        subs = self._subs.get(sub.channel_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.channel_id]
+        if not self._subs and self._task is not None:
+            self._task.cancel()
+            self._task = None
+            self._cursor = None
+
+    async def close(self) -> None:
+        """Stop polling (the backend is closing)."""
+        self._subs.clear()
+        task, self._task, self._cursor = self._task, None, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    @property
+    def subscriptions(self) -> int:
+        """How many subscriptions are served."""
+        return sum(len(s) for s in self._subs.values())
+
+    async def _run(self) -> None:
+        node = self._chain.node
+        interval = node.options.poll_interval
+        while True:
+            try:
+                async with self._lock:
+                    await self._poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the node hiccuped: keep watching
+                log.warning("event polling failed: %s", e)
+            await asyncio.sleep(interval)
+
+    async def _poll_once(self) -> None:
+        node = self._chain.node
+        head = _confirmed_head_of(await node.block_number(), node.options.confirmations)
+        assert self._cursor is not None
+        while self._cursor <= head and self._subs:
+            to = min(head, self._cursor + MAX_RANGE - 1)
+            logs = await node.get_logs(
+                {
+                    "address": self._chain.adjudicator_hex,
+                    "topics": ["0x" + b.CHANNEL_UPDATE_TOPIC.hex()],
+                    "fromBlock": self._cursor,
+                    "toBlock": to,
+                }
+            )
+            for lg in _ordered(logs):
+                cid = bytes(lg["topics"][1])
+                for sub in list(self._subs.get(cid, ())):
+                    if int(lg["blockNumber"]) >= sub.min_block:
+                        await sub.accept(lg)
+            self._cursor = to + 1
+
+
 class EthSubscription(EventSubscription):
     """The ``ChannelUpdate`` events of one channel, oldest first after the latest past one.
 
-    Create with :meth:`start`.
+    Create with :meth:`start`. New events come from the chain's shared :class:`LogPoller`.
 
     Args:
         chain: the deployment.
@@ -81,12 +183,13 @@ class EthSubscription(EventSubscription):
         known_states: Callable[[], list[State]] | None = None,
     ) -> None:
         self._chain = chain
+        self.channel_id = channel_id
         self._cid = channel_id
         self._known = known_states
         self._queue: asyncio.Queue[AdjudicatorEvent | None] = asyncio.Queue()
         self._seen: set[tuple[bytes, int]] = set()
-        self._next_block = 0
-        self._task: asyncio.Task[None] | None = None
+        self.min_block = 0
+        self._poller: LogPoller | None = None
         self._closed = False
 
     @classmethod
@@ -98,17 +201,17 @@ class EthSubscription(EventSubscription):
     ) -> EthSubscription:
         """Subscribe: queue the latest past event (if any), then poll for new ones."""
         sub = cls(chain, channel_id, known_states)
-        head = await sub._confirmed_head()
+        node = chain.node
+        head = _confirmed_head_of(await node.block_number(), node.options.confirmations)
         past = await chain.dispute(channel_id, block=head)
         if past is not None:
             await sub._deliver_latest_before(head)
-        sub._next_block = head + 1
-        sub._task = asyncio.create_task(sub._poll(), name=f"eth-events-{channel_id.hex()[:8]}")
+        poller = chain.log_poller
+        if poller is None:
+            poller = chain.log_poller = LogPoller(chain)
+        assert isinstance(poller, LogPoller)
+        await poller.join(sub, head + 1)
         return sub
-
-    async def _confirmed_head(self) -> int:
-        conf = max(1, self._chain.node.options.confirmations)
-        return max(0, await self._chain.node.block_number() - conf + 1)
 
     def _filter(self, frm: int, to: int) -> dict[str, Any]:
         return {
@@ -124,7 +227,7 @@ class EthSubscription(EventSubscription):
         to = head
         while to >= lowest:
             frm = max(lowest, to - MAX_RANGE + 1)
-            logs = self._ordered(await self._chain.node.get_logs(self._filter(frm, to)))
+            logs = _ordered(await self._chain.node.get_logs(self._filter(frm, to)))
             if logs:
                 for lg in logs:  # everything up to the latest counts as seen
                     self._seen.add(_log_key(lg))
@@ -134,36 +237,25 @@ class EthSubscription(EventSubscription):
                 return
             to = frm - 1
 
-    @staticmethod
-    def _ordered(logs: list[Any]) -> list[Any]:
-        live = [lg for lg in logs if not lg.get("removed", False)]
-        return sorted(live, key=lambda lg: (int(lg["blockNumber"]), int(lg["logIndex"])))
+    async def catch_up(self, frm: int, to: int) -> None:
+        """Deliver this channel's events of blocks ``frm..to`` (the poller passed them)."""
+        while frm <= to:
+            end = min(to, frm + MAX_RANGE - 1)
+            for lg in _ordered(await self._chain.node.get_logs(self._filter(frm, end))):
+                await self.accept(lg)
+            frm = end + 1
 
-    async def _poll(self) -> None:
-        interval = self._chain.node.options.poll_interval
-        try:
-            while not self._closed:
-                try:
-                    head = await self._confirmed_head()
-                    while self._next_block <= head and not self._closed:
-                        to = min(head, self._next_block + MAX_RANGE - 1)
-                        logs = await self._chain.node.get_logs(self._filter(self._next_block, to))
-                        for lg in self._ordered(logs):
-                            key = _log_key(lg)
-                            if key in self._seen:
-                                continue
-                            self._seen.add(key)
-                            ev = await self._event(lg)
-                            if ev is not None:
-                                self._queue.put_nowait(ev)
-                        self._next_block = to + 1
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:  # the node hiccuped: keep watching
-                    log.warning("event polling of 0x%s failed: %s", self._cid.hex()[:8], e)
-                await asyncio.sleep(interval)
-        finally:
-            self._queue.put_nowait(None)
+    async def accept(self, lg: Any) -> None:
+        """Queue the event of log ``lg`` unless it was delivered already."""
+        if self._closed:
+            return
+        key = _log_key(lg)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        ev = await self._event(lg)
+        if ev is not None:
+            self._queue.put_nowait(ev)
 
     async def _event(self, lg: Any) -> AdjudicatorEvent | None:
         version, phase, timeout = abi_decode(["uint64", "uint8", "uint64"], bytes(lg["data"]))
@@ -209,16 +301,13 @@ class EthSubscription(EventSubscription):
         return None if self._closed else ev
 
     async def close(self) -> None:
-        """Stop polling; a pending :meth:`next` returns ``None``."""
+        """Stop the subscription; a pending :meth:`next` returns ``None``."""
         if self._closed:
             return
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        else:
-            self._queue.put_nowait(None)
+        if self._poller is not None:
+            self._poller.leave(self)
+        self._queue.put_nowait(None)
 
 
 def _log_key(lg: Any) -> tuple[bytes, int]:
