@@ -4,6 +4,12 @@ Runs on the embedded defaults: the ``sim`` chain backend, the in-process ``local
 the in-memory persister. Exit code 0 only if the final on-ledger balances equal the initial
 ones moved by exactly the payments made.
 
+Every backend runs on its development ledger (``ChainBackend.demo_ledger``): sim in memory;
+``--backend eth`` (perun-eth) starts anvil on a free loopback port, deploys the contracts and
+moves the PerunToken, whose balances no gas fee touches. For a ledger with transactions the
+demo also prints a table of every one of them: operation, sender, hash and gas used (the
+deployments included).
+
 With ``--bus tcp`` Alice and Bob are two OS processes: this process serves the sim ledger on
 a free loopback port (:mod:`perun_sim.server`) and runs Alice; Bob runs in a child process
 (:mod:`perun_core.demo_peer`) that uses the served ledger and talks to Alice over an
@@ -44,12 +50,14 @@ from perun_core.client import Channel, Client, ClientConfig, LedgerChannelPropos
 from perun_core.client.proposal import ProposalResponder
 from perun_core.errors import NotSupportedError, PersistenceError
 from perun_core.interfaces.adjudicator import AdjudicatorEvent, AdjudicatorReq
-from perun_core.interfaces.chain import ChainBackend
+from perun_core.interfaces.bus import Bus
+from perun_core.interfaces.chain import ChainBackend, LedgerTransaction
+from perun_core.interfaces.persister import Persister
 from perun_core.interfaces.wallet import Account
 from perun_core.plugins import load_plugins
 
 if TYPE_CHECKING:
-    from perun_core.channel.types import Asset
+    from perun_core.channel.types import Address, Asset
     from perun_core.demo_peer import PeerProcess
 
 
@@ -75,7 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--payments", type=int, default=20, help="payments in total (default 20)")
     p.add_argument("--deposit", type=int, default=1_000, help="each party's deposit")
     p.add_argument("--seed", type=int, default=None, help="random seed for payment amounts")
-    p.add_argument("--backend", default="sim", help="chain backend plugin (default sim)")
+    p.add_argument(
+        "--backend",
+        default="sim",
+        help="chain backend plugin (default sim); eth starts a local anvil and deploys",
+    )
     p.add_argument(
         "--bus",
         default="local",
@@ -144,6 +156,8 @@ async def run_demo(
             unreadable, or a store is locked (``StoreLockedError``) or damaged.
         PluginNotFoundError: a named plugin is not installed.
         PeerProcessError: with ``bus_name="tcp"``, Bob's process failed or died.
+        ChainError: the backend's development ledger could not be started or prepared
+            (``eth``: anvil missing or a deployment failed).
     """
     console = console or Console()
     rng = random.Random(seed)
@@ -175,8 +189,42 @@ async def run_demo(
             console=console,
         )
     plugins = load_plugins()
-    backend = plugins.chain(backend_name).from_config({})
-    bus = plugins.bus(bus_name)()
+    backend_cls = plugins.chain(backend_name)
+    make_bus = plugins.bus(bus_name)
+    make_persister = plugins.persister(persister_name)
+    txs: list[LedgerTransaction] = []
+    # The backend's development ledger: sim in memory, eth a fresh anvil with our contracts.
+    async with backend_cls.demo_ledger(on_transaction=txs.append) as backend:
+        return await _run_one_process(
+            backend,
+            make_bus(),
+            lambda: make_persister(),
+            txs,
+            payments=payments,
+            deposit=deposit,
+            rng=rng,
+            names=(backend_name, bus_name, persister_name),
+            dispute=dispute,
+            console=console,
+        )
+
+
+async def _run_one_process(
+    backend: ChainBackend,
+    bus: Bus,
+    make_persister: Callable[[], Persister],
+    txs: list[LedgerTransaction],
+    *,
+    payments: int,
+    deposit: int,
+    rng: random.Random,
+    names: tuple[str, str, str],
+    dispute: bool,
+    console: Console,
+) -> DemoResult:
+    """Alice and Bob in this process on ``backend`` (closed by the caller); ``txs`` fills
+    with the ledger's transactions as they are confirmed."""
+    backend_name, bus_name, persister_name = names
     wallet = backend.wallet()
     acct_a, acct_b = wallet.new_account(), wallet.new_account()
     asset = backend.default_assets()[0]
@@ -195,7 +243,7 @@ async def run_demo(
             bus=bus,
             funder=backend.funder(acct),
             adjudicator=backend.adjudicator(acct),
-            persister=plugins.persister(persister_name)(),
+            persister=make_persister(),
             config=config,
         )
 
@@ -270,7 +318,8 @@ async def run_demo(
     expected = {"Alice": initial["Alice"] - net_to_bob, "Bob": initial["Bob"] + net_to_bob}
     seconds = time.perf_counter() - t0
     console.print(_balance_table(asset, initial, final, expected))
-    await backend.close()
+    if txs:
+        console.print(_tx_table(txs, {acct_a.address: "Alice", acct_b.address: "Bob"}))
     ok = final == expected
     if dispute:
         refuted = alice.watcher is not None and alice.watcher.refutations > 0
@@ -328,6 +377,23 @@ def _balance_table(
     return table
 
 
+def _tx_table(txs: list[LedgerTransaction], names: dict[Address, str]) -> Table:
+    """Every ledger transaction: what it did, who sent (and paid for) it, its hash and gas."""
+    table = Table(title="ledger transactions")
+    table.add_column("#", justify="right")
+    table.add_column("operation")
+    table.add_column("sender")
+    table.add_column("tx hash", min_width=66, overflow="fold")
+    table.add_column("gas used", justify="right")
+    totals: dict[str, int] = {}
+    for i, tx in enumerate(txs, 1):
+        who = names.get(tx.sender, tx.sender.short())
+        totals[who] = totals.get(who, 0) + tx.gas_used
+        table.add_row(str(i), tx.operation, who, tx.tx_hash, f"{tx.gas_used:,}")
+    table.caption = "gas in total: " + ", ".join(f"{w} {g:,}" for w, g in totals.items())
+    return table
+
+
 async def _run_two_processes(
     *,
     payments: int,
@@ -342,7 +408,8 @@ async def _run_two_processes(
     if backend_name != "sim":
         raise NotSupportedError(
             f"perun demo --bus tcp runs both processes on a served sim ledger; "
-            f"--backend {backend_name} is not supported with it"
+            f"--backend {backend_name} is not supported with it (drop --bus tcp to run "
+            f"Alice and Bob in one process on {backend_name})"
         )
     from perun_sim.backend import SimBackend
     from perun_sim.ledger import SimLedger
@@ -874,20 +941,26 @@ def main(argv: list[str] | None = None) -> int:
     # Warnings (a refuted registration, a fallback) are part of the story told on screen.
     logging.basicConfig(level=logging.ERROR)
     console = Console(quiet=args.quiet)
-    result = asyncio.run(
-        run_demo(
-            payments=args.payments,
-            deposit=args.deposit,
-            seed=args.seed,
-            backend_name=args.backend,
-            bus_name=args.bus,
-            persister_name=args.persister,
-            dispute=args.dispute,
-            db=args.db,
-            keep_open=args.keep_open,
-            console=console,
+    try:
+        result = asyncio.run(
+            run_demo(
+                payments=args.payments,
+                deposit=args.deposit,
+                seed=args.seed,
+                backend_name=args.backend,
+                bus_name=args.bus,
+                persister_name=args.persister,
+                dispute=args.dispute,
+                db=args.db,
+                keep_open=args.keep_open,
+                console=console,
+            )
         )
-    )
+    except KeyboardInterrupt:
+        # asyncio.run cancelled the demo, which stopped what it started (a peer process,
+        # a local node) on the way out; a traceback would tell the user nothing more.
+        Console(stderr=True).print("demo interrupted")
+        return 130
     verdict = "[green]OK[/]" if result.ok else "[red]MISMATCH[/]"
     Console().print(f"demo {verdict}: {result.payments} payments in {result.seconds:.2f}s")
     return 0 if result.ok else 1

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from perun_core.cli import main
 from perun_core.demo import run_demo
+from perun_core.interfaces.chain import LedgerTransaction
 
 
 def _quiet() -> Console:
@@ -36,6 +37,33 @@ def test_cli_demo_exit_code_and_table(capsys) -> None:  # type: ignore[no-untype
     assert main(["demo", "--payments", "6", "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert "on-ledger balances" in out and "Alice" in out and "demo OK" in out
+    assert "ledger transactions" not in out  # the sim ledger has no transactions to list
+
+
+def test_default_demo_ledger_is_the_configless_backend_closed_on_exit() -> None:
+    from perun_sim.backend import SimBackend
+
+    class Recording(SimBackend):
+        closed = False
+
+        async def close(self) -> None:
+            self.closed = True
+            await super().close()
+
+    seen: list[LedgerTransaction] = []
+
+    async def scenario() -> Recording:
+        async with Recording.demo_ledger(on_transaction=seen.append) as backend:
+            assert not backend.closed
+            asset = backend.default_assets()[0]
+            addr = backend.wallet().new_account().address
+            await backend.faucet(addr, asset, 7)
+            assert await backend.balance_of(addr, asset) == 7
+        return backend
+
+    backend = asyncio.run(scenario())
+    assert isinstance(backend, Recording) and backend.closed
+    assert seen == []  # a ledger without transactions reports none
 
 
 def test_cli_unknown_backend_gives_the_documented_error() -> None:

@@ -4,8 +4,10 @@ adjudicator, so they agree on addresses, signatures and contracts."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import Any, ClassVar, Self
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self, TypeVar
 
 from perun_core.channel.params import Params
 from perun_core.channel.state import State
@@ -13,6 +15,27 @@ from perun_core.channel.types import Address, Asset
 from perun_core.interfaces.adjudicator import Adjudicator
 from perun_core.interfaces.funder import Funder
 from perun_core.interfaces.wallet import Account, Wallet
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerTransaction:
+    """A confirmed transaction a backend sent to its ledger, as demos report it.
+
+    Attributes:
+        operation: what it did (``"deposit"``, ``"register"``, ``"deploy Adjudicator"``).
+        sender: the account that sent (and paid for) it.
+        tx_hash: the ledger's transaction ID (``0x``-prefixed hex on Ethereum).
+        gas_used: what it cost in the ledger's unit of work (gas on Ethereum).
+    """
+
+    operation: str
+    sender: Address
+    tx_hash: str
+    gas_used: int
+
+
+TransactionHook = Callable[[LedgerTransaction], None]
+"""Called with every confirmed :class:`LedgerTransaction` of a demo ledger."""
 
 
 class ChainBackend(ABC):
@@ -114,3 +137,43 @@ class ChainBackend(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and background tasks."""
+
+    @classmethod
+    def demo_ledger(
+        cls, on_transaction: TransactionHook | None = None
+    ) -> AbstractAsyncContextManager[Self]:
+        """A ready-to-use development ledger with a backend on it (``perun demo``).
+
+        The default builds the backend with ``from_config({})`` and closes it on exit, which
+        suits self-contained test ledgers (sim). A backend whose ledger must first be
+        started or prepared (a local node, deployed contracts) overrides this; everything it
+        started is stopped on exit, also on errors and cancellation. The backend must offer
+        ``"faucet"`` and ``"balances"``. The demo moves ``default_assets()[0]``: a ledger
+        whose native currency pays the fees puts a fee-free asset (a test token) first
+        there, so that the demo can compare balances exactly.
+
+        Args:
+            on_transaction: called with every confirmed ledger transaction sent by the
+                set-up and by the backend's funders and adjudicators (never called by
+                ledgers without transactions).
+
+        Returns:
+            An async context manager yielding the backend.
+
+        Raises:
+            NotSupportedError: this backend has no development ledger.
+        """
+        del on_transaction  # a config-only ledger sends nothing worth reporting
+        return _config_ledger(cls)
+
+
+_B = TypeVar("_B", bound=ChainBackend)
+
+
+@asynccontextmanager
+async def _config_ledger(cls: type[_B]) -> AsyncIterator[_B]:
+    backend = cls.from_config({})
+    try:
+        yield backend
+    finally:
+        await backend.close()

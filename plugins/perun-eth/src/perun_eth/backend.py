@@ -7,6 +7,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Self
 
 from perun_core.channel.params import Params
@@ -14,6 +15,7 @@ from perun_core.channel.state import State
 from perun_core.channel.types import Address, Asset
 from perun_core.errors import InvalidStateError, NotSupportedError
 from perun_core.interfaces import Account, ChainBackend
+from perun_core.interfaces.chain import TransactionHook
 from perun_eth import bindings as b
 from perun_eth import encoding
 from perun_eth.adjudicator import DEFAULT_SECONDARY_GRACE, EthAdjudicator
@@ -183,6 +185,17 @@ class EthBackend(ChainBackend):
             faucet_account=cfg.get("faucet_account"),
             receiver=receiver,
         )
+
+    @classmethod
+    def demo_ledger(
+        cls, on_transaction: TransactionHook | None = None
+    ) -> AbstractAsyncContextManager[Self]:
+        """A fresh anvil on a free 127.0.0.1 port with the contracts deployed, and a backend
+        on it whose first asset is the PerunToken (``perun demo --backend eth``); anvil is
+        stopped by its PID on exit. See :func:`perun_eth.demo.demo_ledger`."""
+        from perun_eth.demo import demo_ledger
+
+        return demo_ledger(cls, on_transaction)
 
     # --- components ---------------------------------------------------------------------------
 
