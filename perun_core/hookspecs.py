@@ -25,7 +25,12 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from perun_core.registry import BusRegistry, ChainRegistry, PersisterRegistry
+    from perun_core.registry import (
+        BusRegistry,
+        ChainRegistry,
+        CommandRegistry,
+        PersisterRegistry,
+    )
 
 PROJECT = "perun"
 
@@ -57,6 +62,16 @@ def perun_register_persisters(registry: PersisterRegistry) -> None:
 
     Call ``registry.add(name, factory)`` where ``factory(**options)`` returns a
     :class:`~perun_core.interfaces.Persister` (e.g. ``"memory"``, ``"leveldb"``).
+    """
+
+
+@hookspec
+def perun_register_commands(registry: CommandRegistry) -> None:
+    """Register subcommands of the perun command line (such as perun eth).
+
+    Call ``registry.add(name, run, configure=..., help=...)``: ``configure(parser)`` adds the
+    command's arguments to its ``argparse`` sub-parser, and ``run(args)`` (a plain or an
+    ``async def`` function) gets the parsed namespace and returns the exit status.
     """
 
 

@@ -49,6 +49,8 @@ from perun_core.registry import (
     BusFactory,
     BusRegistry,
     ChainRegistry,
+    Command,
+    CommandRegistry,
     PersisterFactory,
     PersisterRegistry,
 )
@@ -112,7 +114,7 @@ class PluginInfo:
         version: that distribution's version.
         module: the entry-point target (``perun_sim.plugin``) or the object's module.
         hooks: the hooks it implements.
-        chains / buses / persisters: the names it registered.
+        chains / buses / persisters / commands: the names it registered.
     """
 
     name: str
@@ -123,6 +125,7 @@ class PluginInfo:
     chains: tuple[str, ...] = ()
     buses: tuple[str, ...] = ()
     persisters: tuple[str, ...] = ()
+    commands: tuple[str, ...] = ()
 
     @property
     def registrations(self) -> list[str]:
@@ -131,6 +134,7 @@ class PluginInfo:
             [f"chain: {n}" for n in self.chains]
             + [f"bus: {n}" for n in self.buses]
             + [f"persister: {n}" for n in self.persisters]
+            + [f"command: {n}" for n in self.commands]
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -145,6 +149,7 @@ class PluginInfo:
                 "chain": list(self.chains),
                 "bus": list(self.buses),
                 "persister": list(self.persisters),
+                "command": list(self.commands),
             },
         }
 
@@ -185,6 +190,7 @@ class Plugins:
         self._chains = ChainRegistry()
         self._buses = BusRegistry()
         self._persisters = PersisterRegistry()
+        self._commands = CommandRegistry()
 
     # --- lookups -------------------------------------------------------------------------
 
@@ -200,6 +206,10 @@ class Plugins:
         """The persister factory registered as ``name``."""
         return self._persisters.get(name)
 
+    def command(self, name: str) -> Command:
+        """The ``perun`` subcommand registered as ``name``."""
+        return self._commands.get(name)
+
     @property
     def chains(self) -> ChainRegistry:
         """Every registered chain backend."""
@@ -214,6 +224,11 @@ class Plugins:
     def persisters(self) -> PersisterRegistry:
         """Every registered persister factory."""
         return self._persisters
+
+    @property
+    def commands(self) -> CommandRegistry:
+        """Every registered ``perun`` subcommand."""
+        return self._commands
 
     @property
     def manager(self) -> pluggy.PluginManager:
@@ -245,6 +260,7 @@ class Plugins:
                     chains=tuple(self._chains.registered_by(name)),
                     buses=tuple(self._buses.registered_by(name)),
                     persisters=tuple(self._persisters.registered_by(name)),
+                    commands=tuple(self._commands.registered_by(name)),
                 )
             )
         return out
@@ -263,11 +279,12 @@ class Plugins:
         self._call_each("perun_register_chains", self._chains)
         self._call_each("perun_register_buses", self._buses)
         self._call_each("perun_register_persisters", self._persisters)
+        self._call_each("perun_register_commands", self._commands)
 
     def _call_each(
         self,
         hook_name: str,
-        registry: ChainRegistry | BusRegistry | PersisterRegistry | None,
+        registry: ChainRegistry | BusRegistry | PersisterRegistry | CommandRegistry | None,
         **kwargs: Any,
     ) -> None:
         """Call ``hook_name`` one plugin at a time, in load order.
@@ -466,7 +483,7 @@ def load_plugins(
     Raises:
         PluginNotFoundError: an allow-listed name is not installed.
         PluginConflictError: two plugins share a name, or register the same
-            chain/bus/persister name.
+            chain/bus/persister/command name.
         PluginValidationError: a plugin implements an unknown hook, defines an unmarked
             ``perun_*`` function, has a hook with wrong arguments, or registers something
             invalid.

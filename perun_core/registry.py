@@ -1,7 +1,8 @@
 """Typed registries handed to the registration hooks.
 
-Each registry maps a name to what one plugin provides: a :class:`ChainBackend` class, or a
-factory that builds a :class:`Bus` or a :class:`Persister`. A registry validates every entry
+Each registry maps a name to what one plugin provides: a :class:`ChainBackend` class, a
+factory that builds a :class:`Bus` or a :class:`Persister`, or a :class:`Command` of the
+``perun`` command line. A registry validates every entry
 as it is added, so a broken plugin fails when it registers, not when a user first selects it:
 
 - names are non-empty strings without whitespace or commas (they appear in environment lists);
@@ -17,10 +18,12 @@ the registry can name the provider of each entry in errors and in ``perun plugin
 
 from __future__ import annotations
 
+import argparse
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import ClassVar, Generic, TypeVar
+from dataclasses import dataclass
+from typing import ClassVar, Final, Generic, TypeVar
 
 from perun_core.errors import PluginConflictError, PluginNotFoundError, PluginValidationError
 from perun_core.interfaces.bus import Bus
@@ -28,9 +31,12 @@ from perun_core.interfaces.chain import ChainBackend
 from perun_core.interfaces.persister import Persister
 
 __all__ = [
+    "BUILTIN_COMMANDS",
     "BusFactory",
     "BusRegistry",
     "ChainRegistry",
+    "Command",
+    "CommandRegistry",
     "PersisterFactory",
     "PersisterRegistry",
 ]
@@ -43,6 +49,13 @@ BusFactory = Callable[..., Bus]
 
 PersisterFactory = Callable[..., Persister]
 """Builds a persister from keyword options (the class itself or a function)."""
+
+CommandRunner = Callable[[argparse.Namespace], int | Awaitable[int | None] | None]
+"""Runs a plugin command with its parsed arguments; returns the exit status (``None``: 0).
+A coroutine function is run with :func:`asyncio.run`."""
+
+BUILTIN_COMMANDS: Final = frozenset({"plugins", "demo"})
+"""Subcommand names the ``perun`` command keeps for itself."""
 
 DIRECT = "(direct)"
 """Provider label of entries added outside a plugin hook (e.g. by a test or an application)."""
@@ -239,3 +252,70 @@ class PersisterRegistry(_FactoryRegistry[Persister]):
 
     kind = "persister"
     base = Persister
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A subcommand of ``perun`` that a plugin provides.
+
+    Attributes:
+        name: what users type after ``perun`` (``perun eth ...``).
+        run: called with the parsed arguments; returns the exit status (``None`` means 0)
+            or an awaitable of it (an ``async def`` runner).
+        configure: adds the command's arguments to its ``argparse`` sub-parser.
+        help: the one-line summary ``perun --help`` shows.
+    """
+
+    name: str
+    run: CommandRunner
+    configure: Callable[[argparse.ArgumentParser], None] | None = None
+    help: str = ""
+
+
+class CommandRegistry(_NamedRegistry[Command]):
+    """Subcommands of ``perun`` by name; passed to ``perun_register_commands``."""
+
+    kind = "command"
+
+    def add(
+        self,
+        name: str,
+        run: CommandRunner,
+        *,
+        configure: Callable[[argparse.ArgumentParser], None] | None = None,
+        help: str = "",
+    ) -> Command:
+        """Register the subcommand ``perun <name>``.
+
+        Args:
+            name: the command name (no whitespace or commas, not starting with ``-``).
+            run: ``run(args)`` with the parsed :class:`argparse.Namespace`; returns the exit
+                status (``None``: 0) or, for an ``async def`` runner, a coroutine of it.
+            configure: ``configure(parser)`` adds the command's arguments (and, if it wants,
+                its own sub-commands) to the sub-parser ``perun`` made for it.
+            help: the one-line summary listed by ``perun --help``.
+
+        Returns:
+            The registered :class:`Command`.
+
+        Raises:
+            PluginValidationError: bad name, or ``run``/``configure`` not callable.
+            PluginConflictError: the name is built into ``perun`` or another plugin has it.
+        """
+        name = self._check_name(name, "a command name")
+        if name.startswith("-"):
+            raise self._invalid(f"command name {name!r} must not start with '-'")
+        if name in BUILTIN_COMMANDS:
+            raise PluginConflictError(
+                f"plugin {self._current!r} registers the command {name!r}, which is built "
+                f"into perun (reserved: {', '.join(sorted(BUILTIN_COMMANDS))}). Rename it."
+            )
+        if not callable(run):
+            raise self._invalid(f"command {name!r}: run must be callable, got {run!r}")
+        if configure is not None and not callable(configure):
+            raise self._invalid(
+                f"command {name!r}: configure must be callable or None, got {configure!r}"
+            )
+        cmd = Command(name, run, configure, str(help))
+        self._store(name, cmd)
+        return cmd

@@ -171,6 +171,7 @@ def test_the_loader_calls_every_hook_on_every_installed_implementer(
             "perun_register_chains": info.chains,
             "perun_register_buses": info.buses,
             "perun_register_persisters": info.persisters,
+            "perun_register_commands": info.commands,
         }
         for hook, registered in kinds.items():
             if hook in info.hooks:

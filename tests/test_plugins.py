@@ -8,6 +8,7 @@ through its entry point.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import inspect
 import json
@@ -35,7 +36,7 @@ from perun_core.errors import (
 from perun_core.interfaces import Bus, ChainBackend, Persister
 from perun_core.persistence import MemoryPersister
 from perun_core.plugins import ENV_BLOCK, ENV_ONLY, Plugins, hook_names, load_plugins
-from perun_core.registry import BusRegistry, ChainRegistry, PersisterRegistry
+from perun_core.registry import BusRegistry, ChainRegistry, CommandRegistry, PersisterRegistry
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
 
@@ -368,6 +369,7 @@ EXPECTED_ARG: dict[str, type] = {
     "perun_register_chains": ChainRegistry,
     "perun_register_buses": BusRegistry,
     "perun_register_persisters": PersisterRegistry,
+    "perun_register_commands": CommandRegistry,
     "perun_configure": dict,
 }
 
@@ -555,6 +557,7 @@ def test_perun_plugins_json_is_machine_readable(
         "chain": [],
         "bus": ["local"],
         "persister": ["memory"],
+        "command": [],
     }
     if HAVE_SIM:
         assert records["sim"]["registers"]["chain"] == ["sim"]
@@ -604,6 +607,160 @@ def test_perun_without_a_command_or_with_junk_is_a_usage_error(
     with pytest.raises(SystemExit) as info:
         main(["plugins", "--bogus"])
     assert info.value.code == 2
+
+
+# --- plugin commands (perun_register_commands) -----------------------------------------------
+
+COMMAND_PLUGIN = """
+    import asyncio
+
+    from perun_core import hookimpl
+    from perun_core.errors import ChainError
+
+
+    def configure(parser):
+        parser.add_argument("--name", required=True)
+        parser.add_argument("--fail", action="store_true")
+
+
+    async def run(args):
+        await asyncio.sleep(0)  # really runs in an event loop
+        if args.fail:
+            raise ChainError("node gone\\nfor good", operation="{cmd}")
+        print("hello " + args.name + " from {cmd}")
+        return 3 if args.name == "three" else None
+
+
+    @hookimpl
+    def perun_register_commands(registry):
+        registry.add("{cmd}", run, configure=configure, help="say hello ({cmd})")
+"""
+
+
+@pytest.fixture
+def command_dist(make_dist: Callable[..., str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installed distribution fake-perun-greet whose plugin registers ``perun greet``;
+    only it (and the built-ins) load."""
+    make_dist("fake-perun-greet", "greet", COMMAND_PLUGIN.format(cmd="greet"))
+    monkeypatch.setenv(ENV_ONLY, "greet")
+
+
+def test_plugin_command_runs_through_perun(
+    command_dist: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["greet", "--name", "ada"]) == 0
+    assert capsys.readouterr().out == "hello ada from greet\n"
+    assert main(["greet", "--name", "three"]) == 3  # the runner's status is the exit status
+
+
+def test_plugin_command_is_listed_by_help_and_plugins(
+    command_dist: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    assert re.search(r"^\s+greet\s+say hello \(greet\)$", capsys.readouterr().out, re.M)
+    assert main(["plugins", "--json"]) == 0
+    records = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert records["greet"]["registers"]["command"] == ["greet"]
+    assert "perun_register_commands" in records["greet"]["hooks"]
+
+
+def test_plugin_command_arguments_are_parsed_by_its_configure(
+    command_dist: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["greet"])  # --name is required by the plugin's configure()
+    assert info.value.code == 2
+    assert "--name" in capsys.readouterr().err
+
+
+def test_plugin_command_perun_error_is_one_line_exit_2(
+    command_dist: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["greet", "--name", "x", "--fail"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == "perun: error: greet: node gone for good\n"
+
+
+def test_unknown_command_names_the_installed_ones(
+    command_dist: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["gret", "--name", "x"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "perun: error: No command 'gret'. Installed: demo, greet, plugins. "
+        "Install it with: pip install perun-gret\n"
+    )
+
+
+def test_two_plugins_registering_one_command_conflict(
+    make_dist: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    make_dist("fake-perun-greet", "greet", COMMAND_PLUGIN.format(cmd="greet"))
+    make_dist("fake-perun-greet2", "greet2", COMMAND_PLUGIN.format(cmd="greet"))
+    with pytest.raises(PluginConflictError, match="command 'greet' is registered by both plugins"):
+        load_plugins(only=["greet", "greet2"])
+    # Through `perun`: the conflict is the one-line error, and --help still works.
+    monkeypatch.setenv(ENV_ONLY, "greet,greet2")
+    assert main(["greet", "--name", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("perun: error: command 'greet' is registered by both plugins 'greet'")
+    assert err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "Plugin commands are unavailable: command 'greet'" in capsys.readouterr().out
+
+
+def test_commands_are_attributed_and_looked_up() -> None:
+    def run(args: argparse.Namespace) -> int:
+        return 0
+
+    @hookimpl
+    def perun_register_commands(registry: CommandRegistry) -> None:
+        registry.add("tool", run, help="a tool")
+
+    plugins = load_only(("tools", plugin(perun_register_commands=perun_register_commands)))
+    assert plugins.commands.provider_of("tool") == "tools"
+    cmd = plugins.command("tool")
+    assert (cmd.name, cmd.run, cmd.configure, cmd.help) == ("tool", run, None, "a tool")
+    info = {i.name: i for i in plugins.plugins_info()}["tools"]
+    assert info.commands == ("tool",) and info.registrations == ["command: tool"]
+    with pytest.raises(PluginNotFoundError, match=re.escape("No command 'nope'. Installed: tool.")):
+        plugins.command("nope")
+
+
+@pytest.mark.parametrize("name", ["plugins", "demo"])
+def test_a_plugin_may_not_take_a_built_in_command_name(name: str) -> None:
+    @hookimpl
+    def perun_register_commands(registry: CommandRegistry) -> None:
+        registry.add(name, lambda args: 0)
+
+    with pytest.raises(PluginConflictError, match=f"command {name!r}, which is built into perun"):
+        load_only(("hijack", plugin(perun_register_commands=perun_register_commands)))
+
+
+@pytest.mark.parametrize(
+    ("name", "run", "configure", "needle"),
+    [
+        ("", lambda a: 0, None, "a command name must be a non-empty string"),
+        ("two words", lambda a: 0, None, "must not contain whitespace or commas"),
+        ("-x", lambda a: 0, None, "must not start with '-'"),
+        ("ok", "not callable", None, "run must be callable"),
+        ("ok", lambda a: 0, 42, "configure must be callable or None"),
+    ],
+)
+def test_command_registry_validates_entries(
+    name: str, run: Any, configure: Any, needle: str
+) -> None:
+    registry = CommandRegistry()
+    with pytest.raises(PluginValidationError, match=re.escape(needle)):
+        registry.add(name, run, configure=configure)
+    assert len(registry) == 0
 
 
 # --- docs cannot drift (meta-test) -----------------------------------------------------------

@@ -97,7 +97,22 @@ def test_perun_plugins_lists_only_the_builtins(capsys: pytest.CaptureFixture[str
     assert main(["plugins", "--json"]) == 0
     infos = json.loads(capsys.readouterr().out)
     assert [i["name"] for i in infos] == ["builtins"]
-    assert infos[0]["registers"] == {"chain": [], "bus": ["local"], "persister": ["memory"]}
+    assert infos[0]["registers"] == {
+        "chain": [],
+        "bus": ["local"],
+        "persister": ["memory"],
+        "command": [],
+    }
+
+
+def test_a_plugin_command_without_its_plugin_says_how_to_install_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["eth", "deploy", "--rpc", "http://127.0.0.1:8545", "--dev"]) == 2
+    assert capsys.readouterr().err == (
+        "perun: error: No command 'eth'. Installed: demo, plugins. "
+        "Install it with: pip install perun-eth\n"
+    )
 
 
 def test_perun_demo_without_a_chain_is_a_one_line_error() -> None:

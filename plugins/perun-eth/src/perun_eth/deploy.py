@@ -202,7 +202,17 @@ async def validate(
 
     Raises:
         DeploymentError: what is wrong, naming the contract.
+        ValueError: an address is not 20 bytes of hex.
     """
+
+    adjudicator = checksum(parse_hex_address(adjudicator, "adjudicator"))
+    holders = [
+        (
+            checksum(parse_hex_address(h, "asset holder")),
+            None if t is None else checksum(parse_hex_address(t, "token")),
+        )
+        for h, t in holders
+    ]
 
     async def present(address: str, what: str) -> bytes:
         code = await node.code(address)

@@ -19,7 +19,12 @@ from typing import Any, Final, TypeVar
 
 from eth_abi.abi import decode as abi_decode
 from web3 import AsyncHTTPProvider, AsyncWeb3
-from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFound
+from web3.exceptions import (
+    ContractLogicError,
+    TimeExhausted,
+    TransactionNotFound,
+    Web3Exception,
+)
 
 from perun_core.errors import ChainError
 from perun_eth.errors import (
@@ -168,7 +173,12 @@ class EthNode:
         self.url = url
         self.options = options or TxOptions()
         self.w3 = AsyncWeb3(
-            AsyncHTTPProvider(url, request_kwargs={"timeout": self.options.rpc_timeout})
+            AsyncHTTPProvider(
+                url,
+                request_kwargs={"timeout": self.options.rpc_timeout},
+                # Retries are ours (retrying()); web3's own would multiply them.
+                exception_retry_configuration=None,
+            )
         )
         self._nonces: dict[str, NonceManager] = {}
         self._chain_id: int | None = None
@@ -366,6 +376,8 @@ class EthNode:
             )
         except ContractLogicError as e:
             raise error_for_revert(revert_reason(e), operation=operation) from e
+        except Web3Exception as e:  # e.g. "insufficient funds for gas * price + value"
+            raise ChainError(f"the node refused the transaction: {e}", operation=operation) from e
         head = await self.block("latest")
         gas = min(int(estimate * self.options.gas_multiplier), int(head["gasLimit"]))
         fees = await self._fees()
