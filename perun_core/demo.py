@@ -940,6 +940,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Warnings (a refuted registration, a fallback) are part of the story told on screen.
     logging.basicConfig(level=logging.ERROR)
+    # Records of loggers with a level of their own (a logging plugin may set perun's to
+    # INFO) reach the root handler whatever the root's level: the handler filters them.
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.ERROR)
     console = Console(quiet=args.quiet)
     try:
         result = asyncio.run(

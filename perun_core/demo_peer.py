@@ -463,6 +463,10 @@ def main(
     """
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    # Records of loggers with a level of their own (a logging plugin may set perun's to
+    # INFO) reach the root handler whatever the root's level: the handler filters them.
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.ERROR)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         return asyncio.run(_run(args, wrap_persister))
