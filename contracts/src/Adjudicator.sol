@@ -46,7 +46,11 @@ contract Adjudicator {
     /// @param subChannels the signed states of every channel in `channel.state.outcome.locked`,
     ///        recursively, in depth-first pre-order.
     function register(SignedState calldata channel, SignedState[] calldata subChannels) external {
-        require(channel.params.ledgerChannel, "not ledger");
+        uint256 ledger;
+        assembly ("memory-safe") {
+            ledger := calldataload(add(add(channel, calldataload(channel)), 0x80))
+        }
+        require(_bool(ledger), "not ledger");
         _registerTree(channel, subChannels, 0);
     }
 
@@ -98,25 +102,37 @@ contract Adjudicator {
         Channel.State calldata state,
         Channel.State[] calldata subStates
     ) external {
-        require(params.ledgerChannel, "not ledger");
+        require(_bool(_word(params, 0x80)), "not ledger");
         bytes32 id = Channel.id(params);
-        require(state.channelID == id, "invalid params");
-        Dispute memory d = _load(id);
-        require(d.stateHash != 0, "not registered");
-        require(d.stateHash == Channel.hash(state), "invalid channel state");
-        require(d.phase != CONCLUDED, "channel already concluded");
-        uint256 concludable = d.timeout;
+        require(bytes32(_word(state, 0)) == id, "invalid params");
+        uint256 slot = _slot(id);
+        uint256 meta;
+        bytes32 old;
+        assembly ("memory-safe") {
+            meta := sload(slot)
+            old := sload(add(slot, 1))
+        }
+        require(old != 0, "not registered");
+        require(old == Channel.hash(state), "invalid channel state");
+        uint256 phase = uint8(meta >> 200);
+        require(phase != CONCLUDED, "channel already concluded");
+        uint256 timeout = uint64(meta);
+        uint256 concludable = timeout;
         // An app channel that was never force-executed gets a second window for `progress`.
-        if (d.phase == DISPUTE && d.hasApp) concludable += d.challengeDuration;
+        if (phase == DISPUTE && uint8(meta >> 192) != 0) concludable += uint64(meta >> 64);
         require(block.timestamp >= concludable, "timeout not passed yet");
 
-        d.phase = CONCLUDED;
-        _storeMeta(id, d);
-        emit ChannelUpdate(id, d.version, CONCLUDED, d.timeout);
+        _storeMeta(slot, (meta & ~(uint256(0xff) << 200)) | (uint256(CONCLUDED) << 200));
+        emit ChannelUpdate(id, uint64(meta >> 128), CONCLUDED, uint64(timeout));
 
-        uint256[][] memory outcome = _copyBalances(state.outcome.balances);
         Channel.SubAlloc[] calldata locked = state.outcome.locked;
-        if (locked.length != 0) _concludeSubs(locked, subStates, 0, outcome);
+        if (locked.length == 0) {
+            // No sub-channels: the outcome rows go to the asset holders straight from calldata.
+            _pushRows(id, params, state, false);
+            return;
+        }
+        uint256[][] memory outcome = _copyBalances(state.outcome.balances);
+        _concludeSubs(locked, subStates, 0, outcome);
         _pushOutcome(id, params.participants, state.outcome.assets, outcome);
     }
 
@@ -127,33 +143,34 @@ contract Adjudicator {
         Channel.State calldata state,
         bytes[] calldata sigs
     ) external {
-        require(params.ledgerChannel, "not ledger");
-        require(state.isFinal, "state not final");
-        require(state.outcome.locked.length == 0, "cannot have sub-channels");
+        require(_bool(_word(params, 0x80)), "not ledger");
+        require(_bool(_word(state, 0x80)), "state not final");
+        require(_lockedLength(state) == 0, "cannot have sub-channels");
         bytes32 id = Channel.id(params);
-        require(state.channelID == id, "invalid params");
+        require(bytes32(_word(state, 0)) == id, "invalid params");
         bytes32 h = Channel.hash(state);
-        _requireSigs(h, sigs, params.participants);
-        Dispute memory d = _load(id);
-        if (d.stateHash != 0) require(d.phase != CONCLUDED, "channel already concluded");
+        uint256 sigsPtr;
+        assembly ("memory-safe") {
+            sigsPtr := sub(sigs.offset, 0x20)
+        }
+        _requireSigs(h, sigsPtr, params);
+        uint256 slot = _slot(id);
+        uint256 meta;
+        bytes32 old;
+        assembly ("memory-safe") {
+            meta := sload(slot)
+            old := sload(add(slot, 1))
+        }
+        if (old != 0) require(uint8(meta >> 200) != CONCLUDED, "channel already concluded");
 
         uint64 now_ = uint64(block.timestamp);
-        d.timeout = now_;
-        d.challengeDuration = uint64(params.challengeDuration);
-        d.version = state.version;
-        d.hasApp = params.app != address(0);
-        d.phase = CONCLUDED;
-        d.stateHash = h;
-        _store(id, d);
-        emit ChannelUpdate(id, d.version, CONCLUDED, now_);
-
-        Channel.Asset[] calldata assets = state.outcome.assets;
-        uint256[][] calldata bals = state.outcome.balances;
-        for (uint256 a; a < assets.length; ++a) {
-            if (assets[a].chainID == block.chainid) {
-                _setOutcome(assets[a].holder, id, params.participants, bals[a]);
-            }
+        uint64 version = uint64(_word(state, 0x20));
+        _storeMeta(slot, _meta(now_, _word(params, 0), version, _word(params, 0x60), CONCLUDED));
+        assembly ("memory-safe") {
+            sstore(add(slot, 1), h)
         }
+        emit ChannelUpdate(id, version, CONCLUDED, now_);
+        _pushRows(id, params, state, true);
     }
 
     /// @notice The channel ID of `params`: keccak256(abi.encode(params)).
@@ -174,8 +191,7 @@ contract Adjudicator {
         SignedState[] calldata subs,
         uint256 next
     ) private returns (uint256) {
-        _registerSingle(ch);
-        Channel.Allocation calldata outcome = ch.state.outcome;
+        Channel.Allocation calldata outcome = _registerSingle(ch).outcome;
         Channel.SubAlloc[] calldata locked = outcome.locked;
         if (locked.length == 0) return next;
         require(locked.length <= subs.length, "subChannels: too short");
@@ -189,39 +205,53 @@ contract Adjudicator {
         return next;
     }
 
-    /// @dev Registers or refutes with one signed state (without its sub-channels).
-    function _registerSingle(SignedState calldata ch) private {
-        Channel.Params calldata params = ch.params;
-        Channel.State calldata state = ch.state;
-        bytes32 id = state.channelID;
+    /// @dev Registers or refutes with one signed state (without its sub-channels); returns
+    ///      the state.
+    function _registerSingle(SignedState calldata ch) private returns (Channel.State calldata state) {
+        Channel.Params calldata params;
+        uint256 sigsPtr;
+        assembly ("memory-safe") {
+            params := add(ch, calldataload(ch))
+            state := add(ch, calldataload(add(ch, 0x20)))
+            sigsPtr := add(ch, calldataload(add(ch, 0x40)))
+        }
+        bytes32 id = bytes32(_word(state, 0));
         require(id == Channel.id(params), "invalid params");
         bytes32 h = Channel.hash(state);
-        _requireSigs(h, ch.sigs, params.participants);
-        if (params.virtualChannel) {
-            require(params.app == address(0), "cannot have app");
-            require(state.outcome.locked.length == 0, "cannot have locked funds");
+        _requireSigs(h, sigsPtr, params);
+        // Channel.id and Channel.hash have checked that these words are clean.
+        uint256 app = _word(params, 0x60);
+        if (_word(params, 0xa0) != 0) {
+            require(app == 0, "cannot have app");
+            require(_lockedLength(state) == 0, "cannot have locked funds");
         }
 
-        Dispute memory d = _load(id);
-        uint64 timeout = uint64(block.timestamp);
-        if (d.stateHash != 0) {
-            if (d.stateHash == h) return; // already registered: nothing to do
-            require(state.version > d.version, "invalid version");
-            require(d.phase == DISPUTE, "incorrect phase");
-            require(block.timestamp < d.timeout, "refutation timeout passed");
-            // A refutation keeps the window of the first registration.
-            if (!state.isFinal) timeout = d.timeout;
-        } else if (!state.isFinal) {
-            timeout += uint64(params.challengeDuration);
+        uint256 slot = _slot(id);
+        uint256 meta;
+        bytes32 old;
+        assembly ("memory-safe") {
+            meta := sload(slot)
+            old := sload(add(slot, 1))
         }
-        d.timeout = timeout;
-        d.challengeDuration = uint64(params.challengeDuration);
-        d.version = state.version;
-        d.hasApp = params.app != address(0);
-        d.phase = DISPUTE;
-        d.stateHash = h;
-        _store(id, d);
-        emit ChannelUpdate(id, d.version, DISPUTE, timeout);
+        uint64 version = uint64(_word(state, 0x20));
+        bool isFinal = _word(state, 0x80) != 0;
+        uint256 cd = _word(params, 0);
+        uint64 timeout = uint64(block.timestamp);
+        if (old != 0) {
+            if (old == h) return state; // already registered: nothing to do
+            require(version > uint64(meta >> 128), "invalid version");
+            require(uint8(meta >> 200) == DISPUTE, "incorrect phase");
+            require(block.timestamp < uint64(meta), "refutation timeout passed");
+            // A refutation keeps the window of the first registration.
+            if (!isFinal) timeout = uint64(meta);
+        } else if (!isFinal) {
+            timeout += uint64(cd);
+        }
+        _storeMeta(slot, _meta(timeout, cd, version, app, DISPUTE));
+        assembly ("memory-safe") {
+            sstore(add(slot, 1), h)
+        }
+        emit ChannelUpdate(id, version, DISPUTE, timeout);
     }
 
     /// @dev Per asset: the free balances plus the funds locked in sub-channels.
@@ -324,15 +354,40 @@ contract Adjudicator {
 
     // ---------------------------------------------------------------- checks
 
-    /// @dev Reverts unless `sigs[i]` is `participants[i]`'s signature on the state hash `h`.
-    function _requireSigs(bytes32 h, bytes[] calldata sigs, address[] calldata participants)
-        private
-        view
-    {
-        require(sigs.length == participants.length, "signatures length mismatch");
+    /// @dev Reverts unless the `bytes[]` at calldata `sigsPtr` (length word first) holds
+    ///      `participants[i]`'s signature on the state hash `h` at every index `i`.
+    ///      `Channel.id(params)` must have run before (it bounds and cleans the participants).
+    function _requireSigs(bytes32 h, uint256 sigsPtr, Channel.Params calldata params) private view {
+        uint256 n;
+        uint256 parts;
+        uint256 numParts;
+        assembly ("memory-safe") {
+            n := calldataload(sigsPtr)
+            let ps := add(params, calldataload(add(params, 0x40)))
+            numParts := calldataload(ps)
+            parts := add(ps, 0x20)
+        }
+        require(n == numParts, "signatures length mismatch");
         bytes32 digest = Sig.ethSignedDigest(h);
-        for (uint256 i; i < sigs.length; ++i) {
-            require(Sig.recover(digest, sigs[i]) == participants[i], "invalid signature");
+        for (uint256 i; i < n; ) {
+            bytes calldata sig;
+            address signer;
+            assembly ("memory-safe") {
+                let heads := add(sigsPtr, 0x20)
+                let p := add(heads, calldataload(add(heads, shl(5, i))))
+                let len := calldataload(p)
+                // The bounds Solidity's decoder enforces on a `bytes` element.
+                if or(gt(len, 0xffffffffffffffff), gt(add(add(p, 0x20), len), calldatasize())) {
+                    revert(0, 0)
+                }
+                sig.offset := add(p, 0x20)
+                sig.length := len
+                signer := calldataload(add(parts, shl(5, i)))
+            }
+            require(Sig.recover(digest, sig) == signer, "invalid signature");
+            unchecked {
+                ++i;
+            }
         }
     }
 
@@ -390,6 +445,110 @@ contract Adjudicator {
         }
     }
 
+    // ---------------------------------------------------------------- calldata and storage
+
+    /// @dev Hands every asset of this chain its row of `state.outcome.balances`, copied
+    ///      straight from calldata. `named` picks the refusal of a holder without code: the
+    ///      reason string (concludeFinal) or an empty revert (conclude, like a Solidity call).
+    function _pushRows(bytes32 id, Channel.Params calldata params, Channel.State calldata state, bool named)
+        private
+    {
+        address[] calldata participants = params.participants;
+        Channel.Allocation calldata outcome = state.outcome;
+        uint256 assets;
+        uint256 numAssets;
+        uint256 rows;
+        uint256 numRows;
+        assembly ("memory-safe") {
+            // Channel.hash has bounded both arrays and checked that the holders are clean.
+            assets := add(outcome, calldataload(outcome))
+            numAssets := calldataload(assets)
+            rows := add(outcome, calldataload(add(outcome, 0x20)))
+            numRows := calldataload(rows)
+        }
+        for (uint256 a; a < numAssets; ) {
+            uint256 chainId;
+            address holder;
+            assembly ("memory-safe") {
+                let asset := add(add(assets, 0x20), shl(6, a))
+                chainId := calldataload(asset)
+                holder := calldataload(add(asset, 0x20))
+            }
+            if (chainId == block.chainid) {
+                if (a >= numRows) _panic(0x32);
+                uint256[] calldata row;
+                assembly ("memory-safe") {
+                    let heads := add(rows, 0x20)
+                    let r := add(heads, calldataload(add(heads, shl(5, a))))
+                    row.offset := add(r, 0x20)
+                    row.length := calldataload(r)
+                }
+                if (named) require(holder.code.length != 0, "asset holder has no code");
+                else if (holder.code.length == 0) revert();
+                _setOutcome(holder, id, participants, row);
+            }
+            unchecked {
+                ++a;
+            }
+        }
+    }
+
+    /// @dev The word at `offset` of the calldata struct at `ptr`.
+    function _word(Channel.Params calldata ptr, uint256 offset) private pure returns (uint256 w) {
+        assembly ("memory-safe") {
+            w := calldataload(add(ptr, offset))
+        }
+    }
+
+    /// @dev The word at `offset` of the calldata struct at `ptr`.
+    function _word(Channel.State calldata ptr, uint256 offset) private pure returns (uint256 w) {
+        assembly ("memory-safe") {
+            w := calldataload(add(ptr, offset))
+        }
+    }
+
+    /// @dev A bool word as Solidity's decoder reads it (dirty words revert).
+    function _bool(uint256 w) private pure returns (bool b) {
+        if (w > 1) revert();
+        b = w != 0;
+    }
+
+    /// @dev `state.outcome.locked.length`.
+    function _lockedLength(Channel.State calldata state) private pure returns (uint256 n) {
+        assembly ("memory-safe") {
+            let o := add(state, calldataload(add(state, 0x40)))
+            n := calldataload(add(o, calldataload(add(o, 0x40))))
+        }
+    }
+
+    /// @dev Reverts with Solidity's `Panic(code)`.
+    function _panic(uint256 code) private pure {
+        assembly ("memory-safe") {
+            mstore(0x00, shl(224, 0x4e487b71))
+            mstore(0x04, code)
+            revert(0x00, 0x24)
+        }
+    }
+
+    /// @dev The first storage slot of `disputes[id]`.
+    function _slot(bytes32 id) private view returns (uint256 slot) {
+        Dispute storage s = disputes[id];
+        assembly ("memory-safe") {
+            slot := s.slot
+        }
+    }
+
+    /// @dev The first slot of a dispute, packed in Solidity's order (challengeDuration is
+    ///      truncated to 64 bits like `uint64(params.challengeDuration)`).
+    function _meta(uint64 timeout, uint256 cd, uint64 version, uint256 app, uint8 phase)
+        private
+        pure
+        returns (uint256)
+    {
+        return uint256(timeout) | (uint256(uint64(cd)) << 64) | (uint256(version) << 128)
+            | (app != 0 ? uint256(1) << 192 : 0) | (uint256(phase) << 200);
+    }
+
     // ---------------------------------------------------------------- storage
 
     /// @dev Reads both slots of a dispute with exactly two SLOADs.
@@ -416,6 +575,13 @@ contract Adjudicator {
         Dispute storage s = disputes[id];
         assembly ("memory-safe") {
             sstore(add(s.slot, 1), h)
+        }
+    }
+
+    /// @dev Writes the packed first slot of the dispute at `slot`.
+    function _storeMeta(uint256 slot, uint256 meta) private {
+        assembly ("memory-safe") {
+            sstore(slot, meta)
         }
     }
 

@@ -15,7 +15,11 @@ from perun_eth import bindings as b
 from perun_eth.bindings import Phase
 from perun_eth.chain import EthChain, checksum
 from perun_eth.encoding import channel_id, funding_id, hash_state, sign_withdrawal_auth
-from perun_eth.errors import AlreadyConcludedError, ConcludedWithOtherStateError
+from perun_eth.errors import (
+    AlreadyConcludedError,
+    ConcludedWithOtherStateError,
+    InsufficientHoldingsError,
+)
 from perun_eth.events import EthSubscription
 from perun_eth.node import Receipt, ReceiptHook
 from perun_eth.wallet import EthAccount
@@ -135,15 +139,33 @@ class EthAdjudicator(Adjudicator):
             MissingSubStatesError: a locked sub-channel's state is neither given nor known.
             ChainError: another refusal.
         """
-        params, state = req.params, req.tx.state
+        params = req.params
         cid = params.id or channel_id(params)
+        participant = params.participants[req.idx]
+        # One withdrawal per channel and participant at a time in this process: a client may
+        # settle from several paths at once (its own settle, the watcher, auto-settle), and
+        # two reads of the same holdings would send two withdrawals of which one must fail.
+        key = (cid, participant.raw)
+        lock = self.chain.withdraw_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            await self._withdraw_locked(req, cid, participant, sub_states or {})
+        if not lock.locked():  # forget idle locks (a rare overlap is caught below anyway)
+            self.chain.withdraw_locks.pop(key, None)
+
+    async def _withdraw_locked(
+        self,
+        req: AdjudicatorReq,
+        cid: bytes,
+        participant: Address,
+        sub_states: Mapping[bytes, SignedState],
+    ) -> None:
+        state = req.tx.state
         d = await self.chain.dispute(cid)
         if d is None or d.phase != Phase.CONCLUDED:
-            await self._conclude(req, cid, sub_states or {})
+            await self._conclude(req, cid, sub_states)
             d = await self.chain.dispute(cid)
         if d is None or d.state_hash != hash_state(state):
             raise ConcludedWithOtherStateError("concluded with another state", operation="withdraw")
-        participant = params.participants[req.idx]
         fid = funding_id(cid, participant)
         receiver = self.receiver if self.receiver is not None else participant
         for asset in state.allocation.assets:
@@ -154,7 +176,12 @@ class EthAdjudicator(Adjudicator):
                 continue
             sig = sign_withdrawal_auth(self.account.private_key, cid, participant, receiver, amount)
             data = b.withdraw_data(cid, participant, receiver, amount, sig)
-            await self._send(checksum(asset.holder), data, "withdraw")
+            try:
+                await self._send(checksum(asset.holder), data, "withdraw")
+            except InsufficientHoldingsError:
+                # Another process holding the same key withdrew meanwhile: done if empty.
+                if await self.chain.holdings(asset.holder, fid) != 0:
+                    raise
 
     async def _conclude(
         self, req: AdjudicatorReq, cid: bytes, sub_states: Mapping[bytes, SignedState]

@@ -84,6 +84,8 @@ class EthChain:
         self._detect_lock = asyncio.Lock()
         # One lock per (owner, token): approvals and token deposits are serialised.
         self.token_locks: dict[tuple[bytes, bytes], asyncio.Lock] = {}
+        # One lock per (channel, participant): withdrawals of one process are serialised.
+        self.withdraw_locks: dict[tuple[bytes, bytes], asyncio.Lock] = {}
         #: the shared event poller (a :class:`perun_eth.events.LogPoller`, made on first use)
         self.log_poller: object | None = None
 
