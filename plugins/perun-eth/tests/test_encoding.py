@@ -16,6 +16,7 @@ from perun_eth.encoding import (
     check_signature_format,
     encode_params,
     encode_state,
+    encode_state_reference,
     encode_withdrawal_auth,
     funding_id,
     hash_state,
@@ -284,3 +285,39 @@ def test_states_that_do_not_encode_raise_typed_errors() -> None:
         encode_state(s.replace(channel_id=b"\x01" * 31))
     with pytest.raises(ValueError):
         encode_withdrawal_auth(p.id, ALICE, BOB, -1)
+
+
+# --- the hand-built state encoder equals eth_abi's ------------------------------------------
+
+_uint = st.integers(min_value=0, max_value=2**256 - 1)
+
+
+@st.composite
+def _states(draw: st.DrawFn) -> State:
+    n_assets = draw(st.integers(1, 3))
+    n_parts = draw(st.integers(1, 3))
+    assets = tuple(
+        Asset(draw(_uint), draw(st.binary(min_size=20, max_size=20))) for _ in range(n_assets)
+    )
+    balances = tuple(tuple(draw(_uint) for _ in range(n_parts)) for _ in range(n_assets))
+    locked = tuple(
+        SubAlloc(
+            draw(st.binary(min_size=32, max_size=32)),
+            tuple(draw(_uint) for _ in range(n_assets)),
+            tuple(draw(st.integers(0, 2**16 - 1)) for _ in range(n_parts)),
+        )
+        for _ in range(draw(st.integers(0, 2)))
+    )
+    return State(
+        channel_id=draw(st.binary(min_size=32, max_size=32)),
+        version=draw(st.integers(0, 2**64 - 1)),
+        allocation=Allocation(assets, balances, locked),
+        data=draw(st.binary(max_size=70)),
+        is_final=draw(st.booleans()),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(_states())
+def test_the_fast_state_encoder_equals_eth_abi(state: State) -> None:
+    assert encode_state(state) == encode_state_reference(state)

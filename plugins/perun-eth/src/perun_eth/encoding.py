@@ -41,6 +41,9 @@ _HALF_N = SECP256K1_N // 2
 _EIP191_PREFIX = b"\x19Ethereum Signed Message:\n32"
 _UINT16_BOUND = 2**16
 _UINT64_BOUND = 2**64
+_ZERO_WORD = bytes(32)
+_OFFSET_WORD = (0x20).to_bytes(32, "big")
+_TRUE_WORD = (1).to_bytes(32, "big")
 
 #: ABI tuple type of ``Channel.Params``.
 PARAMS_ABI = "(uint256,uint256,address[],address,bool,bool)"
@@ -191,6 +194,9 @@ def state_abi(state: State) -> tuple[Any, ...]:
 def encode_state(state: State) -> bytes:
     """``abi.encode(state)``: the offset word ``0x20`` followed by the state tuple.
 
+    Built word by word (about 5x faster than eth_abi, which :func:`encode_state_reference`
+    uses; the tests hold the two equal): this runs twice per signature on the update path.
+
     Raises:
         InvalidStateError: the channel ID is not 32 bytes or the version is outside
             ``[0, 2**64)``.
@@ -199,11 +205,100 @@ def encode_state(state: State) -> bytes:
         NegativeBalanceError, BalanceOverflowError: a balance outside ``[0, 2**256)``.
     """
     try:
+        return _encode_state_words(state)
+    except (OverflowError, ValueError, TypeError, AttributeError) as e:
+        _diagnose_state(state)  # raises the precise typed error
+        raise InvalidStateError(f"state cannot be ABI-encoded: {e}") from e
+
+
+def encode_state_reference(state: State) -> bytes:
+    """:func:`encode_state` through eth_abi (the reference the fast encoder is tested against).
+
+    Raises:
+        InvalidStateError: (or a subclass) as :func:`encode_state`.
+    """
+    try:
         return _abi_encode(f"({STATE_ABI})", (state_abi(state),))
     except (EncodingError, TypeError, ValueError) as e:
-        # Rare path: find which field is out of range to raise the precise typed error.
         _diagnose_state(state)
         raise InvalidStateError(f"state cannot be ABI-encoded: {e}") from e
+
+
+def _word(n: int) -> bytes:
+    """A uint256 word (``OverflowError`` for negative or too large values)."""
+    return n.to_bytes(32, "big")
+
+
+def _uint_array(values: tuple[int, ...], bound: int | None = None) -> bytes:
+    if bound is not None and any(not 0 <= v < bound for v in values):
+        raise ValueError("array entry out of range")
+    return _word(len(values)) + b"".join([v.to_bytes(32, "big") for v in values])
+
+
+def _dynamic_array(items: list[bytes]) -> bytes:
+    """An array of dynamic elements: length, one offset per element (from after the
+    length), then the elements."""
+    out = [_word(len(items))]
+    offset = 32 * len(items)
+    for item in items:
+        out.append(_word(offset))
+        offset += len(item)
+    out.extend(items)
+    return b"".join(out)
+
+
+def _encode_state_words(state: State) -> bytes:
+    cid = state.channel_id
+    if len(cid) != 32 or not 0 <= state.version < _UINT64_BOUND:
+        raise ValueError("channel ID or version out of range")
+    alloc = state.allocation
+    assets = [_word(a.ledger_id) + _holder_word(a.holder) for a in alloc.assets]
+    assets_enc = _word(len(assets)) + b"".join(assets)
+    balances_enc = _dynamic_array([_uint_array(row) for row in alloc.balances])
+    subs = []
+    for sa in alloc.locked:
+        if len(sa.id) != 32:
+            raise ValueError("a sub-allocation ID has 32 bytes")
+        bals = _uint_array(sa.balances)
+        subs.append(
+            sa.id
+            + _word(0x60)
+            + _word(0x60 + len(bals))
+            + bals
+            + _uint_array(sa.index_map, _UINT16_BOUND)
+        )
+    locked_enc = _dynamic_array(subs)
+    outcome = b"".join(
+        (
+            _word(0x60),
+            _word(0x60 + len(assets_enc)),
+            _word(0x60 + len(assets_enc) + len(balances_enc)),
+            assets_enc,
+            balances_enc,
+            locked_enc,
+        )
+    )
+    data = bytes(state.data)
+    return b"".join(
+        (
+            _OFFSET_WORD,
+            cid,
+            _word(state.version),
+            _word(0xA0),
+            _word(0xA0 + len(outcome)),
+            _TRUE_WORD if state.is_final else _ZERO_WORD,
+            outcome,
+            _word(len(data)),
+            data,
+            bytes(-len(data) % 32),
+        )
+    )
+
+
+def _holder_word(holder: bytes) -> bytes:
+    if len(holder) != ADDRESS_LEN:
+        raise ValueError("an asset holder is a 20-byte address")
+    return bytes(12) + holder
 
 
 def _check_uint(value: int, what: str) -> None:
