@@ -43,6 +43,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("perun.channel")
 
+_Reserved = tuple[
+    "asyncio.Future[None] | None", "asyncio.Future[None]", Callable[[], Awaitable[None]]
+]
+"""A place taken in a channel's I/O chain: (previous tail, the reserved slot, the work)."""
+
 Updater = Callable[[State], State]
 """Maps the current state to the proposed next state (version and ID are set for you)."""
 
@@ -56,6 +61,11 @@ class OwnUpdate:
     conflicted: bool = False  # a collision was detected; do not send / treat as CONFLICT
     sent: bool = False
     timed_out: bool = False  # no answer in time: a sync round decides its fate
+    waiting: bool = False  # the proposer awaits ``future`` (its deadline is running)
+    expired: bool = False  # the deadline passed: the proposer's wait was cancelled for it
+    # The `enabled` write of the accepted state, reserved in the I/O chain by the dispatcher
+    # and run by the woken proposer in its own task: (previous tail, reserved slot, write).
+    then: _Reserved | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -128,7 +138,7 @@ class Channel:
         "_event_queues",
         "_frozen",
         "_funding_queue",
-        "_idle",
+        "_idle_flag",
         "_io_tail",
         "_last_event",
         "_needs_sync",
@@ -165,10 +175,10 @@ class Channel:
         self._io_tail: asyncio.Future[None] | None = None
         self._own: OwnUpdate | None = None
         self._peer: PeerUpdate | None = None
-        self._idle = _Flag(True)  # set while no peer decision is pending
+        self._idle_flag: _Flag | None = None  # see _idle; None: set, nobody waits
         # pulsed on every enabled state / phase change; created when first awaited
         self._changed_ev: asyncio.Event | None = None
-        self._funding_queue: list[Envelope] = []
+        self._funding_queue: tuple[Envelope, ...] = ()
         self._v0_sig: asyncio.Future[bytes] | None = None
         self._settling = False
         self._closed = False
@@ -187,6 +197,15 @@ class Channel:
         self._event_queues: tuple[asyncio.Queue[AdjudicatorEvent], ...] = ()
         self._event_handlers: tuple[Callable[[Channel, AdjudicatorEvent], Any], ...] = ()
         self._callback_tasks: tuple[asyncio.Task[Any], ...] = ()
+
+    @property
+    def _idle(self) -> _Flag:
+        """Set while no peer decision is pending (created on first use: most channels
+        never see a proposal while restored and idle)."""
+        flag = self._idle_flag
+        if flag is None:
+            flag = self._idle_flag = _Flag(True)
+        return flag
 
     # --- read-only snapshots -----------------------------------------------------------------
 
@@ -336,6 +355,56 @@ class Channel:
         self._io_tail = fut
         self._client._track(fut)
         return fut
+
+    async def _io_now(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` as this channel's next I/O in the calling task.
+
+        Same order as :meth:`_io`, for a caller that awaits the I/O anyway: when nothing is
+        queued (the usual case) it runs here, behind a plain future that later I/O queues
+        behind, instead of in a task of its own (a task per update and side was a good part
+        of the hot path). A failure goes to the caller only.
+        """
+        if self._io_tail is not None:
+            await self._io(work)
+            return
+        slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._io_tail = slot
+        try:
+            await work()
+        finally:
+            if self._io_tail is slot:
+                self._io_tail = None
+            slot.set_result(None)
+
+    def _io_reserve(self) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
+        """Take the next place in the I/O chain now, to fill it later with :meth:`_io_fill`."""
+        prev = self._io_tail
+        slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._io_tail = slot
+        return prev, slot
+
+    async def _io_fill(
+        self,
+        prev: asyncio.Future[None] | None,
+        slot: asyncio.Future[None],
+        work: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Run ``work`` in the place :meth:`_io_reserve` took (after ``prev``), in this task."""
+        try:
+            if prev is not None:
+                try:
+                    await prev
+                except asyncio.CancelledError:
+                    if not prev.cancelled():
+                        raise  # we were cancelled, not the earlier I/O
+                except Exception:
+                    pass  # reported by its own caller; order is what matters here
+            await work()
+        finally:
+            if self._io_tail is slot:
+                self._io_tail = None
+            if not slot.done():
+                slot.set_result(None)
 
     def _persist_phase(self) -> asyncio.Future[None]:
         p, floor, ns = self._phase, self._version_floor, self._needs_sync

@@ -134,10 +134,13 @@ class Client:
         try:
             await restore_channels(self)
             self.bus.on_connect(self.address, self._sync.sync_peer)
-            for ch in list(self._channels.values()):
+            # Reach out ourselves: this dials the peer, whose connection triggers sync.
+            by_peer: dict[Address, list[Channel]] = {}
+            for ch in self._channels.values():
                 if ch._needs_sync:
-                    # Reach out ourselves: this dials the peer, whose connection triggers sync.
-                    self._spawn(self._sync.start(ch))
+                    by_peer.setdefault(ch.peer, []).append(ch)
+            for chans in by_peer.values():
+                self._spawn(self._sync.start_many(chans))
         finally:
             if gc_was_enabled:
                 gc.enable()
@@ -151,6 +154,7 @@ class Client:
             self._sub.close()
         if self._reader is not None:
             self._reader.cancel()
+        self._updates.close()
         if self.watcher is not None:
             await self.watcher.close()
         for t in list(self._tasks):

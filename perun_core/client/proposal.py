@@ -431,11 +431,11 @@ class ProposalProtocol:
                     client._updates._send_rej(
                         ch, upd.state.version, RejectCode.NOT_READY, "funding failed"
                     )
-            ch._funding_queue.clear()
+            ch._funding_queue = ()
             raise ChannelFundingError(ch, e) from e
         ch._set_phase(Phase.ACTING)
         await ch._persist_phase()
-        queued, ch._funding_queue = ch._funding_queue, []
+        queued, ch._funding_queue = ch._funding_queue, ()
         for env in queued:
             client._dispatch(env)
         client._announce(ch)

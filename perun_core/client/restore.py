@@ -18,21 +18,73 @@ WITHDRAWING               withdrawal runs again (idempotent)
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from perun_core.channel.phase import Phase
 from perun_core.logging import channel_extra
 
 if TYPE_CHECKING:
+    from perun_core.channel.state import Transaction
     from perun_core.client.client import Client
+    from perun_core.interfaces.persister import ChannelRecord
 
 log = logging.getLogger("perun.restore")
+
+_T = TypeVar("_T")
+
+
+class _Shared:
+    """One object for equal immutable values of the restored records.
+
+    Each decoded record brings its own copies of values most channels share: the
+    participants' and peers' addresses (the same few peers), the app ID, the asset list,
+    and the channel ID again in every state. With 100,000 channels those copies were a
+    third of a restored channel's memory. Swapping a field of a frozen value for an *equal*
+    object changes nothing observable, so it is done in place (``object.__setattr__``),
+    without re-running the constructors' checks.
+    """
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: dict[object, object] = {}
+
+    def one(self, value: _T) -> _T:
+        """The first object seen that equals ``value``."""
+        got: _T = self._seen.setdefault(value, value)  # type: ignore[assignment]
+        return got
+
+    def record(self, rec: ChannelRecord) -> None:
+        """Share what ``rec`` has in common with earlier records (in place)."""
+        params = rec.params
+        _swap(params, "participants", self.one(tuple(self.one(a) for a in params.participants)))
+        if params.app is not None:
+            _swap(params, "app", self.one(params.app))
+        _swap(rec, "peers", self.one(tuple(self.one(a) for a in rec.peers)))
+        self._tx(rec.current, params.id, params.app)
+        self._tx(rec.staging, params.id, params.app)
+
+    def _tx(self, tx: Transaction | None, cid: bytes, app: bytes | None) -> None:
+        if tx is None:
+            return
+        st = tx.state
+        if st.channel_id == cid:
+            _swap(st, "channel_id", cid)
+        if st.app is not None and st.app == app:
+            _swap(st, "app", app)
+        alloc = st.allocation
+        _swap(alloc, "assets", self.one(tuple(self.one(a) for a in alloc.assets)))
+
+
+def _swap(obj: object, name: str, value: object) -> None:
+    object.__setattr__(obj, name, value)
 
 
 async def restore_channels(client: Client) -> int:
     """Load every stored channel into ``client``; returns how many were restored."""
     persister = client.persister
     restored = 0
+    shared = _Shared()
     for peer in await persister.active_peers():
         if peer == client.address:
             continue  # every record also lists us; restore each channel once, by its peer
@@ -42,6 +94,7 @@ async def restore_channels(client: Client) -> int:
             if rec.phase == Phase.INIT_ACTING or rec.phase == Phase.WITHDRAWN:
                 await persister.channel_removed(rec.channel_id)
                 continue
+            shared.record(rec)
             ch = client._add_channel(rec)
             restored += 1
             staging = rec.staging

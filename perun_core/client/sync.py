@@ -52,10 +52,10 @@ class SyncProtocol:
             pending = ch._staging
         return ChannelSync(ch.id, int(ch._phase), ch._current, pending, ch._version_floor)
 
-    async def start(self, ch: Channel) -> None:
-        """Send our view to the peer (once per round)."""
+    async def start(self, ch: Channel) -> bool:
+        """Send our view to the peer (once per round); ``False`` if it could not be sent."""
         if ch._sync_sent or ch._phase not in SYNCABLE:
-            return
+            return True
         ch._sync_sent = True
         ch._sync_done.clear()
         if not ch._needs_sync:
@@ -68,6 +68,20 @@ class SyncProtocol:
             # The peer is unreachable now; the next connection starts the round again.
             ch._sync_sent = False
             log.info("sync of 0x%s not sent: %s", ch.id.hex()[:12], e)
+            return False
+        return True
+
+    async def start_many(self, channels: list[Channel]) -> None:
+        """:meth:`start` for channels of one peer, one after the other (after a restart).
+
+        One task per peer instead of one per channel: after restoring 100,000 channels the
+        per-channel tasks (and the task sets they grew) were a good part of the memory. The
+        first message that cannot be sent ends the loop; the next connection to the peer
+        starts the round again for every channel (:meth:`sync_peer`).
+        """
+        for ch in channels:
+            if not await self.start(ch):
+                return
 
     def expect(self, ch: Channel) -> None:
         """Mark a channel as needing a sync round before the next update (after restore)."""

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from perun_core.channel.phase import Phase
 from perun_core.channel.state import State, Transaction
 from perun_core.channel.validation import check_update
+from perun_core.client.deadlines import Deadlines
 from perun_core.errors import (
     ChannelNotReadyError,
     ChannelRegisteredError,
@@ -82,13 +84,13 @@ class UpdateResponder:
         Returns a task: ``await`` it in async handlers; sync handlers may just call this.
         """
         self._use()
-        self.task = asyncio.ensure_future(self._protocol._accept(self._channel, self._msg))
+        self.task = self._protocol._answer(self._protocol._accept(self._channel, self._msg))
         return self.task
 
     def reject(self, reason: str = "rejected") -> asyncio.Task[None]:
         """Refuse the proposed state; the channel stays unchanged (returns a task)."""
         self._use()
-        self.task = asyncio.ensure_future(
+        self.task = self._protocol._answer(
             self._protocol._reject(self._channel, self._msg, RejectCode.REJECTED, reason)
         )
         return self.task
@@ -116,6 +118,8 @@ class UpdateProtocol:
 
     def __init__(self, client: Client) -> None:
         self.client = client
+        # One timer for every proposer's wait for an answer (all have the same timeout).
+        self._deadlines = Deadlines(client.config.update_timeout, self._expire)
 
     # --- proposer ------------------------------------------------------------------------------
 
@@ -189,34 +193,78 @@ class UpdateProtocol:
             await self.client._send(ch.peer, ChannelUpdate(nxt, ch.idx, sig))
             own.sent = True
 
-        io = ch._io(persist_and_send)
         try:
-            await io
+            await ch._io_now(persist_and_send)
         except Exception:
             self._discard_own(ch, own)
             raise
         if own.conflicted and not own.future.done():
             self._resolve_conflict(ch, own)
-        try:
-            async with asyncio.timeout(self.client.config.update_timeout):
-                done = await asyncio.shield(own.future)
-        except asyncio.CancelledError:
-            # The caller gave up (e.g. wait_for): the proposal is still out there. Treat it
-            # like a timeout, so a late answer still enables it and otherwise sync decides.
-            if not own.future.done():
-                self._give_up(ch, own)
-            raise
-        except TimeoutError:
-            self._give_up(ch, own)
-            raise RequestTimedOutError(
-                f"peer did not answer update v{nxt.version} of channel 0x{ch.id.hex()[:12]} "
-                f"within {self.client.config.update_timeout}s; the channel will sync"
-            ) from None
-        # The dispatcher enabled the state; wait until it is persisted, then tell the user.
-        if ch._io_tail is not None:
+        done = await self._await_answer(ch, own)
+        # The dispatcher enabled the state and left its write to us (or to the I/O chain):
+        # wait until it is persisted, then tell the user.
+        then = own.then
+        if then is not None:
+            own.then = None
+            await ch._io_fill(*then)
+        elif ch._io_tail is not None:
             await ch._io_tail
         self.client._notify_update(ch, cur, done.state)
         return done.state
+
+    async def _await_answer(self, ch: Channel, own: _Own) -> Transaction:
+        """Wait for the peer's answer to ``own`` within the update timeout.
+
+        The wait is on ``own.future`` itself, timed by the protocol's shared
+        :class:`Deadlines` (no timer, shield or context manager per update). A cancellation
+        (the caller's or the deadline's) cancels the future; it is then replaced by a fresh
+        pending one, which leaves ``own`` exactly as an unanswered proposal: a late answer
+        still enables the state, and otherwise sync decides.
+        """
+        fut = own.future
+        if fut.done():
+            return fut.result()
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        own.waiting = True
+        self._deadlines.add(own, task)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            expired = own.expired and task.uncancel() <= cancelling
+            if fut.cancelled():
+                # Unanswered: keep the proposal open for a late answer or the sync round.
+                own.future = asyncio.get_running_loop().create_future()
+                self._give_up(ch, own)
+            self._write_then(ch, own)
+            if not expired:
+                raise  # the caller gave up (e.g. wait_for): the proposal is still out there
+            raise RequestTimedOutError(
+                f"peer did not answer update v{own.tx.state.version} of channel "
+                f"0x{ch.id.hex()[:12]} within {self.client.config.update_timeout}s; "
+                "the channel will sync"
+            ) from None
+        finally:
+            own.waiting = False
+            self._deadlines.discard(own)
+
+    @staticmethod
+    def _expire(own: _Own, task: asyncio.Task[Any]) -> None:
+        if own.waiting and not own.future.done():
+            own.expired = True
+            task.cancel()
+
+    def _write_then(self, ch: Channel, own: _Own) -> None:
+        """The proposer will not run the `enabled` write it was handed: run it in a task."""
+        then = own.then
+        if then is not None:
+            own.then = None
+            self.client._spawn(ch._io_fill(*then))
+
+    def close(self) -> None:
+        """Stop the deadline timer (the client is closing)."""
+        self._deadlines.close()
 
     def _give_up(self, ch: Channel, own: _Own) -> None:
         """Stop waiting for an answer: mark the proposal unresolved and start a sync round."""
@@ -281,12 +329,25 @@ class UpdateProtocol:
         ch._needs_sync = False
         ch._enable(tx)
         phase = ch._phase
-        ch._io(lambda: self.client.persister.enabled(ch.id, tx, phase))
+        persister = self.client.persister
+
+        def write() -> Awaitable[None]:
+            return persister.enabled(ch.id, tx, phase)
+
+        fut = own.future
+        if own.waiting and not fut.done():
+            # The proposer wakes up next and writes in its own task, in this place of the
+            # I/O chain (a task here per update cost more than the write).
+            own.then = (*ch._io_reserve(), write)
+        else:
+            ch._io(write)
         if was_sync:
             ch._persist_phase()
-        if not own.future.done():
-            own.future.set_result(tx)
-        elif own.future.exception() is not None or was_sync:
+        if not fut.done():
+            fut.set_result(tx)
+        elif fut.cancelled():
+            pass  # the proposer's wait was just cancelled; it hands over to sync
+        elif fut.exception() is not None or was_sync:
             # A late acceptance after a timeout still enables the state (PROTOCOL §5.3.1.7).
             self.client._notify_update(ch, None, tx.state)
 
@@ -315,7 +376,7 @@ class UpdateProtocol:
         st = msg.state
         if ch._phase in (Phase.INIT_SIGNING, Phase.FUNDING):
             if len(ch._funding_queue) < self.client.config.funding_queue:
-                ch._funding_queue.append(env)
+                ch._funding_queue = (*ch._funding_queue, env)
             else:
                 self._send_rej(ch, st.version, RejectCode.NOT_READY, "funding queue full")
             return
@@ -371,35 +432,77 @@ class UpdateProtocol:
             st, tuple(msg.sig if i == msg.actor_idx else None for i in range(ch.params.num_parts))
         )
         ch._set_phase(Phase.SIGNING)
-        self.client._spawn(self._decide(ch, msg, pending))
+        self._decide_now(ch, msg, pending)
 
-    async def _decide(self, ch: Channel, msg: ChannelUpdate, pending: _Peer) -> None:
+    def _decide_now(self, ch: Channel, msg: ChannelUpdate, pending: _Peer) -> None:
+        """Ask the update handler, in the dispatcher (no task of its own).
+
+        A plain handler decides right here: its ``accept()`` starts the one task of this
+        update (sign, persist, send). An async handler, or one that hands the responder on,
+        gets a task that waits for the decision within the update timeout.
+        """
         responder = UpdateResponder(self, ch, msg)
         cur = ch._current.state if ch._current is not None else msg.state
-        auto = (
+        if (
             ch._settling
             and msg.state.is_final
             and (msg.state.allocation == cur.allocation and msg.state.data == cur.data)
-        )
+        ):
+            responder.accept()
+            return
+        handler = self.client._update_handler or accept_incoming_payments
+        try:
+            res = ch._call_user(handler, ch, cur, msg.state, responder)
+        except Exception as e:
+            log.exception("update handler failed", extra=channel_extra(ch))
+            if not responder._used:
+                responder._used = True
+                self.client._spawn(
+                    self._reject(ch, msg, RejectCode.REJECTED, f"handler failed: {e}")
+                )
+            return
+        if res is None or res is responder.task:
+            # A plain handler: decided (accept()/reject() started the answer), or it handed
+            # the responder on.
+            if not responder._used:
+                self.client._spawn(self._decide(ch, msg, pending, responder, None))
+            return
+        if asyncio.iscoroutine(res) or isinstance(res, asyncio.Future):
+            self.client._spawn(self._decide(ch, msg, pending, responder, res))
+        elif not responder._used:
+            self.client._spawn(self._decide(ch, msg, pending, responder, None))
+
+    async def _decide(
+        self,
+        ch: Channel,
+        msg: ChannelUpdate,
+        pending: _Peer,
+        responder: UpdateResponder,
+        res: Any,
+    ) -> None:
+        """Wait for an async handler (``res``) or a handed-on responder, then its answer."""
         try:
             async with asyncio.timeout(self.client.config.update_timeout):
-                if auto:
-                    responder.accept()
-                else:
-                    handler = self.client._update_handler or accept_incoming_payments
-                    await ch._await_user(handler, ch, cur, msg.state, responder)
-                    if not responder._used:
-                        # An async handler may hand the responder to other code; wait.
-                        await pending.decided.wait()
+                if res is not None:
+                    task = asyncio.current_task()
+                    assert task is not None
+                    ch._callback_tasks = (*ch._callback_tasks, task)
+                    try:
+                        await res
+                    finally:
+                        ch._unmark_callback(task)
+                if not responder._used:
+                    # An async handler may hand the responder to other code; wait.
+                    await pending.decided.wait()
                 if responder.task is not None:
-                    await asyncio.shield(responder.task)
+                    await asyncio.wait((responder.task,))  # its failure is logged by _answer
         except TimeoutError:
             if not responder._used:
                 responder._used = True
                 await self._reject(ch, msg, RejectCode.TIMEOUT, "no decision in time")
             elif responder.task is not None and not responder.task.done():
                 # accept()/reject() itself stalled (persistence or send); let it finish.
-                await responder.task
+                await asyncio.wait((responder.task,))
         except UpdateAbortedError:
             pass
         except Exception as e:
@@ -407,6 +510,20 @@ class UpdateProtocol:
             if not responder._used:
                 responder._used = True
                 await self._reject(ch, msg, RejectCode.REJECTED, f"handler failed: {e}")
+
+    def _answer(self, coro: Any) -> asyncio.Task[None]:
+        """Run an accept/reject as a tracked task whose failure is logged (not raised)."""
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self.client._track(task)
+        task.add_done_callback(self._answer_done)
+        return task
+
+    def _answer_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, UpdateAbortedError):
+            log.error("answering an update proposal failed: %s", exc, exc_info=exc)
 
     async def _accept(self, ch: Channel, msg: ChannelUpdate) -> None:
         pending = ch._peer
@@ -424,9 +541,8 @@ class UpdateProtocol:
             await self.client.persister.enabled(ch.id, tx, phase)
             await self.client._send(ch.peer, ChannelUpdateAcc(ch.id, version, sig))
 
-        fut = ch._io(persist_and_send)
         self._finish_peer(ch, pending)
-        await fut
+        await ch._io_now(persist_and_send)
         self.client._notify_update(ch, old, tx.state)
 
     async def _reject(self, ch: Channel, msg: ChannelUpdate, code: int, reason: str) -> None:

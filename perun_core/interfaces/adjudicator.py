@@ -112,6 +112,31 @@ class EventSubscription(ABC):
             yield ev
 
 
+class ChannelEvents(ABC):
+    """One stream of the adjudicator events of many channels (what a watchtower reads).
+
+    Each added channel's stream starts, like :class:`EventSubscription`, with its most recent
+    past event (if any); events of one channel come in ledger order. Obtained from
+    :meth:`Adjudicator.channel_events`.
+    """
+
+    @abstractmethod
+    def add(self, params: Params) -> None:
+        """Start delivering the events of ``params``' channel (no-op if added already)."""
+
+    @abstractmethod
+    def remove(self, channel_id: bytes) -> None:
+        """Stop delivering the events of one channel (no-op if not added)."""
+
+    @abstractmethod
+    async def next(self) -> tuple[bytes, AdjudicatorEvent] | None:
+        """The next ``(channel_id, event)``, or ``None`` once closed."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop every channel's stream; a pending ``next()`` returns ``None``."""
+
+
 class Adjudicator(ABC):
     """The dispute and settlement interface of one ledger for one account."""
 
@@ -143,3 +168,14 @@ class Adjudicator(ABC):
     @abstractmethod
     async def subscribe(self, params: Params) -> EventSubscription:
         """Subscribe to the events of one channel."""
+
+    def channel_events(self) -> ChannelEvents:
+        """One event stream for many channels (used by the client's watchtower).
+
+        Optional: the default is built on :meth:`subscribe`, one subscription (and one
+        task) per added channel. A backend that can watch many channels at once (one log
+        filter, one ledger callback) overrides it to make watching cheap per channel.
+        """
+        from perun_core.watcher.events import PerChannelEvents
+
+        return PerChannelEvents(self)

@@ -51,6 +51,8 @@ def key_range(
 
 def pairs(puts: Puts) -> Iterable[tuple[bytes, bytes]]:
     """The puts of a batch as ``(key, value)`` pairs, in order."""
+    if type(puts) is dict:  # the usual case, without the ABC check (hot path)
+        return puts.items()
     return puts.items() if isinstance(puts, Mapping) else puts
 
 

@@ -1,8 +1,9 @@
 """The local watchtower: follows the ledger and refutes stale registrations (PROTOCOL.md §5.6).
 
 The client hands the watcher every newly enabled, fully signed transaction. The watcher
-subscribes to the adjudicator's events of each watched channel; when a state older than the
-latest one is registered, it registers the latest one before the refutation window closes.
+follows the adjudicator's events of every watched channel through one stream; when a state
+older than the latest one is registered, it registers the latest one before the refutation
+window closes.
 Every event is forwarded to the client in ledger order, without duplicates.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from perun_core.channel.params import Params
 from perun_core.channel.state import Transaction
@@ -20,8 +20,8 @@ from perun_core.interfaces.adjudicator import (
     Adjudicator,
     AdjudicatorEvent,
     AdjudicatorReq,
+    ChannelEvents,
     ConcludedEvent,
-    EventSubscription,
     RegisteredEvent,
 )
 from perun_core.logging import log_extra
@@ -34,20 +34,47 @@ EventSink = Callable[[bytes, AdjudicatorEvent], None]
 REFUTE_RETRIES = 5
 
 
-@dataclass(slots=True, eq=False)
 class _Watch:
-    params: Params
-    idx: int
-    latest: Transaction
-    task: asyncio.Task[None] | None = None
-    sub: EventSubscription | None = None
-    seen: set[tuple[str, int, int]] = field(default_factory=set)
-    refuted: int = -1  # highest version we registered ourselves
-    registered: int = -1  # highest version known to be registered
+    """One watched channel: the latest state to refute with and what the ledger showed."""
+
+    # Slots, and the ledger bookkeeping only once the channel has an event: a client may
+    # watch 100,000 idle channels.
+    __slots__ = ("idx", "latest", "ledger", "params")
+
+    def __init__(self, params: Params, idx: int, latest: Transaction) -> None:
+        self.params = params
+        self.idx = idx
+        self.latest = latest
+        self.ledger: _Seen | None = None
+
+    @property
+    def concluded(self) -> bool:
+        return self.ledger is not None and self.ledger.concluded
+
+    @property
+    def registered(self) -> int:
+        """The highest version known to be registered (-1: none)."""
+        return self.ledger.registered if self.ledger is not None else -1
+
+
+class _Seen:
+    """What the ledger showed of one watched channel."""
+
+    __slots__ = ("concluded", "events", "refute", "refuted", "registered")
+
+    def __init__(self) -> None:
+        self.events: set[tuple[str, int, int]] = set()  # forwarded already
+        self.refuted = -1  # highest version we registered ourselves
+        self.registered = -1  # highest version known to be registered
+        self.concluded = False
+        self.refute: asyncio.Task[None] | None = None  # the running refutation, if any
 
 
 class LocalWatcher:
     """Watches channels on one adjudicator on behalf of one participant.
+
+    Every watched channel's events come through one :meth:`Adjudicator.channel_events`
+    stream, read by one task (per client, not per channel).
 
     Args:
         adjudicator: the adjudicator to subscribe to and to refute with.
@@ -58,6 +85,8 @@ class LocalWatcher:
         self._adjudicator = adjudicator
         self._sink = sink
         self._watches: dict[bytes, _Watch] = {}
+        self._events: ChannelEvents | None = None  # created with the reader, on first use
+        self._reader: asyncio.Task[None] | None = None
         self.refutations = 0  # how many refutations this watcher sent (for reports and tests)
 
     def is_watching(self, channel_id: bytes) -> bool:
@@ -66,12 +95,17 @@ class LocalWatcher:
 
     def start_watching(self, params: Params, idx: int, tx: Transaction) -> None:
         """Watch a ledger channel, starting from its fully signed transaction ``tx``."""
-        if params.id in self._watches:
-            self.publish(params.id, tx)
+        w = self._watches.get(params.id)
+        if w is not None:
+            if tx.state.version >= w.latest.state.version:
+                w.latest = tx
             return
-        w = _Watch(params, idx, tx)
-        self._watches[params.id] = w
-        w.task = asyncio.ensure_future(self._run(w))
+        self._watches[params.id] = _Watch(params, idx, tx)
+        events = self._events
+        if events is None:
+            events = self._events = self._adjudicator.channel_events()
+            self._reader = asyncio.ensure_future(self._run(events))
+        events.add(params)
 
     def publish(self, channel_id: bytes, tx: Transaction) -> None:
         """Hand the watcher a newer fully signed transaction (newest wins)."""
@@ -84,33 +118,66 @@ class LocalWatcher:
         w = self._watches.pop(channel_id, None)
         if w is None:
             return
-        if w.sub is not None:
-            await w.sub.close()
-        if w.task is not None and w.task is not asyncio.current_task():
-            w.task.cancel()
-            await asyncio.gather(w.task, return_exceptions=True)
+        if self._events is not None:
+            self._events.remove(channel_id)
+        task = w.ledger.refute if w.ledger is not None else None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def close(self) -> None:
         """Stop watching everything."""
         for cid in list(self._watches):
             await self.stop_watching(cid)
+        if self._events is not None:
+            await self._events.close()
+        if self._reader is not None and self._reader is not asyncio.current_task():
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
 
-    async def _run(self, w: _Watch) -> None:
+    async def _run(self, events: ChannelEvents) -> None:
+        while (item := await events.next()) is not None:
+            cid, ev = item
+            w = self._watches.get(cid)
+            if w is None or w.concluded:
+                continue
+            try:
+                self._on_event(w, ev)
+            except Exception:
+                log.exception(
+                    "watcher of channel 0x%s failed",
+                    cid.hex()[:12],
+                    extra=log_extra(channel_id=cid, version=w.latest.state.version),
+                )
+
+    def _on_event(self, w: _Watch, ev: AdjudicatorEvent) -> None:
+        key = (type(ev).__name__, ev.version, ev.timeout.deadline)
+        seen = w.ledger
+        if seen is None:
+            seen = w.ledger = _Seen()
+        elif key in seen.events:
+            return  # the replayed latest event of a re-subscription
+        seen.events.add(key)
+        if isinstance(ev, RegisteredEvent):
+            seen.registered = max(seen.registered, ev.version)
+        # The client first (it discards pending updates), then refute if stale.
+        self._sink(w.params.id, ev)
+        if isinstance(ev, RegisteredEvent):
+            # In a task of its own (the reader serves every channel); after the channel's
+            # previous refutation, so one channel's ledger calls never overlap.
+            seen.refute = asyncio.ensure_future(self._refute_after(w, ev, seen.refute))
+        elif isinstance(ev, ConcludedEvent):
+            seen.concluded = True
+            if self._events is not None:
+                self._events.remove(w.params.id)
+
+    async def _refute_after(
+        self, w: _Watch, ev: RegisteredEvent, prev: asyncio.Task[None] | None
+    ) -> None:
         try:
-            w.sub = await self._adjudicator.subscribe(w.params)
-            async for ev in w.sub:
-                key = (type(ev).__name__, ev.version, ev.timeout.deadline)
-                if key in w.seen:
-                    continue  # the replayed latest event of a re-subscription
-                w.seen.add(key)
-                if isinstance(ev, RegisteredEvent):
-                    w.registered = max(w.registered, ev.version)
-                # The client first (it discards pending updates), then refute if stale.
-                self._sink(w.params.id, ev)
-                if isinstance(ev, RegisteredEvent):
-                    await self._maybe_refute(w, ev)
-                elif isinstance(ev, ConcludedEvent):
-                    return
+            if prev is not None:
+                await asyncio.gather(prev, return_exceptions=True)
+            await self._maybe_refute(w, ev)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -119,6 +186,10 @@ class LocalWatcher:
                 w.params.id.hex()[:12],
                 extra=log_extra(channel_id=w.params.id, version=w.latest.state.version),
             )
+        finally:
+            seen = w.ledger
+            if seen is not None and seen.refute is asyncio.current_task():
+                seen.refute = None
 
     async def _maybe_refute(self, w: _Watch, ev: RegisteredEvent) -> None:
         latest = w.latest
@@ -148,7 +219,8 @@ class LocalWatcher:
                 else:
                     await self._adjudicator.register(req)
                 self.refutations += 1
-                w.refuted = max(w.refuted, latest.state.version)
+                if w.ledger is not None:
+                    w.ledger.refuted = max(w.ledger.refuted, latest.state.version)
                 return
             except ChainError as e:
                 log.warning(

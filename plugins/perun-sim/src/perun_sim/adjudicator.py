@@ -10,7 +10,13 @@ from perun_core.channel.params import Params
 from perun_core.channel.state import SignedState, State
 from perun_core.channel.types import Address
 from perun_core.errors import ChainError, InvalidSignatureError, MissingSubStatesError
-from perun_core.interfaces import Account, Adjudicator, AdjudicatorReq, EventSubscription
+from perun_core.interfaces import (
+    Account,
+    Adjudicator,
+    AdjudicatorReq,
+    ChannelEvents,
+    EventSubscription,
+)
 from perun_sim.api import LedgerAPI, LocalLedger
 from perun_sim.encoding import channel_id, funding_id, hash_state
 from perun_sim.ledger import DisputePhase, SimLedger, WithdrawalAuth
@@ -189,6 +195,13 @@ class SimAdjudicator(Adjudicator):
     async def subscribe(self, params: Params) -> EventSubscription:
         """Events of the channel: the most recent past event first, then new ones."""
         return await self.ledger.subscribe(params.id or channel_id(params))
+
+    def channel_events(self) -> ChannelEvents:
+        """Many channels' events in one stream: natively on a ledger of this process (a set
+        entry per channel), through one subscription per channel on a served one."""
+        if isinstance(self.ledger, LocalLedger):
+            return self.ledger.ledger.channel_events()
+        return super().channel_events()
 
 
 def _signed(req: AdjudicatorReq) -> SignedState:

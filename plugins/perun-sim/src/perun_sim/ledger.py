@@ -34,6 +34,7 @@ from perun_core.errors import (
 )
 from perun_core.interfaces import (
     AdjudicatorEvent,
+    ChannelEvents,
     ConcludedEvent,
     EventSubscription,
     ProgressedEvent,
@@ -182,6 +183,7 @@ class SimLedger:
         self._settled: set[tuple[Asset, bytes]] = set()
         self._events: dict[bytes, list[AdjudicatorEvent]] = {}
         self._subs: dict[bytes, set[SimEventSubscription]] = {}
+        self._hubs: list[SimChannelEvents] = []  # many-channel streams (one per watchtower)
         self._holding_waiters: dict[HoldingKey, set[asyncio.Future[None]]] = {}
         self._tx_counts: dict[str, int] = {}
 
@@ -254,6 +256,9 @@ class SimLedger:
             self._events.setdefault(ev.channel_id, []).append(ev)
             for sub in tuple(self._subs.get(ev.channel_id, ())):
                 sub._push(ev)
+            for hub in self._hubs:
+                if ev.channel_id in hub._cids:
+                    hub._push(ev.channel_id, ev)
 
     async def deposit(self, sender: Address, asset: Asset, fid: bytes, amount: int) -> None:
         """Move ``amount`` of ``asset`` from ``sender``'s account into funding ID ``fid``.
@@ -571,6 +576,12 @@ class SimLedger:
         self._subs.setdefault(cid, set()).add(sub)
         return sub
 
+    def channel_events(self) -> SimChannelEvents:
+        """One event stream for many channels (each added channel: its latest event first)."""
+        hub = SimChannelEvents(self)
+        self._hubs.append(hub)
+        return hub
+
     def _unsubscribe(self, sub: SimEventSubscription) -> None:
         subs = self._subs.get(sub.channel_id)
         if subs is not None:
@@ -653,6 +664,58 @@ class SimEventSubscription(EventSubscription):
             return
         self._closed = True
         self._ledger._unsubscribe(self)
+        self._queue.put_nowait(None)
+
+
+class SimChannelEvents(ChannelEvents):
+    """Adjudicator events of many channels on a :class:`SimLedger` through one queue.
+
+    Watching a channel costs one set entry (no subscription object, queue or task of its
+    own), which is what lets one client watch 100,000 channels.
+    """
+
+    def __init__(self, ledger: SimLedger) -> None:
+        self._ledger = ledger
+        self._cids: dict[bytes, None] = {}  # a dict: more compact than a set when large
+        self._queue: asyncio.Queue[tuple[bytes, AdjudicatorEvent] | None] = asyncio.Queue()
+        self._closed = False
+
+    def _push(self, cid: bytes, ev: AdjudicatorEvent) -> None:
+        if not self._closed:
+            self._queue.put_nowait((cid, ev))
+
+    def add(self, params: Params) -> None:
+        """Follow one more channel; its most recent past event (if any) comes first."""
+        cid = params.id or channel_id(params)
+        if self._closed or cid in self._cids:
+            return
+        self._cids[cid] = None
+        past = self._ledger._events.get(cid)
+        if past:
+            self._push(cid, past[-1])
+
+    def remove(self, channel_id: bytes) -> None:
+        """Stop following one channel."""
+        self._cids.pop(channel_id, None)
+
+    async def next(self) -> tuple[bytes, AdjudicatorEvent] | None:
+        """The next ``(channel_id, event)``, or ``None`` once closed."""
+        if self._closed:
+            return None
+        item = await self._queue.get()
+        if item is None or self._closed:
+            self._queue.put_nowait(None)  # wake any other task blocked in next()
+            return None
+        return item
+
+    async def close(self) -> None:
+        """Stop the stream; a pending ``next()`` returns ``None``."""
+        if self._closed:
+            return
+        self._closed = True
+        self._cids.clear()
+        if self in self._ledger._hubs:
+            self._ledger._hubs.remove(self)
         self._queue.put_nowait(None)
 
 

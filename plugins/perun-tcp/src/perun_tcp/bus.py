@@ -368,7 +368,9 @@ class TcpBus(Bus):
         if peer == self.address:
             self._deliver(decode_envelope(payload, max_size=self.max_frame_size))
             return
-        lock = self._locks.setdefault(peer, asyncio.Lock())
+        lock = self._locks.get(peer)
+        if lock is None:
+            lock = self._locks[peer] = asyncio.Lock()
         conn = self._current.get(peer)
         # The fast path must not overtake a publish that is still waiting for a connection.
         if conn is None or not conn.usable or lock.locked():
