@@ -87,8 +87,12 @@ class SettleProtocol:
                     e,
                     extra=channel_extra(ch),
                 )
-        if ch._phase in (Phase.FINAL, Phase.WITHDRAWING) and ch._settle_task is None:
-            await self._conclude_final(ch)
+        if ch._phase in (Phase.FINAL, Phase.WITHDRAWING):
+            if ch._settle_task is None:
+                await self._conclude_final(ch)
+            else:
+                # Settling started already (the watcher saw the peer conclude): join it.
+                await asyncio.shield(self.client._disputes.ensure_settle(ch))
             return
         if ch._phase in (Phase.ACTING, Phase.SIGNING, Phase.FUNDING, *_DISPUTE, Phase.WITHDRAWING):
             await self.client._disputes.settle(ch)

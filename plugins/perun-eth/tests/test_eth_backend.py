@@ -333,3 +333,31 @@ async def test_one_log_poller_serves_every_subscription_and_catches_up_late_join
         await sub1.close()
         await sub2.close()
     assert poller.subscriptions == 0
+
+
+async def test_one_channel_events_stream_watches_many_channels_on_the_poller(
+    backend: Any, token: Any
+) -> None:
+    from perun_eth.events import EthChannelEvents, LogPoller
+
+    ch1 = await LedgerChannel.create(backend, token)
+    ch2 = await LedgerChannel.create(backend, token)
+    stream = backend.adjudicator(ch1.a).channel_events()
+    assert isinstance(stream, EthChannelEvents)
+    try:
+        stream.add(ch1.params)
+        stream.add(ch2.params)
+        poller = backend.chain.log_poller
+        async with asyncio.timeout(10):
+            while not (isinstance(poller, LogPoller) and poller.subscriptions == 2):
+                await asyncio.sleep(0.01)
+                poller = backend.chain.log_poller
+        await backend.adjudicator(ch2.a).register(ch2.req(ch2.signed(ch2.state(3, (0, 0)))))
+        cid, ev = await asyncio.wait_for(stream.next(), 10) or (b"", None)
+        assert cid == ch2.params.id and isinstance(ev, RegisteredEvent) and ev.version == 3
+        stream.remove(ch2.params.id)
+        assert poller.subscriptions == 1
+    finally:
+        await stream.close()
+    assert await stream.next() is None
+    assert poller.subscriptions == 0

@@ -10,7 +10,12 @@ from perun_core.channel.params import Params
 from perun_core.channel.state import SignedState, State
 from perun_core.channel.types import Address
 from perun_core.errors import InvalidSignatureError, MissingSubStatesError, NotSupportedError
-from perun_core.interfaces import Adjudicator, AdjudicatorReq, EventSubscription
+from perun_core.interfaces import (
+    Adjudicator,
+    AdjudicatorReq,
+    ChannelEvents,
+    EventSubscription,
+)
 from perun_eth import bindings as b
 from perun_eth.bindings import Phase
 from perun_eth.chain import EthChain, checksum
@@ -20,7 +25,7 @@ from perun_eth.errors import (
     ConcludedWithOtherStateError,
     InsufficientHoldingsError,
 )
-from perun_eth.events import EthSubscription
+from perun_eth.events import EthChannelEvents, EthSubscription
 from perun_eth.node import Receipt, ReceiptHook
 from perun_eth.wallet import EthAccount
 
@@ -230,6 +235,10 @@ class EthAdjudicator(Adjudicator):
             if loop.time() >= end:
                 return False
             await asyncio.sleep(min(self.chain.node.options.poll_interval, grace))
+
+    def channel_events(self) -> ChannelEvents:
+        """Many channels' events in one stream, fed by the chain's one log poller."""
+        return EthChannelEvents(self.chain)
 
     async def subscribe(self, params: Params) -> EventSubscription:
         """The channel's events: the latest past one first, then new ones as mined."""

@@ -18,17 +18,19 @@ from typing import Any, Final
 
 from eth_abi.abi import decode as abi_decode
 
+from perun_core.channel.params import Params
 from perun_core.channel.state import State
 from perun_core.interfaces import EventSubscription, Timeout
 from perun_core.interfaces.adjudicator import (
     AdjudicatorEvent,
+    ChannelEvents,
     ConcludedEvent,
     ProgressedEvent,
     RegisteredEvent,
 )
 from perun_eth import bindings as b
 from perun_eth.chain import EthChain
-from perun_eth.encoding import hash_state
+from perun_eth.encoding import channel_id, hash_state
 
 log = logging.getLogger("perun.eth")
 
@@ -181,12 +183,15 @@ class EthSubscription(EventSubscription):
         chain: EthChain,
         channel_id: bytes,
         known_states: Callable[[], list[State]] | None = None,
+        sink: Callable[[AdjudicatorEvent], None] | None = None,
     ) -> None:
         self._chain = chain
         self.channel_id = channel_id
         self._cid = channel_id
         self._known = known_states
         self._queue: asyncio.Queue[AdjudicatorEvent | None] = asyncio.Queue()
+        # Where events go: this subscription's queue, or a shared stream's (EthChannelEvents).
+        self._sink: Callable[[AdjudicatorEvent], None] = sink or self._queue.put_nowait
         self._seen: set[tuple[bytes, int]] = set()
         self.min_block = 0
         self._poller: LogPoller | None = None
@@ -198,9 +203,13 @@ class EthSubscription(EventSubscription):
         chain: EthChain,
         channel_id: bytes,
         known_states: Callable[[], list[State]] | None = None,
+        sink: Callable[[AdjudicatorEvent], None] | None = None,
     ) -> EthSubscription:
-        """Subscribe: queue the latest past event (if any), then poll for new ones."""
-        sub = cls(chain, channel_id, known_states)
+        """Subscribe: queue the latest past event (if any), then poll for new ones.
+
+        With ``sink``, events go there instead of to :meth:`next`.
+        """
+        sub = cls(chain, channel_id, known_states, sink)
         node = chain.node
         head = _confirmed_head_of(await node.block_number(), node.options.confirmations)
         past = await chain.dispute(channel_id, block=head)
@@ -233,7 +242,7 @@ class EthSubscription(EventSubscription):
                     self._seen.add(_log_key(lg))
                 ev = await self._event(logs[-1])
                 if ev is not None:
-                    self._queue.put_nowait(ev)
+                    self._sink(ev)
                 return
             to = frm - 1
 
@@ -255,7 +264,7 @@ class EthSubscription(EventSubscription):
         self._seen.add(key)
         ev = await self._event(lg)
         if ev is not None:
-            self._queue.put_nowait(ev)
+            self._sink(ev)
 
     async def _event(self, lg: Any) -> AdjudicatorEvent | None:
         version, phase, timeout = abi_decode(["uint64", "uint8", "uint64"], bytes(lg["data"]))
@@ -300,8 +309,8 @@ class EthSubscription(EventSubscription):
             self._queue.put_nowait(None)  # keep answering None
         return None if self._closed else ev
 
-    async def close(self) -> None:
-        """Stop the subscription; a pending :meth:`next` returns ``None``."""
+    def detach(self) -> None:
+        """Stop receiving events (synchronous part of :meth:`close`)."""
         if self._closed:
             return
         self._closed = True
@@ -309,6 +318,82 @@ class EthSubscription(EventSubscription):
             self._poller.leave(self)
         self._queue.put_nowait(None)
 
+    async def close(self) -> None:
+        """Stop the subscription; a pending :meth:`next` returns ``None``."""
+        self.detach()
+
 
 def _log_key(lg: Any) -> tuple[bytes, int]:
     return bytes(lg["transactionHash"]), int(lg["logIndex"])
+
+
+class EthChannelEvents(ChannelEvents):
+    """Many channels' events in one stream, all fed by the chain's one :class:`LogPoller`.
+
+    A channel costs one small subscription record (no task of its own once its latest past
+    event was looked up).
+    """
+
+    def __init__(self, chain: EthChain) -> None:
+        self._chain = chain
+        self._subs: dict[bytes, EthSubscription] = {}
+        self._starting: dict[bytes, asyncio.Task[None]] = {}
+        self._queue: asyncio.Queue[tuple[bytes, AdjudicatorEvent] | None] = asyncio.Queue()
+        self._closed = False
+
+    def add(self, params: Params) -> None:
+        """Start delivering the events of ``params``' channel."""
+        cid = params.id or channel_id(params)
+        if self._closed or cid in self._subs or cid in self._starting:
+            return
+        self._starting[cid] = asyncio.ensure_future(self._start(cid))
+
+    async def _start(self, cid: bytes) -> None:
+        try:
+            sub = await EthSubscription.start(
+                self._chain, cid, sink=lambda ev: self._queue.put_nowait((cid, ev))
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("event subscription of channel 0x%s failed", cid.hex()[:12])
+            return
+        finally:
+            self._starting.pop(cid, None)
+        if self._closed:
+            await sub.close()
+        else:
+            self._subs[cid] = sub
+
+    def remove(self, channel_id: bytes) -> None:
+        """Stop delivering the events of one channel."""
+        task = self._starting.pop(channel_id, None)
+        if task is not None:
+            task.cancel()
+        sub = self._subs.pop(channel_id, None)
+        if sub is not None:
+            sub.detach()
+
+    async def next(self) -> tuple[bytes, AdjudicatorEvent] | None:
+        """The next ``(channel_id, event)``, or ``None`` once closed."""
+        if self._closed:
+            return None
+        item = await self._queue.get()
+        if item is None:
+            self._queue.put_nowait(None)  # wake any other reader
+        return None if self._closed else item
+
+    async def close(self) -> None:
+        """Stop every channel's stream."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = list(self._starting.values())
+        self._starting.clear()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for sub in self._subs.values():
+            sub.detach()
+        self._subs.clear()
+        self._queue.put_nowait(None)
