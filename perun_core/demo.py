@@ -404,44 +404,88 @@ async def _run_two_processes(
     dispute: bool,
     console: Console,
 ) -> DemoResult:
-    """The demo with Bob in a child process; both on a ledger served by this process."""
+    """The demo with Bob in a child process. sim: this process serves the ledger; other
+    backends: their development ledger (``demo_ledger``), which Bob's process joins through
+    the backend's :meth:`~perun_core.interfaces.ChainBackend.peer_config`."""
+    plugins = load_plugins()
+    make_bus = plugins.bus("tcp")  # PluginNotFoundError (install perun-tcp) before any work
+    backend_cls = plugins.chain(backend_name)
+    flow = _TwoProcesses(
+        make_bus=make_bus,
+        make_persister=plugins.persister(persister_name),
+        payments=payments,
+        deposit=deposit,
+        schedule=_schedule(rng, payments, deposit, dispute),
+        persister_name=persister_name,
+        dispute=dispute,
+        console=console,
+    )
     if backend_name != "sim":
-        raise NotSupportedError(
-            f"perun demo --bus tcp runs both processes on a served sim ledger; "
-            f"--backend {backend_name} is not supported with it (drop --bus tcp to run "
-            f"Alice and Bob in one process on {backend_name})"
-        )
+        txs: list[LedgerTransaction] = []
+        async with backend_cls.demo_ledger(on_transaction=txs.append) as backend:
+            peer_config = backend.peer_config()  # NotSupportedError: cannot be shared
+            return await flow.run(
+                backend,
+                {"backend": backend_name, "backend_config": dict(peer_config)},
+                backend_name,
+                txs,
+            )
     from perun_sim.backend import SimBackend
     from perun_sim.ledger import SimLedger
     from perun_sim.server import LedgerServer
 
-    from perun_core.demo_peer import PeerProcess, PeerProcessError
-
-    plugins = load_plugins()
-    make_bus = plugins.bus("tcp")  # PluginNotFoundError (install perun-tcp) before any work
-    make_persister = plugins.persister(persister_name)
-    funds = deposit * 10
-    schedule = _schedule(rng, payments, deposit, dispute)
-    t0 = time.perf_counter()
     # A realtime ledger clock, as in the one-process demo; the dispute skips ahead.
     async with LedgerServer(SimLedger()) as server:
         url = await server.listen_tcp("127.0.0.1", 0)
-        backend = SimBackend.from_config({"url": url})
+        sim = SimBackend.from_config({"url": url})
+        try:
+            await sim.connect()
+            return await flow.run(sim, {"ledger_url": url}, f"sim served at {url}", [])
+        finally:
+            await sim.close()
+
+
+@dataclass
+class _TwoProcesses:
+    """The two-process demo flow on a ready backend: Alice here, Bob in a child process."""
+
+    make_bus: Callable[..., Any]
+    make_persister: Callable[..., Persister]
+    payments: int
+    deposit: int
+    schedule: list[tuple[bool, int]]
+    persister_name: str
+    dispute: bool
+    console: Console
+
+    async def run(
+        self,
+        backend: ChainBackend,
+        peer_ledger: dict[str, Any],
+        ledger_label: str,
+        txs: list[LedgerTransaction],
+    ) -> DemoResult:
+        """Run the flow; ``peer_ledger`` tells :meth:`PeerProcess.spawn` which ledger Bob
+        uses. The caller closes ``backend``."""
+        from perun_core.demo_peer import PeerProcess, PeerProcessError
+
+        console, deposit, payments = self.console, self.deposit, self.payments
+        funds = deposit * 10
+        t0 = time.perf_counter()
         bus: Any = None  # a perun_tcp.TcpBus (listen, add_peer), typed loosely: a plugin
         bob: PeerProcess | None = None
         try:
-            await backend.connect()
             asset = backend.default_assets()[0]
             acct_a = backend.wallet().new_account()
             await backend.faucet(acct_a.address, asset, funds)
-            bus = make_bus(account=acct_a, verify=backend.verify_signature)
+            bus = self.make_bus(account=acct_a, verify=backend.verify_signature)
             endpoint = await bus.listen("127.0.0.1", 0)
             bob = await PeerProcess.spawn(
-                ledger_url=url,
+                **peer_ledger,
                 peer=acct_a.address,
                 peer_endpoint=str(endpoint),
                 funds=funds,
-                cheat=dispute,
+                cheat=self.dispute,
             )
             bus.add_peer(bob.address, bob.endpoint)
             initial = {
@@ -454,15 +498,15 @@ async def _run_two_processes(
                 bus=bus,
                 funder=backend.funder(acct_a),
                 adjudicator=backend.adjudicator(acct_a),
-                persister=make_persister(),
+                persister=self.make_persister(),
             )
             net_to_bob = 0
             async with alice:
                 console.print(
                     f"[bold]Alice[/] {acct_a.address.short()} (pid {os.getpid()}, "
                     f"{endpoint})  [bold]Bob[/] {bob.address.short()} (pid {bob.pid}, "
-                    f"{bob.endpoint})  on [cyan]sim served at {url}[/] / [cyan]tcp[/] / "
-                    f"[cyan]{persister_name}[/]"
+                    f"{bob.endpoint})  on [cyan]{ledger_label}[/] / [cyan]tcp[/] / "
+                    f"[cyan]{self.persister_name}[/]"
                 )
                 ch_a = await alice.propose_channel(
                     LedgerChannelProposal(
@@ -481,7 +525,7 @@ async def _run_two_processes(
                 progress = _progress(console)
                 with progress:
                     task = progress.add_task("pay", total=payments)
-                    for alice_pays, amount in schedule:
+                    for alice_pays, amount in self.schedule:
                         if alice_pays:
                             await ch_a.send(amount)
                             net_to_bob += amount
@@ -500,7 +544,7 @@ async def _run_two_processes(
                     f"{payments} payments done; channel at version {ch_a.state.version}: "
                     f"Alice {ch_a.state.balances[0][0]}, Bob {ch_a.state.balances[0][1]}"
                 )
-                if dispute:
+                if self.dispute:
                     seen = await bob.call("stale", id=cid)
                     await _dispute_scene(
                         console,
@@ -513,7 +557,7 @@ async def _run_two_processes(
                 else:
                     await asyncio.gather(ch_a.settle(), bob.call("settle", id=cid))
                     console.print("settled: final state concluded on the ledger and withdrawn")
-            # Read back from the served ledger, as any third process would see it.
+            # Read back from the ledger, as any third process would see it.
             final = {
                 "Alice": await backend.balance_of(acct_a.address, asset),
                 "Bob": await backend.balance_of(bob.address, asset),
@@ -524,20 +568,23 @@ async def _run_two_processes(
                 await bob.close()
             if bus is not None:
                 await bus.close()
-            await backend.close()
-    expected = {"Alice": initial["Alice"] - net_to_bob, "Bob": initial["Bob"] + net_to_bob}
-    seconds = time.perf_counter() - t0
-    console.print(_balance_table(asset, initial, final, expected))
-    ok = final == expected and bob_status == 0
-    if bob_status != 0:
-        console.print(f"[red]Bob's process exited with status {bob_status}[/]")
-    if dispute:
-        refuted = alice.watcher is not None and alice.watcher.refutations > 0
-        console.print(
-            f"watchtower refutations: {alice.watcher.refutations if alice.watcher else 0}"
-        )
-        ok = ok and refuted
-    return DemoResult(ok, payments, net_to_bob, initial, final, expected, seconds)
+        expected = {"Alice": initial["Alice"] - net_to_bob, "Bob": initial["Bob"] + net_to_bob}
+        seconds = time.perf_counter() - t0
+        console.print(_balance_table(asset, initial, final, expected))
+        if txs:
+            # Bob's transactions are sent from his process: this one sees Alice's (and the
+            # set-up's) only.
+            console.print(_tx_table(txs, {acct_a.address: "Alice", bob.address: "Bob"}))
+        ok = final == expected and bob_status == 0
+        if bob_status != 0:
+            console.print(f"[red]Bob's process exited with status {bob_status}[/]")
+        if self.dispute:
+            refuted = alice.watcher is not None and alice.watcher.refutations > 0
+            console.print(
+                f"watchtower refutations: {alice.watcher.refutations if alice.watcher else 0}"
+            )
+            ok = ok and refuted
+        return DemoResult(ok, payments, net_to_bob, initial, final, expected, seconds)
 
 
 async def _dispute_scene(

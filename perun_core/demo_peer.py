@@ -47,7 +47,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,8 +99,10 @@ class PeerProcess:
     async def spawn(
         cls,
         *,
-        ledger_url: str,
+        ledger_url: str | None = None,
         peer: Address,
+        backend: str = "sim",
+        backend_config: Mapping[str, Any] | None = None,
         peer_endpoint: str | None = None,
         listen: str = "tcp://127.0.0.1:0",
         funds: int = 0,
@@ -116,7 +118,10 @@ class PeerProcess:
         """Start a peer process and wait until it listens.
 
         Args:
-            ledger_url: the served sim ledger.
+            ledger_url: the served sim ledger (with the ``sim`` backend).
+            backend: the chain backend plugin.
+            backend_config: its ``from_config`` mapping (JSON-serialisable; default
+                ``{"url": ledger_url}``).
             peer: the wire address of the party it talks to (our own).
             peer_endpoint: where it reaches us (it can also answer over our connection).
             listen: where it listens (``tcp://127.0.0.1:0``: a free port).
@@ -137,8 +142,10 @@ class PeerProcess:
             sys.executable,
             "-m",
             module,
-            "--ledger",
-            ledger_url,
+            "--backend",
+            backend,
+            "--backend-config",
+            json.dumps(dict(backend_config) if backend_config else {"url": ledger_url}),
             "--peer",
             peer.hex(),
             "--listen",
@@ -357,7 +364,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m perun_core.demo_peer",
         description="A perun client in its own process, driven over stdin/stdout.",
     )
-    p.add_argument("--ledger", required=True, help="URL of the served sim ledger")
+    p.add_argument("--ledger", default=None, help="URL of the served sim ledger")
+    p.add_argument("--backend", default="sim", help="chain backend plugin (default sim)")
+    p.add_argument(
+        "--backend-config", default=None, help="the backend's configuration (JSON object)"
+    )
     p.add_argument("--peer", required=True, help="wire address of the other party (hex)")
     p.add_argument("--peer-endpoint", default=None, help="where the other party listens")
     p.add_argument("--listen", default="tcp://127.0.0.1:0", help="where to listen")
@@ -371,7 +382,8 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _run(args: argparse.Namespace, wrap_persister: PersisterWrapper | None = None) -> int:
     plugins = load_plugins()
-    backend = plugins.chain("sim").from_config({"url": args.ledger})
+    config = json.loads(args.backend_config) if args.backend_config else {"url": args.ledger}
+    backend = plugins.chain(args.backend).from_config(config)
     bus: Any = None
     client: Client | None = None
     stdin_pipe: asyncio.ReadTransport | None = None

@@ -57,8 +57,13 @@ from perun_core.client import Channel, Client, ClientConfig, LedgerChannelPropos
 from perun_core.client.update import UpdateResponder, accept_incoming_payments
 from perun_core.demo_peer import PeerProcess, PeerProcessError
 from perun_core.interfaces.wallet import Account
+from perun_core.persistence.memory import MemoryPersister
 from perun_core.plugins import load_plugins
-from perun_core.testing.crash import CRASH_ENV, TRACE_ENV, CrashPoint, read_trace
+from perun_core.testing.crash import CRASH_ENV, TRACE_ENV, CrashingPersister, CrashPoint, read_trace
+
+# Imported here, not in a test: pytest rewrites this module on import, and CPython 3.11 can
+# fail rewriting inside a test's deep stack ("AST constructor recursion depth mismatch").
+from perun_core.testing.persister import open_and_pay, params
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -796,9 +801,6 @@ def _raise() -> None:
 async def test_crashing_persister_stops_exactly_at_its_point(
     spec: str, stored: tuple[Phase, int | None, int] | None, tmp_path: Path
 ) -> None:
-    from perun_core.persistence.memory import MemoryPersister
-    from perun_core.testing.crash import CrashingPersister
-    from perun_core.testing.persister import open_and_pay, params
 
     inner = MemoryPersister()
     trace = tmp_path / "trace"

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from rich.console import Console
 
 from perun_core.cli import main
@@ -134,7 +135,12 @@ def test_cli_demo_over_tcp_with_a_dispute() -> None:
     assert _gone(bob_pid)
 
 
-def test_cli_demo_over_tcp_needs_the_sim_backend() -> None:
-    proc = _run_cli_demo("--backend", "eth")
-    assert proc.returncode == 2
-    assert "perun demo --bus tcp runs both processes on a served sim ledger" in proc.stderr
+def test_a_backend_that_cannot_share_its_ledger_says_so() -> None:
+    # perun demo --bus tcp hands Bob's process the backend's peer_config(); sim serves its
+    # ledger instead, other backends without peer_config() are refused with this error.
+    from perun_sim import SimBackend
+
+    from perun_core.errors import NotSupportedError
+
+    with pytest.raises(NotSupportedError, match="cannot hand its ledger to another process"):
+        SimBackend().peer_config()

@@ -68,15 +68,6 @@ class OwnUpdate:
     then: _Reserved | None = None
 
 
-@dataclass(slots=True, eq=False)
-class PeerUpdate:
-    """A valid peer proposal waiting for our decision."""
-
-    msg: ChannelUpdate
-    decided: asyncio.Event = field(default_factory=asyncio.Event)
-    aborted: bool = False
-
-
 class _Flag:
     """An :class:`asyncio.Event` that builds its waiter queue only when somebody waits.
 
@@ -115,6 +106,17 @@ class _Flag:
         if ev is None:
             ev = self._event = asyncio.Event()
         return await ev.wait()
+
+
+@dataclass(slots=True, eq=False)
+class PeerUpdate:
+    """A valid peer proposal waiting for our decision."""
+
+    msg: ChannelUpdate
+    # Lazy: awaited only when an async handler hands the responder on (an asyncio.Event
+    # per update was measurable).
+    decided: _Flag = field(default_factory=_Flag)
+    aborted: bool = False
 
 
 class Channel:
@@ -417,17 +419,22 @@ class Channel:
 
     # --- the user's operations -----------------------------------------------------------------
 
-    def _check_not_reentrant(self) -> None:
-        # The task holding the operation slot, or running a handler/callback of this
-        # channel, would wait for itself: fail fast instead of deadlocking.
+    def _check_not_reentrant(self) -> asyncio.Task[Any] | None:
+        """Fail fast in a task that would wait for itself; returns the current task.
+
+        The task holding the operation slot, or running a handler/callback of this
+        channel, would deadlock on the slot.
+        """
         task = asyncio.current_task()
         if task is not None and (task is self._slot_owner or task in self._callback_tasks):
             raise ReentrantUpdateError(
                 "update() called from inside this channel's own update handler or callback; "
                 "schedule it as a task instead (asyncio.create_task)"
             )
+        return task
 
-    async def _acquire_slot(self) -> None:
+    async def _acquire_slot(self, task: asyncio.Task[Any] | None) -> None:
+        """Take the operation slot for ``task`` (the current task)."""
         lock = self._op_lock
         if lock is None:
             lock = self._op_lock = asyncio.Lock()
@@ -435,12 +442,12 @@ class Channel:
             # Uncontended (the common case): acquire() returns without waiting, so the
             # busy timeout (a timer per operation) is not needed.
             await lock.acquire()
-            self._slot_owner = asyncio.current_task()
+            self._slot_owner = task
             return
         try:
             async with asyncio.timeout(self._client.config.busy_timeout):
                 await lock.acquire()
-            self._slot_owner = asyncio.current_task()
+            self._slot_owner = task
         except TimeoutError:
             raise RequestTimedOutError(
                 f"channel 0x{self.id.hex()[:12]} stayed busy for "
@@ -469,8 +476,7 @@ class Channel:
             RequestTimedOutError: no answer in time; the channel syncs before the next update.
             ReentrantUpdateError: called from this channel's own handler or callback.
         """
-        self._check_not_reentrant()
-        await self._acquire_slot()
+        await self._acquire_slot(self._check_not_reentrant())
         try:
             return await self._client._updates.propose(self, fn)
         finally:
@@ -511,8 +517,7 @@ class Channel:
         On an ACTING channel this proposes the current allocation as final first; a peer's
         final proposal with an unchanged allocation is accepted meanwhile without asking.
         """
-        self._check_not_reentrant()
-        await self._acquire_slot()
+        await self._acquire_slot(self._check_not_reentrant())
         try:
             await self._client._settlement.settle(self)
         finally:
@@ -554,8 +559,7 @@ class Channel:
 
         Off-chain updates end; use :meth:`settle` afterwards to conclude and withdraw.
         """
-        self._check_not_reentrant()
-        await self._acquire_slot()
+        await self._acquire_slot(self._check_not_reentrant())
         try:
             await self._client._disputes.register(self)
         finally:

@@ -339,18 +339,28 @@ class Client:
     # --- dispatch ------------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        assert self._sub is not None
-        while (env := await self._sub.next()) is not None:
-            try:
-                self._dispatch(env)
-            except Exception:
-                # A bug or hostile input must never take the receiver down.
-                log.exception(
-                    "failed to handle %s from %s",
-                    type(env.msg).__name__,
-                    env.sender,
-                    extra=log_extra(peer=env.sender),
-                )
+        sub = self._sub
+        assert sub is not None
+        # A bus that can call the dispatcher as envelopes arrive saves a queue and an
+        # event-loop turn per message; next() then only reports the close.
+        if sub.set_receiver(self._receive):
+            while await sub.next() is not None:
+                pass
+            return
+        while (env := await sub.next()) is not None:
+            self._receive(env)
+
+    def _receive(self, env: wire.Envelope) -> None:
+        try:
+            self._dispatch(env)
+        except Exception:
+            # A bug or hostile input must never take the receiver down.
+            log.exception(
+                "failed to handle %s from %s",
+                type(env.msg).__name__,
+                env.sender,
+                extra=log_extra(peer=env.sender),
+            )
 
     def _dispatch(self, env: wire.Envelope) -> None:
         """Apply one incoming message (synchronously, in arrival order)."""

@@ -104,10 +104,17 @@ def accept_incoming_payments(
     Accepts a final state with an unchanged allocation too (the peer wants to settle).
     """
     me = channel.idx
-    ok = proposed.data == current.data and all(
-        new[me] >= old[me]
-        for old, new in zip(current.allocation.balances, proposed.allocation.balances, strict=True)
-    )
+    ok = proposed.data == current.data
+    if ok:
+        old_rows, new_rows = current.allocation.balances, proposed.allocation.balances
+        if len(old_rows) != len(new_rows):
+            ok = False
+        else:
+            # A loop: cheaper than all() over a generator (lengths are equal, checked above).
+            for old, new in zip(old_rows, new_rows, strict=True):
+                if new[me] < old[me]:
+                    ok = False
+                    break
     if ok:
         return responder.accept()
     return responder.reject("no update handler; only incoming payments are accepted")
@@ -162,7 +169,10 @@ class UpdateProtocol:
         nxt = fn(cur)
         if not isinstance(nxt, State):
             raise TypeError("the updater must return a State (states are immutable)")
-        nxt = replace(nxt, channel_id=ch.id, version=ch._next_version())
+        if type(nxt) is State:  # a direct constructor call is 3x cheaper than replace()
+            nxt = State(ch.id, ch._next_version(), nxt.allocation, nxt.app, nxt.data, nxt.is_final)
+        else:
+            nxt = replace(nxt, channel_id=ch.id, version=ch._next_version())
         check_update(
             ch.params,
             cur,
@@ -513,12 +523,14 @@ class UpdateProtocol:
 
     def _answer(self, coro: Any) -> asyncio.Task[None]:
         """Run an accept/reject as a tracked task whose failure is logged (not raised)."""
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self.client._track(task)
+        # One done callback for the bookkeeping and the log (this runs once per update).
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self.client._tasks.add(task)
         task.add_done_callback(self._answer_done)
         return task
 
     def _answer_done(self, task: asyncio.Task[None]) -> None:
+        self.client._tasks.discard(task)
         if task.cancelled():
             return
         exc = task.exception()

@@ -21,6 +21,23 @@ class Subscription(ABC):
     def close(self) -> None:
         """Stop receiving; a pending ``next()`` returns ``None``."""
 
+    def set_receiver(self, receiver: Callable[[Envelope], None]) -> bool:
+        """Optionally hand every envelope to ``receiver`` as it arrives, instead of ``next()``.
+
+        A bus that supports it calls ``receiver(envelope)`` synchronously, in arrival order,
+        from its own receiving code (envelopes already waiting go first, at once), which
+        saves a queue and an event-loop turn per envelope; ``next()`` then only waits for
+        the close and returns ``None``. ``receiver`` must not block and should not raise.
+
+        Args:
+            receiver: called with each envelope.
+
+        Returns:
+            Whether the subscription delivers to ``receiver`` from now on; the default
+            (``False``) means: keep calling ``next()``.
+        """
+        return False
+
 
 ConnectHandler = Callable[[Address], Awaitable[None]]
 """Called with the peer's wire address when a (re)connection to it is authenticated."""

@@ -138,6 +138,19 @@ class ChainBackend(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and background tasks."""
 
+    def peer_config(self) -> Mapping[str, Any]:
+        """A configuration with which ``from_config`` in another process builds a backend on
+        the same ledger (contracts, node), without this backend's keys.
+
+        Optional (``perun demo --bus tcp`` hands it to Bob's process).
+
+        Raises:
+            NotSupportedError: this backend's ledger cannot be shared this way.
+        """
+        from perun_core.errors import NotSupportedError
+
+        raise NotSupportedError(f"backend {self.name!r} cannot hand its ledger to another process")
+
     @classmethod
     def demo_ledger(
         cls, on_transaction: TransactionHook | None = None

@@ -69,6 +69,8 @@ _K_SCHEMA: Final = b"v"
 _K_SEQ: Final = b"n"
 _HEAD: Final = struct.Struct(">BBBHQ")
 _HEAD_FORMAT: Final = 1
+_HEAD_CACHE: Final = 4096
+"""Channels whose head a persister keeps decoded (the most recently written ones)."""
 _SEQ: Final = struct.Struct(">Q")
 
 
@@ -136,6 +138,11 @@ class KVPersister(Persister):
         # no read and decode. Entries live from staged() to enabled()/discard, so the cache is
         # bounded by the channels mid-update, and any failed write drops the entry (re-read).
         self._staging: dict[bytes, Transaction] = {}
+        # The heads of the channels written last, as stored: an update event then needs no
+        # read and decode of the head. Written through after each successful batch and
+        # dropped before every write (a failed write leaves no entry, so the next event
+        # reads the store); bounded, oldest entries go first.
+        self._heads: dict[bytes, _Head] = {}
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -181,10 +188,24 @@ class KVPersister(Persister):
         )
 
     async def _head(self, cid: bytes, event: str) -> _Head:
+        """The channel's head, to change and write back (a copy: the caller mutates it).
+
+        Drops the cached entry: the caller stores it again with :meth:`_cache_head` once
+        its write succeeded.
+        """
+        cached = self._heads.pop(cid, None)
+        if cached is not None:
+            return cached
         raw = await self.store.get(_head_key(cid))
         if raw is None:
             raise self._unknown(cid, event)
         return self._decode_head(cid, raw)
+
+    def _cache_head(self, cid: bytes, head: _Head) -> None:
+        heads = self._heads
+        heads[cid] = head
+        if len(heads) > _HEAD_CACHE:
+            del heads[next(iter(heads))]
 
     def _decode_head(self, cid: bytes, raw: bytes) -> _Head:
         key = _head_key(cid)
@@ -288,6 +309,7 @@ class KVPersister(Persister):
             puts[_staging_key(channel_id)] = encode_transaction(staging)
             await self.store.write_batch(puts)
             self._staging[channel_id] = staging
+        self._cache_head(channel_id, head)
 
     async def sig_added(self, channel_id: bytes, version: int, idx: int, sig: bytes) -> None:
         """Set participant ``idx``'s signature on the transaction of ``version``.
@@ -301,6 +323,7 @@ class KVPersister(Persister):
                 ``version``, or ``idx`` is not a participant index.
         """
         head = await self._head(channel_id, "sig_added")
+        self._cache_head(channel_id, head)  # read only
         if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < head.num_parts:
             raise InvalidStateError(
                 f"{self.name} persister: sig_added for participant {idx!r}, but the channel "
@@ -355,6 +378,7 @@ class KVPersister(Persister):
             },
             (_staging_key(channel_id),),
         )
+        self._cache_head(channel_id, head)
 
     async def phase_changed(
         self, channel_id: bytes, phase: Phase, version_floor: int, needs_sync: bool
@@ -371,6 +395,7 @@ class KVPersister(Persister):
         head.floor = version_floor
         head.needs_sync = bool(needs_sync)
         await self.store.write_batch({_head_key(channel_id): head.pack()})
+        self._cache_head(channel_id, head)
 
     async def channel_removed(self, channel_id: bytes) -> None:
         """Delete every key of the channel and its peer-index entries.
@@ -383,6 +408,7 @@ class KVPersister(Persister):
             raise self._unknown(channel_id, "channel_removed")
         seq, rec = self._decode_meta(channel_id, raw)
         self._staging.pop(channel_id, None)
+        self._heads.pop(channel_id, None)
         deletes = [
             _meta_key(channel_id),
             _head_key(channel_id),

@@ -27,8 +27,9 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 # Parts of the update path, by a frame that marks them (a sample counts for every part whose
-# marker is on its stack, so the shares overlap: "verify_state" includes "ECDSA recover").
-PARTS = {
+# marker is on its stack, so the shares overlap: "verify_state" includes "ECDSA recover");
+# a pair (marker, unless) leaves out the samples that also have ``unless`` on their stack.
+PARTS: dict[str, str | tuple[str, str]] = {
     "ECDSA recover (libsecp256k1)": "recover (coincurve/ecdsa.py",
     "ECDSA sign (libsecp256k1)": "sign_recoverable (coincurve/keys.py",
     "verify_state (hash + recover + address)": "verify_state (",
@@ -40,7 +41,10 @@ PARTS = {
     "asyncio: timeouts": "asyncio/timeouts.py",
     "asyncio: shield": "shield (",
     "bus: publish (encode + socket write)": ".publish (",
-    "bus: read loop (socket read + decode)": "TcpBus._read_loop",
+    # The bus's read loop calls the client's dispatcher directly (Subscription.set_receiver):
+    # the loop's own part is the socket read, the framing and the decoding.
+    "bus: read loop (socket read + decode)": ("TcpBus._read_loop", "Client._dispatch ("),
+    "client dispatch (handlers, verification)": "Client._dispatch (",
     "watchtower": "watcher/local.py",
 }
 _IGNORED = ("_do_waitpid",)  # asyncio's child-watcher thread, blocked in waitpid
@@ -60,7 +64,10 @@ def summarize(raw: Path, top: int = 25) -> str:
         n = int(count)
         total += n
         for name, marker in PARTS.items():
-            if marker in stack:
+            if isinstance(marker, tuple):
+                if marker[0] in stack and marker[1] not in stack:
+                    parts[name] += n
+            elif marker in stack:
                 parts[name] += n
         own[stack.split(";")[-1]] += n
     if not total:

@@ -118,6 +118,20 @@ def test_cli_demo_on_anvil_with_a_dispute() -> None:
     assert "concludeFinal" not in {op for op, _ in after_funding}
 
 
+def test_cli_demo_on_anvil_with_bob_in_another_process_over_tcp() -> None:
+    proc = _demo("--bus", "tcp", "--payments", "8", "--seed", "3", "--dispute")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert re.search(r"\(pid \d+, tcp://127\.0\.0\.1:\d+\).*on eth / tcp / memory", out), out
+    assert "Alice's watchtower refuted with v8" in out
+    assert "watchtower refutations: 1" in out
+    txs = _transactions(out)
+    # This process reports the deployments and Alice's transactions; Bob sends his own.
+    assert {t.sender for t in txs[6:]} == {"Alice"}, out
+    assert [t.operation for t in txs[6:8]] == ["approve", "deposit"], out
+    assert "demo OK" in out
+
+
 def _children(pid: int) -> set[int]:
     kids: set[int] = set()
     for task in os.listdir(f"/proc/{pid}/task"):

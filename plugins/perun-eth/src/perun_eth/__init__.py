@@ -14,6 +14,7 @@ and test helpers (anvil, deployment) in :mod:`perun_eth.testing`::
 
 from __future__ import annotations
 
+from perun_eth import _web3_first  # noqa: F401  (must stay the first import)
 from perun_eth.adjudicator import EthAdjudicator
 from perun_eth.backend import EthBackend
 from perun_eth.deploy import DeploymentRecord, deploy, validate

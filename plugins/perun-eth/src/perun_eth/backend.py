@@ -103,6 +103,7 @@ class EthBackend(ChainBackend):
         self._faucet_lock = asyncio.Lock()
         self.receiver = receiver
         self.on_receipt = on_receipt
+        self._peer_config: dict[str, Any] | None = None
 
     @property
     def node(self) -> EthNode:
@@ -177,7 +178,7 @@ class EthBackend(ChainBackend):
             raise EthConfigError(f"eth config: {e}") from e
         for ks in cfg.get("keystores", ()):
             wallet.load_keystore(ks["path"], ks["password"])
-        return cls(
+        backend = cls(
             chain,
             wallet=wallet,
             payment_app=payment_app,
@@ -185,6 +186,22 @@ class EthBackend(ChainBackend):
             faucet_account=cfg.get("faucet_account"),
             receiver=receiver,
         )
+        backend._peer_config = {
+            k: v for k, v in cfg.items() if k not in ("keys", "seeds", "keystores", "receiver")
+        }
+        backend._peer_config["chain_id"] = chain_id
+        return backend
+
+    def peer_config(self) -> Mapping[str, Any]:
+        """The configuration this backend was built from, without keys and receiver: the
+        same node, contracts and options for a backend in another process.
+
+        Raises:
+            NotSupportedError: the backend was not built by :meth:`from_config`.
+        """
+        if self._peer_config is None:
+            raise NotSupportedError("this eth backend was not built from a configuration")
+        return dict(self._peer_config)
 
     @classmethod
     def demo_ledger(

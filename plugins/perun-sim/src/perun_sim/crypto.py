@@ -25,6 +25,9 @@ ADDRESS_LEN = 20
 #: order of the secp256k1 group
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _HALF_N = SECP256K1_N // 2
+_HALF_N_BYTES = _HALF_N.to_bytes(32, "big")
+_N_BYTES = SECP256K1_N.to_bytes(32, "big")
+_ZERO32 = bytes(32)
 
 
 class SimSignatureFormatError(MalformedSignatureError):
@@ -75,13 +78,15 @@ def check_signature_format(sig: bytes) -> None:
         raise SimSignatureFormatError(
             "ECDSA: invalid signature 'v' value", f"v must be 0 or 1, got {sig[64]}"
         )
-    s = int.from_bytes(sig[32:64], "big")
-    if s > _HALF_N:
+    # Big-endian 32-byte strings compare like the numbers they encode: no int conversion
+    # on the hot path (every received signature passes here).
+    s = bytes(sig[32:64])
+    if s > _HALF_N_BYTES:
         raise SimSignatureFormatError(
             "ECDSA: invalid signature 's' value", "s is not in the lower half of the order"
         )
-    r = int.from_bytes(sig[0:32], "big")
-    if not (0 < r < SECP256K1_N and s > 0):
+    r = bytes(sig[0:32])
+    if not (_ZERO32 < r < _N_BYTES and s > _ZERO32):
         raise SimSignatureFormatError("ECDSA: invalid signature", "r or s out of range")
 
 
