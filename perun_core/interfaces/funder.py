@@ -32,6 +32,26 @@ class FundingRequest:
     egoistic: bool = False
     timeout: int | None = None
 
+    def check(self) -> None:
+        """Refuse a request no funder can serve (called by funders before any deposit).
+
+        Raises:
+            InvalidFundingAgreementError: the agreement does not have one row per asset of
+                one entry per participant.
+            ValueError: ``idx`` is not a participant index.
+        """
+        from perun_core.errors import InvalidFundingAgreementError
+
+        n = self.params.num_parts
+        rows = len(self.state.allocation.assets)
+        if len(self.agreement) != rows or any(len(row) != n for row in self.agreement):
+            raise InvalidFundingAgreementError(
+                f"the funding agreement must have {rows} rows of {n} entries",
+                channel_id=self.params.id or None,
+            )
+        if not 0 <= self.idx < n:
+            raise ValueError(f"participant index {self.idx} out of range")
+
     @property
     def deadline_seconds(self) -> int:
         """The funding window in ledger seconds."""

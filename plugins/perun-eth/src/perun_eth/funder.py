@@ -7,7 +7,7 @@ import logging
 
 from perun_core.channel.allocation import Balances
 from perun_core.channel.types import Asset
-from perun_core.errors import FundingTimeoutError, InvalidFundingAgreementError
+from perun_core.errors import FundingTimeoutError
 from perun_core.interfaces import Funder, FundingRequest
 from perun_eth import bindings as b
 from perun_eth.chain import ERC20, EthChain, checksum
@@ -55,13 +55,7 @@ class EthFunder(Funder):
         assets = state.allocation.assets
         agreement = request.agreement
         n = params.num_parts
-        if len(agreement) != len(assets) or any(len(row) != n for row in agreement):
-            raise InvalidFundingAgreementError(
-                f"the funding agreement must have {len(assets)} rows of {n} entries",
-                channel_id=cid,
-            )
-        if not 0 <= request.idx < n:
-            raise ValueError(f"participant index {request.idx} out of range")
+        request.check()
         node = self.chain.node
         deadline = await node.timestamp() + request.deadline_seconds
         fids = [funding_id(cid, p) for p in params.participants]

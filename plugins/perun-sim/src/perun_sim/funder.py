@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from perun_core.channel.allocation import Balances
 from perun_core.channel.types import Asset
-from perun_core.errors import FundingTimeoutError, InvalidFundingAgreementError
+from perun_core.errors import FundingTimeoutError
 from perun_core.interfaces import Account, Funder, FundingRequest
 from perun_sim.api import LedgerAPI, LocalLedger
 from perun_sim.encoding import channel_id, funding_id
@@ -47,13 +47,7 @@ class SimFunder(Funder):
         assets = state.allocation.assets
         agreement = request.agreement
         n = params.num_parts
-        if len(agreement) != len(assets) or any(len(row) != n for row in agreement):
-            raise InvalidFundingAgreementError(
-                f"the funding agreement must have {len(assets)} rows of {n} entries",
-                channel_id=cid,
-            )
-        if not 0 <= request.idx < n:
-            raise ValueError(f"participant index {request.idx} out of range")
+        request.check()
         deadline = await self.ledger.now() + request.deadline_seconds
         fids = [funding_id(cid, p) for p in params.participants]
         own = [a for a, asset in enumerate(assets) if asset.ledger_id == self.ledger.ledger_id]
