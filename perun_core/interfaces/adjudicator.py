@@ -137,6 +137,34 @@ class ChannelEvents(ABC):
         """Stop every channel's stream; a pending ``next()`` returns ``None``."""
 
 
+def sub_states_preorder(
+    state: State, given: Mapping[bytes, SignedState], operation: str
+) -> list[SignedState]:
+    """The signed states of every sub-channel ``state`` locks funds in, recursively, in
+    depth-first pre-order (the order the ledgers take them).
+
+    Raises:
+        MissingSubStatesError: a locked sub-channel's state is not in ``given``.
+    """
+    from perun_core.errors import MissingSubStatesError
+
+    out: list[SignedState] = []
+
+    def collect(s: State) -> None:
+        for sa in s.allocation.locked:
+            sub = given.get(sa.id)
+            if sub is None:
+                raise MissingSubStatesError(
+                    f"no signed state of sub-channel 0x{sa.id.hex()} to {operation}",
+                    operation=operation,
+                )
+            out.append(sub)
+            collect(sub.state)
+
+    collect(state)
+    return out
+
+
 class Adjudicator(ABC):
     """The dispute and settlement interface of one ledger for one account."""
 

@@ -9,13 +9,14 @@ from collections.abc import Mapping
 from perun_core.channel.params import Params
 from perun_core.channel.state import SignedState, State
 from perun_core.channel.types import Address
-from perun_core.errors import InvalidSignatureError, MissingSubStatesError, NotSupportedError
+from perun_core.errors import InvalidSignatureError, NotSupportedError
 from perun_core.interfaces import (
     Adjudicator,
     AdjudicatorReq,
     ChannelEvents,
     EventSubscription,
 )
+from perun_core.interfaces.adjudicator import sub_states_preorder
 from perun_eth import bindings as b
 from perun_eth.bindings import Phase
 from perun_eth.chain import EthChain, checksum
@@ -87,21 +88,7 @@ class EthAdjudicator(Adjudicator):
                 version=req.tx.state.version,
             )
         root = req.signed_state()
-        subs: list[SignedState] = []
-        found = sub_states or {}
-
-        def collect(state: State) -> None:
-            for sa in state.allocation.locked:
-                sub = found.get(sa.id)
-                if sub is None:
-                    raise MissingSubStatesError(
-                        f"no signed state of sub-channel 0x{sa.id.hex()} to register",
-                        operation="register",
-                    )
-                subs.append(sub)
-                collect(sub.state)
-
-        collect(root.state)
+        subs = sub_states_preorder(root.state, sub_states or {}, "register")
         if await self._registered(root, subs):
             return
         await self._send(self.chain.adjudicator_hex, b.register_data(root, subs), "register")
@@ -200,29 +187,11 @@ class EthAdjudicator(Adjudicator):
                 data = b.conclude_final_data(params, state, sigs)
                 await self._send(self.chain.adjudicator_hex, data, "concludeFinal")
             else:
-                subs = self._sub_states(state, sub_states)
+                subs = [s.state for s in sub_states_preorder(state, sub_states, "conclude")]
                 data = b.conclude_data(params, state, subs)
                 await self._send(self.chain.adjudicator_hex, data, "conclude")
         except AlreadyConcludedError:
             pass  # someone else concluded first: that was the goal
-
-    @staticmethod
-    def _sub_states(state: State, given: Mapping[bytes, SignedState]) -> list[State]:
-        out: list[State] = []
-
-        def collect(s: State) -> None:
-            for sa in s.allocation.locked:
-                sub = given.get(sa.id)
-                if sub is None:
-                    raise MissingSubStatesError(
-                        f"sub-channel 0x{sa.id.hex()}: its state is needed to conclude",
-                        operation="conclude",
-                    )
-                out.append(sub.state)
-                collect(sub.state)
-
-        collect(state)
-        return out
 
     async def _wait_concluded(self, cid: bytes, grace: float) -> bool:
         """Whether the channel gets concluded within ``grace`` seconds (polled)."""

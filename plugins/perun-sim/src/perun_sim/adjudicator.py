@@ -17,6 +17,7 @@ from perun_core.interfaces import (
     ChannelEvents,
     EventSubscription,
 )
+from perun_core.interfaces.adjudicator import sub_states_preorder
 from perun_sim.api import LedgerAPI, LocalLedger
 from perun_sim.encoding import channel_id, funding_id, hash_state
 from perun_sim.ledger import DisputePhase, SimLedger, WithdrawalAuth
@@ -64,21 +65,7 @@ class SimAdjudicator(Adjudicator):
             ChainError: the ledger refused (reasons of ETHEREUM.md §6).
         """
         root = _signed(req)
-        subs: list[SignedState] = []
-        found = sub_states or {}
-
-        def collect(state: State) -> None:
-            for sa in state.allocation.locked:
-                sub = found.get(sa.id)
-                if sub is None:
-                    raise MissingSubStatesError(
-                        f"no signed state of sub-channel 0x{sa.id.hex()} to register",
-                        operation="register",
-                    )
-                subs.append(sub)
-                collect(sub.state)
-
-        collect(root.state)
+        subs = sub_states_preorder(root.state, sub_states or {}, "register")
         await self.ledger.register(root, subs)
 
     async def progress(self, req: AdjudicatorReq, new_state: State, sig: bytes) -> None:
