@@ -203,7 +203,10 @@ class LedgerServer:
             self._sessions.discard(session)
             if task is not None:
                 self._handlers.discard(task)
-            await session.close()
+            # Cancelled again while closing (the loop is shutting down): end normally, since
+            # Python 3.11's stream server logs a handler task that ends cancelled as an error.
+            with contextlib.suppress(asyncio.CancelledError):
+                await session.close()
 
 
 class _Session:

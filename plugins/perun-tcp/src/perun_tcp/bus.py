@@ -61,6 +61,7 @@ from perun_tcp import handshake
 from perun_tcp.endpoint import Endpoint, as_endpoint
 from perun_tcp.framing import ConnectionEndedError, FrameSplitter, frame
 from perun_tcp.handshake import Verifier
+from perun_tcp.inbox import Inbox
 
 log = logging.getLogger("perun_tcp")
 
@@ -729,41 +730,44 @@ class TcpBus(Bus):
     async def _read_loop(self, conn: _Connection) -> None:
         loop = asyncio.get_running_loop()
         reason = "closing"
-        splitter = FrameSplitter(self.max_frame_size)
+
+        def received() -> None:
+            conn.last_rx = loop.time()
+
+        # Frames are handled in the transport's data callback (see perun_tcp.inbox); this
+        # task only handles what has to wait for a retired connection, and the end.
+        inbox = Inbox(
+            FrameSplitter(self.max_frame_size),
+            lambda payload: self._on_frame(conn, payload),
+            lambda: bool(conn.gate),
+            received,
+        )
+        attached = inbox.attach(conn.reader, conn.writer.transport)
         try:
             while True:
-                data = await conn.reader.read(_READ_CHUNK)
-                if not data:
-                    raise ConnectionEndedError(clean=splitter.empty)
-                conn.last_rx = loop.time()
-                for payload in splitter.feed(data):
-                    env = decode_envelope(payload, max_size=self.max_frame_size)
-                    if env.sender != conn.peer or env.recipient != self.address:
-                        err = MisroutedMessageError(
-                            f"envelope {env.sender} -> {env.recipient} on the connection "
-                            f"{conn.peer} -> {self.address}; dropped"
-                        )
-                        log.warning("%r: %s: %s", conn, type(err).__name__, err)
-                        continue
-                    msg = env.msg
-                    if isinstance(msg, Ping):
-                        if conn.usable:
-                            conn.send_control(Pong(msg.created_ns, time.time_ns()))
-                        continue
-                    if isinstance(msg, Pong):
-                        continue
-                    if isinstance(msg, Shutdown):
-                        log.info("%r: peer shut the connection down: %s", conn, msg.reason)
-                        reason = "acknowledging shutdown"
-                        return
-                    if isinstance(msg, _CONTROL):
-                        raise AuthenticationError(
-                            f"{type(msg).__name__} (code {msg.code}) on an authenticated connection"
-                        )
+                if attached or inbox.frames or inbox.done:
+                    await inbox.wait()
+                else:  # a reader that is not asyncio's own: read it here
+                    data = await conn.reader.read(_READ_CHUNK)
+                    if data:
+                        inbox.feed(data)
+                    else:
+                        inbox.end()
+                while inbox.frames:
                     while conn.gate:
                         await self._await_drained(conn.gate[0])
                         conn.gate.pop(0)
-                    self._deliver(env)
+                    if not self._on_frame(conn, inbox.frames.popleft()):
+                        inbox.stopped = True
+                        break
+                inbox.caught_up()
+                if inbox.stopped:
+                    reason = "acknowledging shutdown"
+                    return
+                if inbox.error is not None:
+                    raise inbox.error
+                if inbox.eof:
+                    raise ConnectionEndedError(clean=inbox.splitter.empty)
         except ConnectionEndedError as e:
             log.info("%r: %s", conn, e)
         except ProtocolError as e:  # malformed, oversize, misused handshake messages
@@ -772,9 +776,41 @@ class TcpBus(Bus):
         except OSError as e:
             log.info("%r broke: %r", conn, e)
         finally:
+            inbox.stopped = True  # late bytes are ignored
             conn.drained.set()
             conn.send_shutdown(reason)
             conn.close()
+
+    def _on_frame(self, conn: _Connection, payload: bytes) -> bool:
+        """Handle one frame of ``conn``; ``False`` once the peer shut the connection down.
+
+        Raises:
+            ProtocolError: the frame is malformed, or a handshake message after the handshake.
+        """
+        env = decode_envelope(payload, max_size=self.max_frame_size)
+        if env.sender != conn.peer or env.recipient != self.address:
+            err = MisroutedMessageError(
+                f"envelope {env.sender} -> {env.recipient} on the connection "
+                f"{conn.peer} -> {self.address}; dropped"
+            )
+            log.warning("%r: %s: %s", conn, type(err).__name__, err)
+            return True
+        msg = env.msg
+        if isinstance(msg, Ping):
+            if conn.usable:
+                conn.send_control(Pong(msg.created_ns, time.time_ns()))
+            return True
+        if isinstance(msg, Pong):
+            return True
+        if isinstance(msg, Shutdown):
+            log.info("%r: peer shut the connection down: %s", conn, msg.reason)
+            return False
+        if isinstance(msg, _CONTROL):
+            raise AuthenticationError(
+                f"{type(msg).__name__} (code {msg.code}) on an authenticated connection"
+            )
+        self._deliver(env)
+        return True
 
     async def _await_drained(self, old: _Connection) -> None:
         try:
