@@ -95,6 +95,13 @@ def test_quick_benchmark_reports_every_section(tmp_path: Path) -> None:
         s = res["sequential"]
         _positive(s["updates_per_s"], f"{name} sequential")
         assert _positive(s["p50_ms"], "p50") <= _positive(s["p99_ms"], "p99")
+        polled = res["sequential_busy_poll"]
+        if name == "memory":  # measured once, with the default --busy-poll 200
+            assert polled["busy_poll_us"] == 200 and polled["updates"] == s["updates"]
+            _positive(polled["updates_per_s"], "busy-polling sequential")
+            assert _positive(polled["p50_ms"], "p50") <= _positive(polled["p99_ms"], "p99")
+        else:
+            assert polled is None
         assert [p["channels"] for p in res["pipelined"]] == quick_channels
         for p in res["pipelined"]:
             _positive(p["updates_per_s"], f"{name} pipelined")

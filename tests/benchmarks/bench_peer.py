@@ -12,6 +12,7 @@ command line on stdin with one JSON line:
 
 ``{"cmd": "rusage"}``  its CPU seconds so far (user, system) and peak RSS
 ``{"cmd": "count"}``   how many channels it holds and the sum of their versions
+``{"cmd": "busy_poll", "us": N}``  poll N µs before sleeping (see ``perun_core.eventloop``)
 ``{"cmd": "quit"}``    close everything and exit 0 (so does the end of stdin)
 
 Only loopback addresses are used; the parent ends it by its PID.
@@ -27,6 +28,7 @@ import resource
 import sys
 from typing import Any
 
+from perun_core import eventloop
 from perun_core.channel.types import Address
 from perun_core.client import Client, ClientConfig
 from perun_core.plugins import load_plugins
@@ -88,6 +90,9 @@ async def _run(args: argparse.Namespace) -> int:
                     break
                 if cmd == "rusage":
                     _emit({"ok": True, **rusage()})
+                elif cmd == "busy_poll":
+                    us = float(json.loads(line).get("us", 0))
+                    _emit({"ok": eventloop.set_busy_poll(loop, us), "busy_poll_us": us})
                 elif cmd == "count":
                     chans = client.channels
                     total = sum(c.state.version for c in chans)
@@ -110,8 +115,12 @@ LOOP_ENV = "PERUN_BENCH_LOOP"
 
 
 def run_loop(coro: Any) -> Any:
-    """Run ``coro`` on the event loop :data:`LOOP_ENV` names (default: asyncio's own)."""
-    factory = None
+    """Run ``coro`` on the event loop :data:`LOOP_ENV` names.
+
+    ``asyncio``: asyncio's selector loop, made by :func:`perun_core.eventloop.new_event_loop`
+    so that busy polling can be switched on for one measurement (off by default).
+    """
+    factory: Any = eventloop.new_event_loop
     if os.environ.get(LOOP_ENV, "asyncio") == "uvloop":
         import uvloop
 

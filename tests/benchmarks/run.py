@@ -15,8 +15,10 @@ Sections (all in one run; ``--only`` picks some):
 ``tcp``        two OS processes over the TCP bus (``perun-tcp``) on a sim ledger served by a
                third: sequential updates on one channel (rate, p50/p99 latency) and pipelined
                updates over 256 and 1,024 channels; every signature is verified by the
-               receiving client as always. Repeated with each persister: memory, LevelDB and
-               RocksDB (default options: crash-safe against a killed process).
+               receiving client as always. The sequential run is repeated with both
+               processes on busy-polling loops (``--busy-poll US``, ``perun_core.eventloop``).
+               Repeated with each persister: memory, LevelDB and RocksDB (default options:
+               crash-safe against a killed process).
 ``gas``        gas per operation on anvil (the ``perun-eth`` gas test's scenario) beside the
                reference figures of ETHEREUM.md §8.
 ``scale``      100,000 channels in one client: persister write rate, restore time from
@@ -56,6 +58,7 @@ if str(HERE) not in sys.path:
 from bench_peer import LOOP_ENV, run_loop  # noqa: E402
 from perun_sim import SimBackend  # noqa: E402
 
+from perun_core import eventloop  # noqa: E402
 from perun_core.channel import Address, Allocation, Params, Phase, State, Transaction  # noqa: E402
 from perun_core.client import Channel, Client, ClientConfig, LedgerChannelProposal  # noqa: E402
 from perun_core.interfaces import ChannelRecord, Persister  # noqa: E402
@@ -410,9 +413,9 @@ class _Child:
             raise RuntimeError(f"child {self.proc.pid} exited ({await self.proc.wait()})")
         return line.decode()
 
-    async def call(self, cmd: str, timeout: float = 60) -> dict[str, Any]:
+    async def call(self, cmd: str, timeout: float = 60, **args: Any) -> dict[str, Any]:
         assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps({"cmd": cmd}) + "\n").encode())
+        self.proc.stdin.write((json.dumps({"cmd": cmd, **args}) + "\n").encode())
         await self.proc.stdin.drain()
         answer: dict[str, Any] = json.loads(await asyncio.wait_for(self._line(), timeout))
         if not answer.get("ok"):
@@ -458,8 +461,37 @@ def _persister(name: str, path: str) -> Persister:
     return made
 
 
+async def _sequential_busy_poll(
+    ch: Channel, n: int, peer: _Child, spin_us: float
+) -> dict[str, Any] | None:
+    """The sequential run again, both processes polling ``spin_us`` before they sleep.
+
+    ``None`` when switched off (``--busy-poll 0``) or the loop cannot poll (uvloop).
+    """
+    loop = asyncio.get_running_loop()
+    if spin_us <= 0 or not eventloop.set_busy_poll(loop, spin_us):
+        return None
+    try:
+        if not (await peer.call("busy_poll", us=spin_us))["ok"]:
+            return None
+        c0 = await peer.call("rusage")
+        res = await _sequential(ch, n)
+        c1 = await peer.call("rusage")
+        res["cpu_peer_process_s"] = _cpu_of(c1) - _cpu_of(c0)
+        res["busy_poll_us"] = spin_us
+        return res
+    finally:
+        eventloop.set_busy_poll(loop, 0)
+        await peer.call("busy_poll", us=0)
+
+
 async def tcp_pair(
-    sizes: Sizes, persister: str, ledger_url: str, ceiling: float, tmp: str
+    sizes: Sizes,
+    persister: str,
+    ledger_url: str,
+    ceiling: float,
+    tmp: str,
+    busy_poll_us: float = 0,
 ) -> dict[str, Any]:
     """One pair of processes with ``persister`` on both sides: sequential, then pipelined."""
     from perun_tcp import TcpBus
@@ -519,6 +551,18 @@ async def tcp_pair(
         seq["cpu_peer_process_s"] = _cpu_of(bob_cpu1) - _cpu_of(bob_cpu0)
         row("sequential, one channel", seq["updates_per_s"], "upd/s")
         row("latency p50 / p99", f"{seq['p50_ms']:.3f} / {seq['p99_ms']:.3f}", "ms")
+        seq_poll = await _sequential_busy_poll(chans[0], sizes.seq_updates, bob, busy_poll_us)
+        if seq_poll is not None:
+            row(
+                f"sequential, busy-polling loops ({busy_poll_us:g} µs)",
+                seq_poll["updates_per_s"],
+                "upd/s",
+            )
+            row(
+                "latency p50 / p99",
+                f"{seq_poll['p50_ms']:.3f} / {seq_poll['p99_ms']:.3f}",
+                "ms",
+            )
         pipelined = []
         for k in sizes.pipelined_channels:
             runs = []
@@ -555,6 +599,7 @@ async def tcp_pair(
             "opened_channels": n_channels,
             "open_s": opened,
             "sequential": seq,
+            "sequential_busy_poll": seq_poll,
             "pipelined": pipelined,
         }
     finally:
@@ -569,7 +614,9 @@ def _cpu_of(r: dict[str, Any]) -> float:
     return float(r["user"]) + float(r["system"])
 
 
-async def tcp(sizes: Sizes, ceiling: float, persisters: list[str]) -> dict[str, Any]:
+async def tcp(
+    sizes: Sizes, ceiling: float, persisters: list[str], busy_poll_us: float = 0
+) -> dict[str, Any]:
     """Every persister's two-process run, on one served ledger."""
     out: dict[str, Any] = {}
     available = load_plugins().persisters
@@ -581,7 +628,9 @@ async def tcp(sizes: Sizes, ceiling: float, persisters: list[str]) -> dict[str, 
                 out[name] = {"skipped": f"persister plugin {name!r} not installed"}
                 heading(f"two processes over TCP, persister {name}: skipped (not installed)")
                 continue
-            out[name] = await tcp_pair(sizes, name, url, ceiling, tmp)
+            # Busy polling is measured once, with the in-memory persister.
+            poll = busy_poll_us if name == "memory" else 0
+            out[name] = await tcp_pair(sizes, name, url, ceiling, tmp, poll)
     finally:
         await ledger.terminate()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -855,6 +904,12 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     if seq:
         add("sequential TCP", seq["updates_per_s"], ">= 2,500 upd/s", seq["updates_per_s"] >= 2500)
         add("sequential TCP p99 latency (ms)", seq["p99_ms"], "< 2 ms", seq["p99_ms"] < 2)
+    seq = mem.get("sequential_busy_poll")
+    if seq:
+        how = f"busy-polling loops ({seq['busy_poll_us']:g} µs)"
+        rate = seq["updates_per_s"]
+        add(f"sequential TCP, {how}", rate, ">= 2,500 upd/s", rate >= 2500)
+        add(f"... p99 latency (ms), {how}", seq["p99_ms"], "< 2 ms", seq["p99_ms"] < 2)
     for name in ("leveldb", "rocksdb"):
         for p in tcp_res.get(name, {}).get("pipelined", []):
             if p["channels"] >= 256 and "ratio_to_memory" in p:
@@ -890,7 +945,9 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
 # --- main ----------------------------------------------------------------------------------
 
 
-async def run(quick: bool, only: list[str], persisters: list[str]) -> dict[str, Any]:
+async def run(
+    quick: bool, only: list[str], persisters: list[str], busy_poll_us: float = 0
+) -> dict[str, Any]:
     sizes = QUICK if quick else FULL
     result: dict[str, Any] = {
         "meta": {
@@ -900,6 +957,7 @@ async def run(quick: bool, only: list[str], persisters: list[str]) -> dict[str, 
             "machine": machine(),
             "sizes": {k: getattr(sizes, k) for k in sizes.__slots__},
             "event_loop": os.environ.get(LOOP_ENV, "asyncio"),
+            "busy_poll_us": busy_poll_us,
         }
     }
     start = time.perf_counter()
@@ -916,7 +974,7 @@ async def run(quick: bool, only: list[str], persisters: list[str]) -> dict[str, 
     if "tcp" in only:
         assert c is not None
         ceiling = c["ceiling"]["two_process_updates_per_s"]
-        result["tcp"] = await tcp(sizes, ceiling, persisters)
+        result["tcp"] = await tcp(sizes, ceiling, persisters, busy_poll_us)
     if "gas" in only:
         result["gas"] = gas()
     if "scale" in only:
@@ -961,6 +1019,14 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get(LOOP_ENV, "asyncio"),
         help="event loop of every benchmark process (uvloop: pip install uvloop)",
     )
+    ap.add_argument(
+        "--busy-poll",
+        type=float,
+        default=200,
+        metavar="US",
+        help="also run the sequential TCP benchmark with both processes polling US µs before "
+        "they sleep (perun_core.eventloop; 0: skip)",
+    )
     ap.add_argument("--restore-child", help=argparse.SUPPRESS)
     ap.add_argument("--restore-persister", default="leveldb", help=argparse.SUPPRESS)
     ap.add_argument("--restore-no-watch", action="store_true", help=argparse.SUPPRESS)
@@ -975,7 +1041,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(json.dumps(res))
         return 0
-    result = run_loop(run(args.quick, args.only, args.persisters))
+    result = run_loop(run(args.quick, args.only, args.persisters, args.busy_poll))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, allow_nan=False))
     return 0
