@@ -8,6 +8,7 @@ from eth_abi.abi import encode as abi_encode
 from eth_helpers import ALICE, ALICE_KEY, BOB, BOB_KEY, make_params, make_state
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from perun_eth import encoding
 from perun_eth.encoding import (
     SECP256K1_N,
     EthSignatureFormatError,
@@ -321,3 +322,31 @@ def _states(draw: st.DrawFn) -> State:
 @given(_states())
 def test_the_fast_state_encoder_equals_eth_abi(state: State) -> None:
     assert encode_state(state) == encode_state_reference(state)
+
+
+# --- Keccak-256: the fast implementation and the fallback agree -----------------------------
+
+KECCAK_VECTORS = [
+    (b"", "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"),
+    (b"abc", "4e03657aea45a94fc7d47ba826c8d667c0d1e6e33a64a036ec44f58fa12d6c45"),
+]
+
+
+@pytest.mark.parametrize(("data", "digest"), KECCAK_VECTORS)
+def test_keccak256_matches_known_digests(data: bytes, digest: str) -> None:
+    assert keccak256(data).hex() == digest
+    assert encoding.keccak256_pycryptodome(data).hex() == digest
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000))
+def test_both_keccak_implementations_agree(data: bytes) -> None:
+    fast = encoding.keccak256_pysha3
+    if fast is None:
+        pytest.skip("safe-pysha3 (perun-eth[fast]) is not installed")
+    assert fast(data) == encoding.keccak256_pycryptodome(data) == keccak256(data)
+
+
+def test_the_fastest_installed_keccak_is_the_one_used() -> None:
+    expected = encoding.keccak256_pysha3 or encoding.keccak256_pycryptodome
+    assert keccak256 is expected

