@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -49,6 +50,11 @@ async def test_restart_restores_channels_and_they_settle(backend, asset) -> None
     robert2 = await f2.make("robert", account=robert.account, persister=robert.persister)
     ch_p2, ch_r2 = await petra2.next_channel(), await robert2.next_channel()
     assert ch_p2.id == ch_r2.id == ch_p.id
+    # The restored channel syncs with the peer first (its record says so until then).
+    for _ in range(500):
+        if not (ch_p2.record().needs_sync or ch_r2.record().needs_sync):
+            break
+        await asyncio.sleep(0.01)
     assert ch_p2.record() == before
     assert ch_p2.phase == ch_r2.phase == Phase.ACTING
     await ch_r2.update(lambda s: s.finalized())
