@@ -41,9 +41,9 @@ PARTS: dict[str, str | tuple[str, str]] = {
     "asyncio: timeouts": "asyncio/timeouts.py",
     "asyncio: shield": "shield (",
     "bus: publish (encode + socket write)": ".publish (",
-    # The bus's read loop calls the client's dispatcher directly (Subscription.set_receiver):
-    # the loop's own part is the socket read, the framing and the decoding.
-    "bus: read loop (socket read + decode)": ("TcpBus._read_loop", "Client._dispatch ("),
+    # Frames are split, decoded and dispatched in the transport's data callback
+    # (perun_tcp.inbox); the bus's own part is the framing and the decoding.
+    "bus: receive (split + decode)": ("Inbox.feed (", "Client._dispatch ("),
     "client dispatch (handlers, verification)": "Client._dispatch (",
     "watchtower": "watcher/local.py",
 }
