@@ -12,7 +12,9 @@ microseconds before it blocks as usual. It trades CPU for latency: after every b
 the loop keeps its core busy for up to ``spin_us`` (a loop that stays idle longer sleeps as
 before, and timers fire on time). Use it where latency matters more than an idle core, and
 set ``spin_us`` to about the time you expect to wait for an answer (100-300 µs on loopback or
-a LAN). It is off (``spin_us=0``) unless you ask for it::
+a LAN). Only where each polling process has a core to itself: on a CPU shared with other busy
+processes the polling takes time from them and makes things slower. It is off (``spin_us=0``)
+unless you ask for it::
 
     from perun_core import eventloop
 
@@ -27,17 +29,19 @@ from __future__ import annotations
 import asyncio
 import selectors
 import time
-import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["BusyPollSelector", "busy_poll_us", "new_event_loop", "run", "set_busy_poll"]
+__all__ = [
+    "BusyPollEventLoop",
+    "BusyPollSelector",
+    "busy_poll_us",
+    "new_event_loop",
+    "run",
+    "set_busy_poll",
+]
 
 T = TypeVar("T")
-
-_SELECTORS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, BusyPollSelector] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 class BusyPollSelector(selectors.DefaultSelector):
@@ -78,35 +82,50 @@ class BusyPollSelector(selectors.DefaultSelector):
         return super().select(timeout)
 
 
-def new_event_loop(busy_poll_us: float = 0) -> asyncio.AbstractEventLoop:
-    """A new selector event loop over a :class:`BusyPollSelector`.
+class BusyPollEventLoop(asyncio.SelectorEventLoop):
+    """asyncio's selector event loop over a :class:`BusyPollSelector`.
 
-    With ``busy_poll_us=0`` it behaves like asyncio's default loop; :func:`set_busy_poll`
-    changes the polling time later.
+    Args:
+        busy_poll_us: microseconds of polling before the loop sleeps (0: never poll).
     """
-    selector = BusyPollSelector(busy_poll_us)
-    loop = asyncio.SelectorEventLoop(selector)
-    _SELECTORS[loop] = selector
-    return loop
+
+    def __init__(self, busy_poll_us: float = 0) -> None:
+        self._poller = BusyPollSelector(busy_poll_us)
+        super().__init__(self._poller)
+
+    @property
+    def busy_poll_us(self) -> float:
+        """Microseconds of polling before the loop sleeps; may be changed at any time."""
+        return self._poller.spin_us
+
+    @busy_poll_us.setter
+    def busy_poll_us(self, value: float) -> None:
+        self._poller.spin_us = value
+
+
+def new_event_loop(busy_poll_us: float = 0) -> BusyPollEventLoop:
+    """A new :class:`BusyPollEventLoop` (with ``busy_poll_us=0``: like asyncio's default)."""
+    return BusyPollEventLoop(busy_poll_us)
 
 
 def set_busy_poll(loop: asyncio.AbstractEventLoop, spin_us: float) -> bool:
-    """Set the polling time of a loop made by :func:`new_event_loop`.
+    """Set the polling time of ``loop`` if it is a :class:`BusyPollEventLoop`.
 
     Returns:
         ``False`` (and changes nothing) for any other loop.
+
+    Raises:
+        ValueError: ``spin_us`` is negative or NaN.
     """
-    selector = _SELECTORS.get(loop)
-    if selector is None:
+    if not isinstance(loop, BusyPollEventLoop):
         return False
-    selector.spin_us = spin_us
+    loop.busy_poll_us = spin_us
     return True
 
 
 def busy_poll_us(loop: asyncio.AbstractEventLoop) -> float | None:
-    """The polling time of a loop made by :func:`new_event_loop`, else ``None``."""
-    selector = _SELECTORS.get(loop)
-    return None if selector is None else selector.spin_us
+    """The polling time of a :class:`BusyPollEventLoop`, else ``None``."""
+    return loop.busy_poll_us if isinstance(loop, BusyPollEventLoop) else None
 
 
 def run(main: Coroutine[Any, Any, T], *, busy_poll_us: float = 0, debug: bool | None = None) -> T:
