@@ -136,3 +136,17 @@ async def test_the_socket_pauses_while_too_many_frames_wait_and_resumes_after(
     inbox.frames.clear()  # what the bus's reader task does once it may deliver them
     inbox.caught_up()
     assert pipe.transport.is_reading()
+
+
+async def test_a_reader_that_is_not_asyncios_own_is_left_alone(pipe: Pipe) -> None:
+    class OtherReader(asyncio.StreamReader):
+        pass
+
+    other = OtherReader()
+    other.feed_data(frame(b"kept"))
+    inbox = pipe.inbox()
+    # The bus then reads this reader in its task and feeds the inbox itself.
+    assert not inbox.attach(other, pipe.transport)
+    assert "feed_data" not in vars(other) and pipe.handled == []
+    inbox.feed(await other.read(100))
+    assert pipe.handled == [b"kept"]
