@@ -86,7 +86,11 @@ class DisputeConformance:
         assert isinstance(events[0], RegisteredEvent) and events[0].version == 0
         assert isinstance(events[1], RegisteredEvent) and events[1].version == 20
         assert events[1].timeout.deadline == events[0].timeout.deadline  # refuting keeps it
-        assert carol.client.watcher is not None and carol.client.watcher.refutations == 1
+        watcher = carol.client.watcher
+        assert watcher is not None
+        # The refutation counts once its transaction is confirmed, which on a real chain can
+        # come after the ledger's event for it.
+        await _until(lambda: watcher.refutations == 1)
         assert ch_c.phase == Phase.REGISTERED
         with pytest.raises(ChannelRegisteredError):
             await ch_c.send(1)

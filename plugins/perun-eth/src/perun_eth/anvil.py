@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -77,6 +77,29 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+@contextlib.contextmanager
+def _start_lock() -> Iterator[None]:
+    """Hold a machine-wide lock while a node picks its port and starts.
+
+    :func:`free_port` only says a port is free *now*; two processes starting nodes at the
+    same moment (parallel test environments) can pick the same one, and the second node's
+    client would then talk to the first node. Starting one node at a time on the machine
+    closes that window.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux; anvil-linux-amd64 needs Linux
+        yield
+        return
+    path = Path(tempfile.gettempdir(), "perun-anvil-start.lock")
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -148,6 +171,10 @@ class AnvilNode:
         if self._proc is not None:
             raise RuntimeError("anvil is already running")
         binary = self.binary or find_anvil()
+        with _start_lock():
+            return self._start_locked(binary, timeout)
+
+    def _start_locked(self, binary: str, timeout: float) -> Self:
         last_log = ""
         for _ in range(3):
             self.port = free_port()
@@ -173,7 +200,9 @@ class AnvilNode:
                 stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
-            if self._wait_ready(timeout):
+            # Ready, and still alive: the node that answers is ours, not one that held the
+            # port already (ours would have failed to bind and exited).
+            if self._wait_ready(timeout) and self._proc is not None and self._proc.poll() is None:
                 return self
             last_log = self._read_log()
             self.stop()
