@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -114,12 +115,21 @@ LOOP_ENV = "PERUN_BENCH_LOOP"
 ``uvloop``); run.py's ``--loop`` sets it for its children."""
 
 
+GC_ENV = "PERUN_BENCH_GC_GEN0"
+"""Environment variable with the garbage collector's generation-0 threshold for the benchmark
+processes (unset: Python's default, 700); run.py's ``--gc-gen0`` sets it for its children."""
+
+
 def run_loop(coro: Any) -> Any:
-    """Run ``coro`` on the event loop :data:`LOOP_ENV` names.
+    """Run ``coro`` on the event loop :data:`LOOP_ENV` names (and :data:`GC_ENV` applied).
 
     ``asyncio``: asyncio's selector loop, made by :func:`perun_core.eventloop.new_event_loop`
     so that busy polling can be switched on for one measurement (off by default).
     """
+    gen0 = os.environ.get(GC_ENV)
+    if gen0:
+        _, gen1, gen2 = gc.get_threshold()
+        gc.set_threshold(int(gen0), gen1, gen2)
     factory: Any = eventloop.new_event_loop
     if os.environ.get(LOOP_ENV, "asyncio") == "uvloop":
         import uvloop

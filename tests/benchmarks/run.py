@@ -55,7 +55,7 @@ ROOT = HERE.parent.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))  # persister_rates, bench_peer
 
-from bench_peer import LOOP_ENV, run_loop  # noqa: E402
+from bench_peer import GC_ENV, LOOP_ENV, run_loop  # noqa: E402
 from perun_sim import SimBackend  # noqa: E402
 
 from perun_core import eventloop  # noqa: E402
@@ -957,6 +957,7 @@ async def run(
             "machine": machine(),
             "sizes": {k: getattr(sizes, k) for k in sizes.__slots__},
             "event_loop": os.environ.get(LOOP_ENV, "asyncio"),
+            "gc_thresholds": list(gc.get_threshold()),
             "busy_poll_us": busy_poll_us,
         }
     }
@@ -1027,6 +1028,13 @@ def main(argv: list[str] | None = None) -> int:
         help="also run the sequential TCP benchmark with both processes polling US µs before "
         "they sleep (perun_core.eventloop; 0: skip)",
     )
+    ap.add_argument(
+        "--gc-gen0",
+        type=int,
+        metavar="N",
+        help="generation-0 threshold of the garbage collector in every benchmark process "
+        "(default: Python's, 700)",
+    )
     ap.add_argument("--restore-child", help=argparse.SUPPRESS)
     ap.add_argument("--restore-persister", default="leveldb", help=argparse.SUPPRESS)
     ap.add_argument("--restore-no-watch", action="store_true", help=argparse.SUPPRESS)
@@ -1035,6 +1043,10 @@ def main(argv: list[str] | None = None) -> int:
     # measure the protocol, not a log sink (children inherit the setting).
     os.environ.setdefault("PERUN_DISABLE_PLUGINS", "loguru")
     os.environ[LOOP_ENV] = args.loop  # children run on the same loop
+    if args.gc_gen0 is not None:
+        if args.gc_gen0 < 1:
+            ap.error("--gc-gen0 must be at least 1")
+        os.environ[GC_ENV] = str(args.gc_gen0)  # read by run_loop, here and in the children
     if args.restore_child:
         res = run_loop(
             _restore_child(args.restore_child, args.restore_persister, not args.restore_no_watch)
