@@ -361,3 +361,23 @@ async def test_one_channel_events_stream_watches_many_channels_on_the_poller(
         await stream.close()
     assert await stream.next() is None
     assert poller.subscriptions == 0
+
+
+async def test_cancelled_requests_do_not_wedge_the_node(module_anvil: AnvilNode) -> None:
+    """Callers give up on requests all the time (timeouts, closing clients). web3's provider
+    takes a process-wide lock per request in a worker thread; a request cancelled while
+    waiting for it used to leave the lock taken, and every later request hung."""
+    node = EthNode(module_anvil.url, TxOptions(poll_interval=0.02))
+    try:
+        for rnd in range(30):
+            tasks = [asyncio.ensure_future(node.block_number()) for _ in range(12)]
+            for _ in range(rnd % 4):
+                await asyncio.sleep(0)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        # Still answering (the bound only keeps a wedged node from hanging the suite).
+        head = await asyncio.wait_for(node.block_number(), 20)
+        assert head == int(await asyncio.wait_for(node.request("eth_blockNumber"), 20), 16)
+    finally:
+        await node.close()

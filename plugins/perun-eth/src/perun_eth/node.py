@@ -161,6 +161,25 @@ class NonceManager:
         self._next = None
 
 
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # nobody may wait any more: do not log it as never retrieved
+
+
+async def _run_to_end(aw: Awaitable[T]) -> T:
+    """Await one web3 request, which runs to its end even if the caller is cancelled.
+
+    web3's ``AsyncHTTPProvider`` takes a lock shared by the whole process for every request,
+    acquired in a worker thread. A request cancelled while waiting for it leaves that thread
+    to acquire the lock for nobody, and every later request of the process hangs (web3.py
+    issue 3867). Callers here are cancelled routinely (a timeout's wait, a closing client), so
+    each request runs in a task of its own; a cancelled caller only stops waiting for it.
+    """
+    task = asyncio.ensure_future(aw)
+    task.add_done_callback(_retrieve)
+    return await asyncio.shield(task)
+
+
 class EthNode:
     """One node of one chain, shared by every funder and adjudicator of a backend.
 
@@ -195,7 +214,7 @@ class EthNode:
         delay = self.options.rpc_backoff
         for attempt in range(self.options.rpc_retries):
             try:
-                return await fn()
+                return await _run_to_end(fn())
             except ChainError:
                 raise
             except ContractLogicError:
@@ -505,7 +524,7 @@ class EthNode:
         call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
         for at in (block, block - 1):
             try:
-                await self.w3.eth.call(call, at)  # type: ignore[arg-type]
+                await _run_to_end(self.w3.eth.call(call, at))  # type: ignore[arg-type]
             except ContractLogicError as e:
                 return revert_reason(e) or "reverted without a reason"
             except Exception as e:
