@@ -8,6 +8,7 @@ from perun_core.interfaces.adjudicator import (
     ConcludedEvent,
     EventSubscription,
     ProgressedEvent,
+    QueuedChannelEvents,
     RegisteredEvent,
     Timeout,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "FundingRequest",
     "Persister",
     "ProgressedEvent",
+    "QueuedChannelEvents",
     "RegisteredEvent",
     "Subscription",
     "Timeout",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -135,6 +136,40 @@ class ChannelEvents(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Stop every channel's stream; a pending ``next()`` returns ``None``."""
+
+
+class QueuedChannelEvents(ChannelEvents):
+    """A :class:`ChannelEvents` whose events wait in one queue for :meth:`next`.
+
+    Implementations hand events over with :meth:`_push` and call :meth:`_end` in their
+    ``close()``; after that, ``next()`` returns ``None`` and further events are dropped.
+    """
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[tuple[bytes, AdjudicatorEvent] | None] = asyncio.Queue()
+        self._closed = False
+
+    def _push(self, channel_id: bytes, event: AdjudicatorEvent) -> None:
+        if not self._closed:
+            self._queue.put_nowait((channel_id, event))
+
+    def _end(self) -> bool:
+        """Close the stream and wake its readers; ``False`` if it was closed already."""
+        if self._closed:
+            return False
+        self._closed = True
+        self._queue.put_nowait(None)
+        return True
+
+    async def next(self) -> tuple[bytes, AdjudicatorEvent] | None:
+        """The next ``(channel_id, event)``, or ``None`` once closed."""
+        if self._closed:
+            return None
+        item = await self._queue.get()
+        if item is None or self._closed:
+            self._queue.put_nowait(None)  # wake any other task blocked in next()
+            return None
+        return item
 
 
 def sub_states_preorder(

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from perun_core.interfaces.adjudicator import AdjudicatorEvent, ChannelEvents
+from perun_core.interfaces.adjudicator import QueuedChannelEvents
 from perun_core.logging import log_extra
 
 if TYPE_CHECKING:
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("perun.watcher")
 
 
-class PerChannelEvents(ChannelEvents):
+class PerChannelEvents(QueuedChannelEvents):
     """Merges one :meth:`Adjudicator.subscribe` stream per channel into one queue.
 
     Works with every adjudicator; costs a task and a subscription per channel. Backends that
@@ -24,10 +24,9 @@ class PerChannelEvents(ChannelEvents):
     """
 
     def __init__(self, adjudicator: Adjudicator) -> None:
+        super().__init__()
         self._adjudicator = adjudicator
         self._tasks: dict[bytes, asyncio.Task[None]] = {}
-        self._queue: asyncio.Queue[tuple[bytes, AdjudicatorEvent] | None] = asyncio.Queue()
-        self._closed = False
 
     def add(self, params: Params) -> None:
         """Subscribe to one more channel (in a task of its own)."""
@@ -41,26 +40,15 @@ class PerChannelEvents(ChannelEvents):
         if task is not None:
             task.cancel()
 
-    async def next(self) -> tuple[bytes, AdjudicatorEvent] | None:
-        """The next event of any added channel, or ``None`` once closed."""
-        if self._closed:
-            return None
-        item = await self._queue.get()
-        if item is None:
-            self._queue.put_nowait(None)  # wake any other reader
-        return item
-
     async def close(self) -> None:
         """Unsubscribe every channel."""
-        if self._closed:
+        if not self._end():
             return
-        self._closed = True
         tasks = list(self._tasks.values())
         self._tasks.clear()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._queue.put_nowait(None)
 
     async def _forward(self, params: Params) -> None:
         cid = params.id
@@ -68,7 +56,7 @@ class PerChannelEvents(ChannelEvents):
             sub = await self._adjudicator.subscribe(params)
             try:
                 while (ev := await sub.next()) is not None:
-                    self._queue.put_nowait((cid, ev))
+                    self._push(cid, ev)
             finally:
                 await sub.close()
         except asyncio.CancelledError:

@@ -23,9 +23,9 @@ from perun_core.channel.state import State
 from perun_core.interfaces import EventSubscription, Timeout
 from perun_core.interfaces.adjudicator import (
     AdjudicatorEvent,
-    ChannelEvents,
     ConcludedEvent,
     ProgressedEvent,
+    QueuedChannelEvents,
     RegisteredEvent,
 )
 from perun_eth import bindings as b
@@ -327,7 +327,7 @@ def _log_key(lg: Any) -> tuple[bytes, int]:
     return bytes(lg["transactionHash"]), int(lg["logIndex"])
 
 
-class EthChannelEvents(ChannelEvents):
+class EthChannelEvents(QueuedChannelEvents):
     """Many channels' events in one stream, all fed by the chain's one :class:`LogPoller`.
 
     A channel costs one small subscription record (no task of its own once its latest past
@@ -335,11 +335,10 @@ class EthChannelEvents(ChannelEvents):
     """
 
     def __init__(self, chain: EthChain) -> None:
+        super().__init__()
         self._chain = chain
         self._subs: dict[bytes, EthSubscription] = {}
         self._starting: dict[bytes, asyncio.Task[None]] = {}
-        self._queue: asyncio.Queue[tuple[bytes, AdjudicatorEvent] | None] = asyncio.Queue()
-        self._closed = False
 
     def add(self, params: Params) -> None:
         """Start delivering the events of ``params``' channel."""
@@ -350,9 +349,7 @@ class EthChannelEvents(ChannelEvents):
 
     async def _start(self, cid: bytes) -> None:
         try:
-            sub = await EthSubscription.start(
-                self._chain, cid, sink=lambda ev: self._queue.put_nowait((cid, ev))
-            )
+            sub = await EthSubscription.start(self._chain, cid, sink=lambda ev: self._push(cid, ev))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -374,20 +371,10 @@ class EthChannelEvents(ChannelEvents):
         if sub is not None:
             sub.detach()
 
-    async def next(self) -> tuple[bytes, AdjudicatorEvent] | None:
-        """The next ``(channel_id, event)``, or ``None`` once closed."""
-        if self._closed:
-            return None
-        item = await self._queue.get()
-        if item is None:
-            self._queue.put_nowait(None)  # wake any other reader
-        return None if self._closed else item
-
     async def close(self) -> None:
         """Stop every channel's stream."""
-        if self._closed:
+        if not self._end():
             return
-        self._closed = True
         tasks = list(self._starting.values())
         self._starting.clear()
         for t in tasks:
@@ -396,4 +383,3 @@ class EthChannelEvents(ChannelEvents):
         for sub in self._subs.values():
             sub.detach()
         self._subs.clear()
-        self._queue.put_nowait(None)

@@ -34,10 +34,10 @@ from perun_core.errors import (
 )
 from perun_core.interfaces import (
     AdjudicatorEvent,
-    ChannelEvents,
     ConcludedEvent,
     EventSubscription,
     ProgressedEvent,
+    QueuedChannelEvents,
     RegisteredEvent,
 )
 from perun_sim.clock import SimClock, SimTimeout
@@ -667,7 +667,7 @@ class SimEventSubscription(EventSubscription):
         self._queue.put_nowait(None)
 
 
-class SimChannelEvents(ChannelEvents):
+class SimChannelEvents(QueuedChannelEvents):
     """Adjudicator events of many channels on a :class:`SimLedger` through one queue.
 
     Watching a channel costs one set entry (no subscription object, queue or task of its
@@ -675,14 +675,9 @@ class SimChannelEvents(ChannelEvents):
     """
 
     def __init__(self, ledger: SimLedger) -> None:
+        super().__init__()
         self._ledger = ledger
         self._cids: dict[bytes, None] = {}  # a dict: more compact than a set when large
-        self._queue: asyncio.Queue[tuple[bytes, AdjudicatorEvent] | None] = asyncio.Queue()
-        self._closed = False
-
-    def _push(self, cid: bytes, ev: AdjudicatorEvent) -> None:
-        if not self._closed:
-            self._queue.put_nowait((cid, ev))
 
     def add(self, params: Params) -> None:
         """Follow one more channel; its most recent past event (if any) comes first."""
@@ -698,25 +693,13 @@ class SimChannelEvents(ChannelEvents):
         """Stop following one channel."""
         self._cids.pop(channel_id, None)
 
-    async def next(self) -> tuple[bytes, AdjudicatorEvent] | None:
-        """The next ``(channel_id, event)``, or ``None`` once closed."""
-        if self._closed:
-            return None
-        item = await self._queue.get()
-        if item is None or self._closed:
-            self._queue.put_nowait(None)  # wake any other task blocked in next()
-            return None
-        return item
-
     async def close(self) -> None:
         """Stop the stream; a pending ``next()`` returns ``None``."""
-        if self._closed:
+        if not self._end():
             return
-        self._closed = True
         self._cids.clear()
         if self in self._ledger._hubs:
             self._ledger._hubs.remove(self)
-        self._queue.put_nowait(None)
 
 
 # --- checks shared by several operations ------------------------------------------------------
