@@ -106,12 +106,7 @@ contract Adjudicator {
         bytes32 id = Channel.id(params);
         require(bytes32(_word(state, 0)) == id, "invalid params");
         uint256 slot = _slot(id);
-        uint256 meta;
-        bytes32 old;
-        assembly ("memory-safe") {
-            meta := sload(slot)
-            old := sload(add(slot, 1))
-        }
+        (uint256 meta, bytes32 old) = _loadRecord(slot);
         require(old != 0, "not registered");
         require(old == Channel.hash(state), "invalid channel state");
         uint256 phase = uint8(meta >> 200);
@@ -155,12 +150,7 @@ contract Adjudicator {
         }
         _requireSigs(h, sigsPtr, params);
         uint256 slot = _slot(id);
-        uint256 meta;
-        bytes32 old;
-        assembly ("memory-safe") {
-            meta := sload(slot)
-            old := sload(add(slot, 1))
-        }
+        (uint256 meta, bytes32 old) = _loadRecord(slot);
         if (old != 0) require(uint8(meta >> 200) != CONCLUDED, "channel already concluded");
 
         uint64 now_ = uint64(block.timestamp);
@@ -227,12 +217,7 @@ contract Adjudicator {
         }
 
         uint256 slot = _slot(id);
-        uint256 meta;
-        bytes32 old;
-        assembly ("memory-safe") {
-            meta := sload(slot)
-            old := sload(add(slot, 1))
-        }
+        (uint256 meta, bytes32 old) = _loadRecord(slot);
         uint64 version = uint64(_word(state, 0x20));
         bool isFinal = _word(state, 0x80) != 0;
         uint256 cd = _word(params, 0);
@@ -579,6 +564,15 @@ contract Adjudicator {
     }
 
     /// @dev Writes the packed first slot of the dispute at `slot`.
+    /// @dev A dispute's two slots as they are stored: the packed first slot and the state hash
+    ///      (zero: nothing registered).
+    function _loadRecord(uint256 slot) private view returns (uint256 meta, bytes32 stateHash) {
+        assembly ("memory-safe") {
+            meta := sload(slot)
+            stateHash := sload(add(slot, 1))
+        }
+    }
+
     function _storeMeta(uint256 slot, uint256 meta) private {
         assembly ("memory-safe") {
             sstore(slot, meta)
