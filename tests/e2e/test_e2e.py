@@ -85,7 +85,10 @@ async def test_stale_registration_is_refuted_by_the_watchtower(e2e: E2E) -> None
     await until(lambda: len(events) >= 2)
     assert isinstance(events[0], RegisteredEvent) and events[0].version == 0
     assert isinstance(events[1], RegisteredEvent) and events[1].version == 20
-    assert carol.client.watcher is not None and carol.client.watcher.refutations == 1
+    watcher = carol.client.watcher
+    assert watcher is not None
+    # Counted once the refutation is confirmed, which can come after the ledger's event.
+    await until(lambda: watcher.refutations == 1)
     await e2e.backend.advance_time(CHALLENGE + 1)
     await ch_c.wait_phase(Phase.WITHDRAWN, timeout=10)
     await until(lambda: isinstance(events[-1], ConcludedEvent))
