@@ -439,11 +439,35 @@ class PeerRejectedError(PerunError):
         code: the rejection code (:class:`RejectCode`).
     """
 
-    def __init__(self, reason: str, code: int = RejectCode.REJECTED, *, what: str = "request"):
+    def __init__(
+        self,
+        reason: str,
+        code: int = RejectCode.REJECTED,
+        *,
+        what: str = "request",
+        signed: Any = None,
+    ):
         self.reason = reason
         self.code = code
+        self.signed = signed
         name = RejectCode.NAMES.get(code, str(code))
-        super().__init__(f"peer rejected the {what} ({name}): {reason}")
+        msg = f"peer rejected the {what} ({name}): {reason}"
+        if signed is not None:
+            msg += (
+                f"; it holds our signature on v{signed.version}, so it may still register "
+                "that state on the ledger"
+            )
+        super().__init__(msg)
+
+    @property
+    def may_be_enforced(self) -> bool:
+        """Whether the peer holds our signature on the rejected state.
+
+        A rejected update that we signed is not current, but the peer can countersign and
+        register it; it then becomes the outcome unless a newer fully signed state refutes
+        it. The state is in :attr:`signed`.
+        """
+        return self.signed is not None
 
 
 class UpdateConflictError(PeerRejectedError):

@@ -343,7 +343,7 @@ def test_big_integers_are_minimal_big_endian_bytes(value: int, wire: bytes) -> N
 def test_small_integers_and_phases_are_native_msgpack_ints() -> None:
     sync = ChannelSync(b"\x02" * 32, Phase.ACTING, None, None, 9)
     raw = raw_of(encode(sync))
-    assert raw == [48, b"\x02" * 32, 3, None, None, 9]
+    assert raw == [48, b"\x02" * 32, 3, None, None, 9, False]
     assert decode(encode(sync)) == ChannelSync(b"\x02" * 32, 3, None, None, 9)
 
 

@@ -152,6 +152,8 @@ class Channel:
         "_removed",
         "_settle_task",
         "_settling",
+        "_signed_open",
+        "_signed_rejected",
         "_slot_owner",
         "_staging",
         "_sync_done",
@@ -194,6 +196,10 @@ class Channel:
         self._registered_state: State | None = None
         self._concluded = False
         self._settle_task: asyncio.Future[None] | None = None
+        # States we signed above the current version that the peer may countersign and
+        # register (rejected or unanswered proposals): kept until a newer state is current.
+        self._signed_open: tuple[State, ...] = ()
+        self._signed_rejected = 0
         # Tuples, replaced on change: usually empty, and the empty tuple costs an idle channel
         # nothing (an empty set is 216 bytes, a list 56).
         self._event_queues: tuple[asyncio.Queue[AdjudicatorEvent], ...] = ()
@@ -325,8 +331,34 @@ class Channel:
         """Make a fully signed transaction current (synchronously) and tell the watcher."""
         self._current = tx
         self._staging = None
+        self._forget_signed_below(tx.state.version)
         self._set_phase(Phase.FINAL if tx.state.is_final else Phase.ACTING)
         self._client._publish_to_watcher(self, tx)
+
+    @property
+    def enforceable_states(self) -> tuple[State, ...]:
+        """States we signed that are not current but that the peer may still enforce.
+
+        A proposal the peer rejected (or never answered) carries our signature; the peer
+        can countersign and register it. It stays enforceable until a newer state is fully
+        signed (which refutes it on the ledger). Listed oldest first.
+        """
+        return self._signed_open
+
+    @property
+    def rejected_signed_updates(self) -> int:
+        """How many of our signed proposals the peer rejected (each "may be enforced")."""
+        return self._signed_rejected
+
+    def _remember_signed(self, state: State) -> None:
+        cur = self._current
+        if cur is None or state.version > cur.state.version:
+            self._signed_open = (*self._signed_open, state)
+            self._signed_rejected += 1
+
+    def _forget_signed_below(self, version: int) -> None:
+        if self._signed_open:
+            self._signed_open = tuple(s for s in self._signed_open if s.version > version)
 
     def _burn(self, version: int) -> None:
         if version > self._version_floor:

@@ -27,7 +27,7 @@ from perun_core.errors import (
     PerunError,
     UnknownChannelError,
 )
-from perun_core.interfaces.adjudicator import AdjudicatorEvent
+from perun_core.interfaces.adjudicator import AdjudicatorEvent, ConcludedEvent
 from perun_core.interfaces.persister import ChannelRecord
 from perun_core.logging import log_extra
 from perun_core.watcher.local import LocalWatcher
@@ -98,6 +98,7 @@ class Client:
         if pay_id is not None and pay_id not in self.apps:
             self.apps.register(PaymentApp(pay_id))
         self._channels: dict[bytes, Channel] = {}
+        self._retiring: dict[bytes, Channel] = {}  # withdrawn, awaiting their last event
         self._proposals = ProposalProtocol(self)
         self._updates = UpdateProtocol(self)
         self._settlement = SettleProtocol(self)
@@ -306,6 +307,15 @@ class Client:
         ch = self._channels.get(channel_id)
         if ch is not None:
             self._disputes.on_event(ch, ev)
+            return
+        ch = self._retiring.get(channel_id)
+        if ch is not None:
+            # Withdrawn already: only tell the application (nothing is left to do).
+            ch._last_event = ev
+            if isinstance(ev, ConcludedEvent):
+                ch._concluded = True
+            ch._pulse()
+            ch._emit_event(ev)
 
     async def _drop_channel(self, ch: Channel) -> None:
         """Forget a channel that never got both initial signatures (nothing was funded)."""
@@ -316,14 +326,37 @@ class Client:
             await self.watcher.stop_watching(ch.id)
 
     async def _finish_channel(self, ch: Channel) -> None:
-        """The channel is withdrawn: forget it everywhere."""
+        """The channel is withdrawn: forget it everywhere.
+
+        It stays watched (in the background) until its ``Concluded`` event reached
+        :meth:`Channel.events`, so an application sees the channel's last ledger event
+        even when the withdrawal finished before the event was polled.
+        """
         if ch._phase != Phase.WITHDRAWN:
             ch._set_phase(Phase.WITHDRAWN)
         ch._removed = True
         await ch._io(lambda: self.persister.channel_removed(ch.id))
         self._remove_channel(ch)
-        if self.watcher is not None:
+        if self.watcher is None:
+            return
+        if ch._concluded:
             await self.watcher.stop_watching(ch.id)
+            return
+        self._retiring[ch.id] = ch
+        self._spawn(self._retire(ch))
+
+    async def _retire(self, ch: Channel) -> None:
+        """Stop watching a withdrawn channel once its conclusion was delivered (bounded)."""
+        try:
+            async with asyncio.timeout(self.config.final_event_timeout):
+                while not ch._concluded:
+                    await ch._changed.wait()
+        except TimeoutError:
+            log.info("no Concluded event for withdrawn channel 0x%s", ch.id.hex()[:12])
+        finally:
+            self._retiring.pop(ch.id, None)
+            if self.watcher is not None:
+                await self.watcher.stop_watching(ch.id)
 
     def _notify_update(self, ch: Channel, old: State | None, new: State) -> None:
         for cb in self._update_callbacks:

@@ -22,6 +22,10 @@ class ClientConfig:
         auto_settle: once a dispute's timeout has passed (after the peer registered),
             conclude and withdraw without being asked.
         watch: run the local watchtower for every channel (refutes stale registrations).
+        final_event_timeout: after a withdrawal, how long the watcher keeps following the
+            channel until its ``Concluded`` event has been delivered to ``events()``.
+        seen_proposals: how many recent channel-proposal IDs are remembered to ignore
+            repeats (the oldest are forgotten first).
     """
 
     proposal_timeout: float = 30.0
@@ -32,3 +36,5 @@ class ClientConfig:
     conflict_retries: int = 3
     auto_settle: bool = True
     watch: bool = True
+    final_event_timeout: float = 30.0
+    seen_proposals: int = 4096

@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from perun_core.channel.phase import Phase
-from perun_core.channel.state import Transaction
+from perun_core.channel.state import State, Transaction
 from perun_core.errors import ChainError, ChannelRegisteredError
 from perun_core.interfaces.adjudicator import (
     AdjudicatorEvent,
@@ -64,10 +64,15 @@ class DisputeProtocol:
                 self.ensure_settle(ch)
         elif isinstance(ev, ConcludedEvent):
             ch._concluded = True
-            cur = ch._current
-            if cur is not None and cur.state.version == ev.version:
-                # Concluded with our latest state (e.g. conclude_final): withdraw with it.
-                ch._registered_state = cur.state
+            adopted = self._outcome_state(ch, ev.version)
+            if adopted is not None:
+                ch._registered_state = adopted
+            if ch._phase in _PRE_DISPUTE:
+                # The ledger fixed the outcome (e.g. the peer concluded a final state whose
+                # acceptance we never received): off-chain work is over, withdraw.
+                self._end_offchain(ch)
+                ch._set_phase(Phase.REGISTERED)
+                ch._persist_phase()
             if self.client.config.auto_settle and ch._phase not in (
                 Phase.WITHDRAWING,
                 Phase.WITHDRAWN,
@@ -76,12 +81,29 @@ class DisputeProtocol:
         ch._pulse()
         ch._emit_event(ev)
 
+    @staticmethod
+    def _outcome_state(ch: Channel, version: int) -> State | None:
+        """The state we know (and signed) at ``version``: current, staged or proposed."""
+        candidates: list[State] = []
+        if ch._current is not None:
+            candidates.append(ch._current.state)
+        if ch._staging is not None:
+            candidates.append(ch._staging.state)
+        if ch._own is not None:
+            candidates.append(ch._own.tx.state)
+        candidates.extend(ch._signed_open)
+        for st in candidates:
+            if st.version == version:
+                return st
+        return None
+
     def _end_offchain(self, ch: Channel) -> None:
         """A registration ends off-chain work: discard what is pending, burn its version."""
         own = ch._own
         if own is not None:
             ch._own = None
             ch._burn(own.tx.state.version)
+            ch._remember_signed(own.tx.state)
             if not own.future.done():
                 own.future.set_exception(
                     ChannelRegisteredError(
@@ -176,35 +198,80 @@ class DisputeProtocol:
                 changed.cancel()
                 elapsed.cancel()
 
-    async def _settle_registered(self, ch: Channel) -> None:
-        if ch._phase == Phase.WITHDRAWN:
+    async def _refresh(self, ch: Channel) -> None:
+        """Read the channel's latest ledger event directly (the watcher may trail it)."""
+        sub = await self.client.adjudicator.subscribe(ch.params)
+        try:
+            ev = await asyncio.wait_for(sub.next(), self.client.config.sync_timeout)
+        except TimeoutError:
+            ev = None
+        finally:
+            await sub.close()
+        if ev is None:
             return
-        await self._wait_concludable(ch)
-        # Conclude with the state that is registered (it may be newer than our current one
-        # if the peer registered a state whose acceptance we never received).
+        ch._last_event = ev
+        if isinstance(ev, RegisteredEvent | ProgressedEvent) and ev.state is not None:
+            ch._registered_state = ev.state
+        elif isinstance(ev, ConcludedEvent):
+            ch._concluded = True
+            known = self._outcome_state(ch, ev.version)
+            if known is not None:
+                ch._registered_state = known
+
+    def _withdraw_req(self, ch: Channel) -> AdjudicatorReq:
+        """The withdrawal request: the registered state if known, else our latest one."""
         state = ch._registered_state or (ch._current.state if ch._current else None)
         assert state is not None
         tx = ch._current
         if tx is None or tx.state != state:
             tx = Transaction(state, tuple(None for _ in ch.params.participants))
+        return AdjudicatorReq(ch.params, tx, ch.idx, secondary=ch.idx != 0)
+
+    async def _settle_registered(self, ch: Channel) -> None:
+        if ch._phase == Phase.WITHDRAWN:
+            return
+        await self._wait_concludable(ch)
         if ch._phase != Phase.WITHDRAWING:
             ch._set_phase(Phase.WITHDRAWING)
             await ch._persist_phase()
-        req = AdjudicatorReq(ch.params, tx, ch.idx, secondary=ch.idx != 0)
-        for attempt in range(20):
+        for attempt in range(WITHDRAW_ATTEMPTS):
             try:
-                await self.client.adjudicator.withdraw(req, {})
+                # Conclude with the registered state (it may be newer than our current one
+                # if the peer registered a state whose acceptance we never received); once
+                # concluded, the ledger's outcome is withdrawn whatever state we pass.
+                await self.client.adjudicator.withdraw(self._withdraw_req(ch), {})
                 break
             except ChainError as e:
-                # Another event (a refutation) may have moved the deadline; wait for it.
-                if "timeout not passed" not in e.reason or attempt == 19:
+                # A newer event (a refutation, the peer's registration or conclusion) may
+                # have moved the deadline or the registered state before our watcher saw
+                # it: read the ledger again, wait if needed, and retry.
+                if attempt == WITHDRAW_ATTEMPTS - 1 or not _retryable(e):
                     raise
-                if self.client.watcher is None:
-                    ch._last_event = None  # ask the ledger again
+                log.info(
+                    "withdraw on 0x%s: %s (reading the ledger again)",
+                    ch.id.hex()[:12],
+                    e,
+                    extra=channel_extra(ch),
+                )
+                await self._refresh(ch)
                 await self._wait_concludable(ch)
-                await asyncio.sleep(0.01)
-                state = ch._registered_state or state
-                if state != tx.state:
-                    tx = Transaction(state, tuple(None for _ in ch.params.participants))
-                    req = AdjudicatorReq(ch.params, tx, ch.idx, secondary=ch.idx != 0)
+                await asyncio.sleep(0.01 * (attempt + 1))
         await self.client._finish_channel(ch)
+
+
+WITHDRAW_ATTEMPTS = 20
+
+
+def _retryable(e: ChainError) -> bool:
+    """Whether a refused conclusion can succeed after reading the ledger again."""
+    reason = e.reason
+    return any(
+        r in reason
+        for r in (
+            "timeout not passed",
+            "another state",
+            "state mismatch",
+            "not registered",
+            "invalid channel state",
+        )
+    )

@@ -82,8 +82,19 @@ class ProposalInfo:
 
     @property
     def my_balances(self) -> tuple[int, ...]:
-        """What the proposal gives us (column 1) per asset."""
+        """What the initial state credits us (column 1) per asset."""
         return tuple(row[1] for row in self.allocation.balances)
+
+    @property
+    def my_deposits(self) -> tuple[int, ...]:
+        """What accepting makes us deposit per asset (the funding agreement's column 1,
+        else :attr:`my_balances`). Check this, not the balances, before accepting."""
+        return _deposits(self.msg)
+
+
+def _deposits(msg: wire.LedgerChannelProposal) -> tuple[int, ...]:
+    rows = msg.funding_agreement if msg.funding_agreement is not None else msg.init_alloc.balances
+    return tuple(row[1] for row in rows)
 
 
 class ProposalHandler(Protocol):
@@ -106,12 +117,35 @@ class ProposalResponder:
             raise ResponderUsedError("this proposal was already answered")
         self._used = True
 
-    def accept(self, participant: Address | None = None) -> asyncio.Task[Channel]:
+    def accept(
+        self, participant: Address | None = None, *, deposits: tuple[int, ...] | None = None
+    ) -> asyncio.Task[Channel]:
         """Accept: sign the initial state, fund, and return the open channel.
+
+        Args:
+            participant: our wallet address in the channel (default: the client's account).
+            deposits: required when the funding agreement makes us deposit more of some
+                asset than the initial state credits us: pass ``proposal.my_deposits`` to
+                agree to exactly that. Without it such a proposal is not accepted.
 
         Returns a task resolving to the :class:`Channel` once it is funded (``await`` it in
         async handlers; the client also announces the channel to ``on_new_channel``).
+
+        Raises:
+            InvalidFundingAgreementError: we would deposit more than we are credited and
+                ``deposits`` does not confirm it (nothing is signed; the proposal is
+                rejected).
         """
+        msg = self._env.msg
+        assert isinstance(msg, wire.LedgerChannelProposal)
+        wanted = _deposits(msg)
+        credited = tuple(row[1] for row in msg.init_alloc.balances)
+        if deposits != wanted and any(d > c for d, c in zip(wanted, credited, strict=True)):
+            self.reject("the funding agreement's deposits were not confirmed")
+            raise InvalidFundingAgreementError(
+                f"the funding agreement makes us deposit {wanted} but credits us {credited}; "
+                "accept(deposits=proposal.my_deposits) to agree to that"
+            )
         self._use()
         coro = self._protocol._accept(self._env, participant)
         self.task = asyncio.ensure_future(coro)
@@ -134,7 +168,8 @@ class ProposalProtocol:
     def __init__(self, client: Client) -> None:
         self.client = client
         self._pending: dict[bytes, asyncio.Future[wire.Message]] = {}
-        self._seen: set[bytes] = set()
+        # Recent proposal IDs (insertion-ordered, bounded): a repeat is ignored.
+        self._seen: dict[bytes, None] = {}
 
     # --- validation (V1-V6) --------------------------------------------------------------------
 
@@ -273,9 +308,12 @@ class ProposalProtocol:
 
     def on_proposal(self, env: wire.Envelope, msg: wire.LedgerChannelProposal) -> None:
         """A proposal arrived (dispatcher, synchronous)."""
-        if msg.proposal_id in self._seen:
+        seen = self._seen
+        if msg.proposal_id in seen:
             return  # a repeated proposal ID is ignored
-        self._seen.add(msg.proposal_id)
+        seen[msg.proposal_id] = None
+        if len(seen) > self.client.config.seen_proposals:
+            del seen[next(iter(seen))]
         try:
             self._validate(msg, env.sender, self.client.address)
         except PerunError as e:
@@ -433,9 +471,21 @@ class ProposalProtocol:
                     )
             ch._funding_queue = ()
             raise ChannelFundingError(ch, e) from e
+        queued, ch._funding_queue = ch._funding_queue, ()
+        if not ch._is_phase(Phase.FUNDING):
+            # The ledger took over while we funded (the peer registered v0, say): the
+            # channel is funded and in dispute; it is returned and settles through the
+            # ledger. Queued updates cannot apply any more.
+            for env in queued:
+                upd = env.msg
+                if isinstance(upd, wire.ChannelUpdate):
+                    client._updates._send_rej(
+                        ch, upd.state.version, RejectCode.NOT_READY, "channel in dispute"
+                    )
+            client._announce(ch)
+            return
         ch._set_phase(Phase.ACTING)
         await ch._persist_phase()
-        queued, ch._funding_queue = ch._funding_queue, ()
         for env in queued:
             client._dispatch(env)
         client._announce(ch)

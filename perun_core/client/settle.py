@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 from perun_core.channel.phase import Phase
 from perun_core.errors import (
     ChainError,
+    ChannelClosedError,
     ChannelNotReadyError,
-    PeerRejectedError,
-    ProtocolError,
+    PerunError,
+    ReentrantUpdateError,
     RequestTimedOutError,
-    SignatureError,
     SyncRequiredError,
     UpdateConflictError,
 )
@@ -36,51 +36,67 @@ class SettleProtocol:
         self.client = client
 
     async def finalize(self, ch: Channel) -> None:
-        """Make the current state final with the peer (the caller holds the slot)."""
+        """Make the current state final with the peer (the caller holds the slot).
+
+        A collision with the peer's update (a payment, say) is not a failure: the peer's
+        proposal is decided first and the final proposal is made again on the state it
+        leaves, a bounded number of times.
+        """
         cfg = self.client.config
         ch._settling = True  # the peer's final proposal is accepted without asking
         try:
-            if not ch._idle.is_set():
-                async with asyncio.timeout(cfg.update_timeout * 2):
-                    await ch._idle.wait()
-            if ch._phase == Phase.ACTING:
+            for _ in range(cfg.conflict_retries + 2):
+                if not ch._idle.is_set():
+                    async with asyncio.timeout(cfg.update_timeout * 2):
+                        await ch._idle.wait()
+                if not ch._is_phase(Phase.ACTING):
+                    return  # final already, or the ledger took over
+                before = ch.state.version
                 try:
                     await self.client._updates.propose(ch, lambda s: s.finalized())
+                    return
                 except UpdateConflictError:
-                    # We lost a collision: the winner's final proposal is on its way.
-                    try:
-                        await ch.wait_phase(Phase.FINAL, timeout=cfg.update_timeout * 2)
-                    except TimeoutError:
-                        raise RequestTimedOutError(
-                            "peer did not finalize the channel after winning a collision"
-                        ) from None
+                    # We lost a collision: the winner proposes again (its own update, or a
+                    # final state); wait until that is decided, then try again.
+                    await self._wait_moved_on(ch, before, cfg.update_timeout)
                 except ChannelNotReadyError:
                     # The peer finalized first (its proposal was accepted meanwhile).
                     if not ch._is_phase(Phase.FINAL):
                         raise
+                    return
+            raise RequestTimedOutError("the channel could not be finalized with the peer")
         finally:
             ch._settling = False
+
+    @staticmethod
+    async def _wait_moved_on(ch: Channel, version: int, timeout: float) -> None:
+        """Wait (bounded) until the channel has a newer state or left ACTING."""
+        try:
+            async with asyncio.timeout(timeout):
+                while ch._is_phase(Phase.ACTING) and ch.state.version == version:
+                    await ch._changed.wait()
+                while not ch._idle.is_set():
+                    await ch._idle.wait()
+        except TimeoutError:
+            pass  # the winner did not propose again: our final proposal goes out now
 
     async def settle(self, ch: Channel) -> None:
         """Settle: finalize with the peer and conclude at once, or fall back to a dispute.
 
         The dispute path registers the latest fully signed state, waits out the challenge
         duration on the ledger, concludes and withdraws. It is taken when the peer rejects
-        or does not answer the final update, when the channel is in dispute already, and
-        for a channel whose funding failed (fund recovery).
+        or does not answer the final update (or answers it in any way that does not make
+        it final), when the channel is in dispute already, and for a channel whose funding
+        failed (fund recovery).
         """
         if ch._phase == Phase.WITHDRAWN:
             return  # settled already (e.g. automatically after the peer concluded)
         if ch._phase in (Phase.ACTING, Phase.SIGNING) and not ch._needs_sync:
             try:
                 await self.finalize(ch)
-            except (
-                PeerRejectedError,
-                RequestTimedOutError,
-                SignatureError,
-                ProtocolError,
-                TimeoutError,
-            ) as e:
+            except (ChannelClosedError, ReentrantUpdateError):
+                raise
+            except (PerunError, TimeoutError) as e:
                 log.warning(
                     "channel 0x%s: cooperative settlement failed (%s); disputing",
                     ch.id.hex()[:12],
@@ -112,7 +128,14 @@ class SettleProtocol:
         try:
             await self.client.adjudicator.withdraw(req, {})
         except ChainError as e:
-            if "concluded with another state" in e.reason or "not final" in e.reason:
-                raise
-            raise
+            # The ledger fixed another outcome (the peer registered and concluded a state
+            # while we finalized): the dispute path withdraws whatever the ledger holds.
+            log.info(
+                "channel 0x%s: concluding the final state failed (%s); following the ledger",
+                ch.id.hex()[:12],
+                e,
+                extra=channel_extra(ch),
+            )
+            await asyncio.shield(self.client._disputes.ensure_settle(ch))
+            return
         await self.client._finish_channel(ch)

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("perun.sync")
 
+FLOOR_SLACK = 8
+"""How far above the newest fully signed version an unproven version floor is believed."""
+
 SYNCABLE = frozenset(
     {
         Phase.INIT_SIGNING,
@@ -44,17 +47,22 @@ class SyncProtocol:
     def __init__(self, client: Client) -> None:
         self.client = client
 
-    def message(self, ch: Channel) -> ChannelSync:
-        """Our view of the channel."""
+    def message(self, ch: Channel, *, reply: bool = False) -> ChannelSync:
+        """Our view of the channel (a request, or with ``reply`` the answer to one)."""
         own = ch._own
         pending = own.tx if own is not None else None
         if pending is None and ch._staging is not None and ch._staging.sigs[ch.idx] is not None:
             pending = ch._staging
-        return ChannelSync(ch.id, int(ch._phase), ch._current, pending, ch._version_floor)
+        return ChannelSync(ch.id, int(ch._phase), ch._current, pending, ch._version_floor, reply)
 
-    async def start(self, ch: Channel) -> bool:
-        """Send our view to the peer (once per round); ``False`` if it could not be sent."""
-        if ch._sync_sent or ch._phase not in SYNCABLE:
+    async def start(self, ch: Channel, *, resend: bool = False) -> bool:
+        """Request the peer's view (one request per round); ``False`` if it could not be sent.
+
+        ``resend`` sends the request of a running round again (after a reconnect the first
+        one may have been lost with the old connection); a duplicate answer is harmless,
+        because answers are never answered.
+        """
+        if ch._phase not in SYNCABLE or (ch._sync_sent and not resend):
             return True
         ch._sync_sent = True
         ch._sync_done.clear()
@@ -89,20 +97,25 @@ class SyncProtocol:
         ch._sync_done.clear()
 
     async def sync_peer(self, peer: object) -> None:
-        """Start a sync round for every channel shared with ``peer`` (after a connect)."""
+        """Start one sync round for every channel shared with ``peer`` (after a connect)."""
         for ch in list(self.client._channels.values()):
             if ch.peer == peer and ch._phase in SYNCABLE:
-                ch._sync_sent = False
-                await self.start(ch)
+                await self.start(ch, resend=True)
 
     def on_sync(self, ch: Channel, msg: ChannelSync) -> None:
-        """The peer's view arrived (dispatcher, synchronous)."""
-        reply = not ch._sync_sent
-        if reply:
-            # Answer with our view as it was before applying theirs: it carries our
-            # pending proposal, which the peer must burn as well.
-            ours = self.message(ch)
-            ch._sync_sent = True
+        """The peer's view arrived (dispatcher, synchronous).
+
+        A request is answered exactly once, with our view as it was before applying theirs
+        (it carries our pending proposal, which the peer must burn as well). An answer is
+        never answered, and one that arrives without a round of ours running is dropped:
+        so a round is two messages per side at most, and no pair of clients (nor a hostile
+        peer) can make sync loop.
+        """
+        if msg.reply and not ch._sync_sent:
+            log.debug("unsolicited sync answer for 0x%s dropped", ch.id.hex()[:12])
+            return
+        if not msg.reply:
+            ours = self.message(ch, reply=True)
             ch._io(lambda: self.client._send(ch.peer, ours))
         try:
             self._apply(ch, msg)
@@ -112,8 +125,10 @@ class SyncProtocol:
             )
             self.client._report_error(e)
         finally:
-            ch._sync_sent = False
-            ch._sync_done.set()
+            if msg.reply:
+                ch._sync_sent = False
+            if not ch._sync_sent:
+                ch._sync_done.set()
             ch._pulse()
 
     def _apply(self, ch: Channel, msg: ChannelSync) -> None:
@@ -121,6 +136,7 @@ class SyncProtocol:
         theirs = msg.current
         mine = ch._current
         discarded = -1
+        floor_before, needs_before = ch._version_floor, ch._needs_sync
         if theirs is None:
             if ch._phase == Phase.INIT_SIGNING and not ch._removed:
                 # The peer never created the channel: nothing was signed by both, nothing funded.
@@ -135,8 +151,8 @@ class SyncProtocol:
                 client._spawn(client._drop_channel(ch))
                 return
             if msg.pending is None:
-                # The peer does not know the channel (it lost its record): nothing can be
-                # agreed off-chain any more; the channel stays unsynced, the ledger settles.
+                # The peer does not know the channel (it lost its record, or withdrew it):
+                # nothing can be agreed off-chain any more; the ledger settles it.
                 return
             # The peer holds only its staged initial state (it is still INIT_SIGNING and
             # adopts our fully signed one from our view): this round is complete.
@@ -144,41 +160,7 @@ class SyncProtocol:
             raise SyncError("sync message for another channel")
         elif mine is None or theirs.state.version > mine.state.version:
             self._check_adoptable(ch, theirs)
-            old = mine.state if mine is not None else None
-            own = ch._own
-            completed = None
-            if own is not None and own.tx.state == theirs.state:
-                # Our own proposal, accepted by the peer (its answer was lost): adopt, not
-                # discard, and complete the waiting update() with it, which then tells the
-                # user (once the adoption is persisted) instead of timing out.
-                ch._own = None
-                if not own.future.done() and not own.timed_out:
-                    completed = own.future
-            self._discard_pending(ch, msg, adopted=theirs.state.version)
-            was_init = ch._phase == Phase.INIT_SIGNING
-            ch._current = theirs
-            ch._staging = None
-            if was_init:
-                ch._set_phase(Phase.FUNDING)
-            elif ch._phase in (Phase.ACTING, Phase.SIGNING, Phase.FINAL):
-                if theirs.state.is_final and ch._phase == Phase.ACTING:
-                    # Adopting is staging and enabling at once; the state machine reaches
-                    # FINAL only through SIGNING (PROTOCOL.md §3).
-                    ch._set_phase(Phase.SIGNING)
-                ch._set_phase(Phase.FINAL if theirs.state.is_final else Phase.ACTING)
-            tx, phase = theirs, ch._phase
-            ch._io(lambda: client.persister.enabled(ch.id, tx, phase))
-            client._publish_to_watcher(ch, theirs)
-            if was_init and ch._v0_sig is not None and not ch._v0_sig.done():
-                sig0 = theirs.sigs[0]
-                assert sig0 is not None
-                ch._v0_sig.set_result(sig0)
-            elif was_init:
-                client._spawn(client._proposals.resume_funding(ch))
-            if completed is not None:
-                completed.set_result(theirs)
-            elif old is not None:
-                client._notify_update(ch, old, theirs.state)
+            self._adopt(ch, msg, theirs)
         elif theirs.state.version == mine.state.version and theirs.state != mine.state:
             ch._frozen = True
             raise ChannelDivergedError(
@@ -186,15 +168,85 @@ class SyncProtocol:
                 f"version {mine.state.version}; settle through the ledger"
             )
         discarded = self._discard_pending(ch, msg, adopted=-1)
-        floor = max(
-            ch._version_floor,
-            msg.version_floor,
-            msg.pending.state.version if msg.pending is not None else -1,
-            discarded,
-        )
-        ch._burn(floor)
+        ch._burn(max(discarded, self._proven_floor(ch, msg)))
         ch._needs_sync = False
-        ch._persist_phase()
+        if ch._version_floor != floor_before or needs_before:
+            ch._persist_phase()
+
+    def _adopt(self, ch: Channel, msg: ChannelSync, theirs: Transaction) -> None:
+        """Make the peer's newer, fully signed state current (it carries our signature)."""
+        client = self.client
+        mine = ch._current
+        old = mine.state if mine is not None else None
+        own = ch._own
+        completed = None
+        if own is not None and own.tx.state == theirs.state:
+            # Our own proposal, accepted by the peer (its answer was lost): adopt, not
+            # discard, and complete the waiting update() with it, which then tells the
+            # user (once the adoption is persisted) instead of timing out.
+            ch._own = None
+            if not own.future.done() and not own.timed_out:
+                completed = own.future
+        self._discard_pending(ch, msg, adopted=theirs.state.version)
+        was_init = ch._phase == Phase.INIT_SIGNING
+        ch._current = theirs
+        ch._staging = None
+        if was_init:
+            ch._set_phase(Phase.FUNDING)
+        elif ch._phase in (Phase.ACTING, Phase.SIGNING, Phase.FINAL):
+            if theirs.state.is_final and ch._phase == Phase.ACTING:
+                # Adopting is staging and enabling at once; the state machine reaches
+                # FINAL only through SIGNING.
+                ch._set_phase(Phase.SIGNING)
+            ch._set_phase(Phase.FINAL if theirs.state.is_final else Phase.ACTING)
+        ch._forget_signed_below(theirs.state.version)
+        tx, phase = theirs, ch._phase
+        ch._io(lambda: client.persister.enabled(ch.id, tx, phase))
+        client._publish_to_watcher(ch, theirs)
+        if was_init and ch._v0_sig is not None and not ch._v0_sig.done():
+            sig0 = theirs.sigs[0]
+            assert sig0 is not None
+            ch._v0_sig.set_result(sig0)
+        elif was_init:
+            client._spawn(client._proposals.resume_funding(ch))
+        if completed is not None:
+            completed.set_result(theirs)
+        elif old is not None:
+            client._notify_update(ch, old, theirs.state)
+
+    def _proven_floor(self, ch: Channel, msg: ChannelSync) -> int:
+        """The highest version the peer's view proves burned, or -1.
+
+        The floor only moves on proof: the peer's pending state counts if it carries a
+        valid signature (ours or the peer's) on this channel. The peer's own
+        ``version_floor`` is only believed up to :data:`FLOOR_SLACK` above the newest
+        version both sides hold, so a hostile view cannot push the floor out of reach
+        (a floor of 2**64-1 would end every update and settlement).
+        """
+        cur = ch._current.state.version if ch._current is not None else 0
+        bound = max(cur, ch._version_floor) + FLOOR_SLACK
+        proven = -1
+        pending = msg.pending
+        if pending is not None and pending.state.channel_id == ch.id:
+            v = pending.state.version
+            if v <= bound and self._signed_by_a_party(ch, pending):
+                proven = v
+        claimed = msg.version_floor
+        if claimed <= max(cur, proven) + FLOOR_SLACK:
+            proven = max(proven, claimed)
+        return proven
+
+    def _signed_by_a_party(self, ch: Channel, tx: Transaction) -> bool:
+        backend = self.client.backend
+        for addr, sig in zip(ch.params.participants, tx.sigs, strict=False):
+            if sig is None:
+                continue
+            try:
+                if backend.verify_state(addr, tx.state, sig):
+                    return True
+            except PerunError:
+                continue
+        return False
 
     def _check_adoptable(self, ch: Channel, tx: Transaction) -> None:
         if not tx.fully_signed:

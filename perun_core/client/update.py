@@ -165,6 +165,15 @@ class UpdateProtocol:
                     attempt,
                     extra=channel_extra(ch),
                 )
+            except PeerRejectedError as e:
+                if e.code != RejectCode.SYNC_REQUIRED:
+                    raise
+                # The peer is in a sync round (e.g. it reconnected just now): take part in
+                # it, then propose again on the state it leaves.
+                attempt += 1
+                if attempt > cfg.conflict_retries:
+                    raise
+                await self.client._sync.start(ch)
 
     async def _propose_once(self, ch: Channel, fn: Updater) -> State:
         ch._check_updatable()
@@ -327,15 +336,21 @@ class UpdateProtocol:
         except MalformedSignatureError as e:
             ok, err = False, e
         if not ok:
+            # The peer may hold the state fully signed (a buggy or hostile peer): the update
+            # ends here as unresolved, and a sync round decides whether it is adopted or
+            # discarded (never left in SIGNING).
             if not own.future.done():
                 own.future.set_exception(
                     InvalidSignatureError(
                         "the peer's acceptance carries an invalid signature"
-                        + (f": {err}" if err else ""),
+                        + (f": {err}" if err else "")
+                        + "; the channel syncs with the peer",
                         channel_id=ch.id,
                         version=state.version,
                     )
                 )
+            if not own.timed_out:
+                self._give_up(ch, own)
             return
         tx = own.tx.with_sig(ch.peer_idx, msg.sig)
         ch._own = None
@@ -380,8 +395,13 @@ class UpdateProtocol:
             self._resolve_conflict(ch, own)
             return
         self._discard_own(ch, own)
+        ch._remember_signed(own.tx.state)
         if not own.future.done():
-            own.future.set_exception(PeerRejectedError(msg.reason, msg.reject_code, what="update"))
+            own.future.set_exception(
+                PeerRejectedError(
+                    msg.reason, msg.reject_code, what="update", signed=own.tx.state
+                )
+            )
 
     # --- responder -----------------------------------------------------------------------------
 
@@ -409,6 +429,8 @@ class UpdateProtocol:
             return
         if ch._needs_sync or not ch._sync_done.is_set():
             self._send_rej(ch, st.version, RejectCode.SYNC_REQUIRED, "sync required")
+            if not ch._sync_sent:
+                self.client._spawn(self.client._sync.start(ch))
             return
         try:
             ch._check_updatable()
@@ -557,17 +579,47 @@ class UpdateProtocol:
         sig = self.client.backend.sign_state(self.client.account, msg.state)
         assert ch._staging is not None
         tx = ch._staging.with_sig(ch.idx, sig)
-        ch._enable(tx)
-        phase = ch._phase
+        phase = Phase.FINAL if tx.state.is_final else Phase.ACTING
         version = msg.state.version
+        persister = self.client.persister
+        written = False
 
         async def persist_and_send() -> None:
-            await self.client.persister.enabled(ch.id, tx, phase)
-            await self.client._send(ch.peer, ChannelUpdateAcc(ch.id, version, sig))
+            # Durable first: our signature and the new state leave the process (and become
+            # current) only once the write succeeded.
+            nonlocal written
+            await persister.enabled(ch.id, tx, phase)
+            written = True
+            if ch._peer is pending and not pending.aborted:
+                ch._enable(tx)
+                self._finish_peer(ch, pending)
+                await self.client._send(ch.peer, ChannelUpdateAcc(ch.id, version, sig))
 
-        self._finish_peer(ch, pending)
-        await ch._io_now(persist_and_send)
+        try:
+            await ch._io_now(persist_and_send)
+        except Exception:
+            if not written:
+                self._refuse_unpersisted(ch, pending, version)
+            raise
+        if ch._current is not tx:
+            raise UpdateAbortedError("the proposal was aborted (sync or dispute) while persisting")
         self.client._notify_update(ch, old, tx.state)
+
+    def _refuse_unpersisted(self, ch: Channel, pending: _Peer, version: int) -> None:
+        """Our write of an accepted state failed: nothing left the process; refuse it.
+
+        The version is burned (we signed it locally) and the refusal tells the peer to burn
+        it too; the channel syncs before its next update, so a lost refusal is caught up.
+        """
+        if ch._peer is pending:
+            ch._staging = None
+            if ch._phase == Phase.SIGNING:
+                ch._set_phase(Phase.ACTING)
+            self._finish_peer(ch, pending)
+        ch._burn(version)
+        ch._needs_sync = True
+        ch._persist_phase()
+        self._send_rej(ch, version, RejectCode.REJECTED, "the responder could not persist it")
 
     async def _reject(self, ch: Channel, msg: ChannelUpdate, code: int, reason: str) -> None:
         pending = ch._peer

@@ -701,6 +701,7 @@ _MESSAGE_FIELDS: Final[MappingProxyType[type[Message], Fields]] = MappingProxyTy
             ("current", _Optional(_TRANSACTION)),
             ("pending", _Optional(_TRANSACTION)),
             ("version_floor", _VERSION),
+            ("reply", _Bool("bool")),
         ),
     }
 )

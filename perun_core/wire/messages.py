@@ -168,6 +168,7 @@ class ChannelSync(Message):
     current: Transaction | None
     pending: Transaction | None
     version_floor: int
+    reply: bool = False  # an answer to the peer's request; answers are never answered
 
 
 MESSAGE_TYPES: tuple[type[Message], ...] = (

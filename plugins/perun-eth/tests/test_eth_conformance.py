@@ -24,6 +24,7 @@ from perun_core.testing.client import TwoPartyConformance
 from perun_core.testing.dispute import DisputeConformance
 from perun_core.testing.funder import FunderConformance
 from perun_core.testing.parties import PartyFactory
+from perun_core.testing.safety import FundSafetyConformance
 from perun_core.wire.local_bus import LocalBus
 
 
@@ -68,4 +69,8 @@ class TestEthTwoParty(_OnAnvil, TwoPartyConformance):
 
 
 class TestEthDispute(_OnAnvil, DisputeConformance):
+    pass
+
+
+class TestEthFundSafety(_OnAnvil, FundSafetyConformance):
     pass
