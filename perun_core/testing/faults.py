@@ -8,6 +8,7 @@ faults a test asks for are injected.
 from __future__ import annotations
 
 from collections.abc import Callable
+
 from perun_core.channel.phase import Phase
 from perun_core.channel.state import Transaction
 from perun_core.channel.types import Address

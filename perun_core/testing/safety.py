@@ -208,7 +208,7 @@ class FundSafetyConformance:
     async def test_peer_registers_during_settle(
         self, backend: Any, parties: PartyFactory, asset: Any
     ) -> None:
-        async with self._world(parties) as (f, bus):
+        async with self._world(parties) as (f, _bus):
             alice = await f.make("alice", config=QUICK)
             bob = await f.make("bob", config=QUICK)
             start = await self._balances(backend, asset, alice, bob)
@@ -241,7 +241,7 @@ class FundSafetyConformance:
     async def test_peer_registers_during_funding(
         self, backend: Any, parties: PartyFactory, asset: Any
     ) -> None:
-        async with self._world(parties) as (f, bus):
+        async with self._world(parties) as (f, _bus):
             alice = await f.make("alice", config=QUICK)
             bob_acct = backend.wallet().new_account()
             for a in backend.default_assets():
@@ -269,7 +269,7 @@ class FundSafetyConformance:
                     alice, bob, asset, (100, 100), challenge_duration=CHALLENGE
                 )
             except PhaseTransitionError as e:  # pragma: no cover - the regression
-                raise AssertionError(f"a peer's registration raised a programming error: {e}")
+                raise AssertionError(f"a registration raised a programming error: {e}") from e
             await until(lambda: ch_a.phase >= Phase.REGISTERED, what="Alice sees the dispute")
             await backend.advance_time(CHALLENGE + 1)
             for ch in (ch_a, ch_b):
@@ -283,7 +283,7 @@ class FundSafetyConformance:
     async def test_payment_colliding_with_settle_stays_cooperative(
         self, backend: Any, parties: PartyFactory, asset: Any
     ) -> None:
-        async with self._world(parties) as (f, bus):
+        async with self._world(parties) as (f, _bus):
             alice = await f.make("alice")
             bob = await f.make("bob")
             start = await self._balances(backend, asset, alice, bob)
@@ -305,7 +305,7 @@ class FundSafetyConformance:
     async def test_funding_agreement_needs_explicit_consent(
         self, backend: Any, parties: PartyFactory, asset: Any
     ) -> None:
-        async with self._world(parties) as (f, bus):
+        async with self._world(parties) as (f, _bus):
             alice = await f.make("alice", config=QUICK)
             bob = await f.make("bob", config=QUICK, accept=False)
             refused: list[BaseException] = []
@@ -337,10 +337,10 @@ class FundSafetyConformance:
     async def test_rejected_signed_update_is_reported_as_enforceable(
         self, backend: Any, parties: PartyFactory, asset: Any
     ) -> None:
-        async with self._world(parties) as (f, bus):
+        async with self._world(parties) as (f, _bus):
             alice = await f.make("alice", config=QUICK)
             bob = await f.make("bob", config=QUICK)
-            ch_a, ch_b = await open_channel(alice, bob, asset, (100, 100))
+            ch_a, _ch_b = await open_channel(alice, bob, asset, (100, 100))
             bob.client.on_update_proposal(lambda ch, cur, new, r: r.reject("no thanks"))
             with pytest.raises(PeerRejectedError) as info:
                 await ch_a.update(lambda s: s.transfer(1, 0, 10))
@@ -382,7 +382,7 @@ class FundSafetyConformance:
     async def test_concluded_event_reaches_events_after_withdrawal(
         self, backend: Any, parties: PartyFactory, asset: Any
     ) -> None:
-        async with self._world(parties) as (f, bus):
+        async with self._world(parties) as (f, _bus):
             alice = await f.make("alice")
             bob = await f.make("bob")
             ch_a, ch_b = await open_channel(alice, bob, asset, (100, 100))
