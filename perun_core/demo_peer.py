@@ -350,7 +350,7 @@ def _view(ch: Channel) -> dict[str, Any]:
         "balances": [list(r) for r in ch.state.balances],
         "phase": ch.phase.name,
         # no sync round pending or running (PROTOCOL.md §5.7)
-        "synced": not ch._needs_sync and ch._sync_done.is_set(),
+        "synced": ch.synced,
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from perun_core.client.channel import _Flag
+from perun_core.client.runtime import Flag as _Flag
 
 
 async def test_wait_returns_at_once_when_set_and_wakes_every_waiter_on_set() -> None:

@@ -451,7 +451,7 @@ async def _drive(run: Run, work: Awaitable[Any], limit: float = 40.0) -> Any:
 
 
 def _alice_synced(ch: Channel) -> bool:
-    return not ch._needs_sync and ch._sync_done.is_set()
+    return ch.synced
 
 
 async def _settle_views(run: Run, limit: float = 20.0) -> tuple[str, dict[str, Any] | None]:

@@ -77,7 +77,7 @@ async def test_lost_acceptance_is_recovered_by_sync(backend, asset) -> None:  # 
     assert bus.dropped and ch_r.state.version == 2  # Robert accepted; Petra never heard
     await ch_p.wait_phase(Phase.ACTING, timeout=2)
     for _ in range(100):
-        if ch_p.state == ch_r.state and not ch_p._needs_sync:
+        if ch_p.state == ch_r.state and not ch_p.machine.needs_sync:
             break
         await __import__("asyncio").sleep(0.01)
     assert ch_p.state == ch_r.state and ch_p.state.version == 2
@@ -96,7 +96,7 @@ async def test_lost_proposal_burns_its_version_on_both_sides(backend, asset) -> 
     with pytest.raises(RequestTimedOutError):
         await ch_p.send(10)
     for _ in range(100):
-        if not ch_p._needs_sync and ch_r.version_floor == 1:
+        if not ch_p.machine.needs_sync and ch_r.version_floor == 1:
             break
         await __import__("asyncio").sleep(0.01)
     assert ch_p.state == ch_r.state and ch_p.state.version == 0
@@ -117,7 +117,7 @@ async def test_a_cancelled_update_is_resolved_by_sync(backend, asset) -> None:  
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(ch_p.send(4), 0.05)  # the caller gives up first
     for _ in range(200):
-        if ch_p.state == ch_r.state and not ch_p._needs_sync:
+        if ch_p.state == ch_r.state and not ch_p.machine.needs_sync:
             break
         await asyncio.sleep(0.01)
     assert ch_p.state == ch_r.state and ch_p.state.version == 1  # sync adopted Robert's

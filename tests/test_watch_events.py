@@ -68,7 +68,7 @@ async def test_answered_updates_leave_no_deadline_behind() -> None:
         ch_a, _ = await open_channel(alice, bob, asset, (100, 100))
         for _ in range(20):
             await ch_a.send(1)
-        assert len(alice.client._updates._deadlines) == 0
+        assert len(alice.client._engine.updates.deadlines) == 0
         task = asyncio.current_task()
         assert task is not None and task.cancelling() == 0
         assert ch_a.my_balance() == 80

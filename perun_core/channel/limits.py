@@ -14,3 +14,8 @@ ID_LEN = 32
 MAX_AUX = 256
 MAX_APP_DATA = 64 * 1024
 MAX_REASON = 1024
+
+FLOOR_SLACK = 8
+"""How far above the newest fully signed version a version floor the peer cannot prove is
+believed (sync), and how far ahead a proposal may be to trigger a sync round instead of a
+refusal."""

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from perun_core.channel.machine import IN_DISPUTE, PRE_DISPUTE
 from perun_core.channel.phase import Phase
 from perun_core.channel.state import State, Transaction
 from perun_core.errors import ChainError, ChannelRegisteredError
@@ -27,83 +28,77 @@ from perun_core.logging import channel_extra
 
 if TYPE_CHECKING:
     from perun_core.client.channel import Channel
-    from perun_core.client.client import Client
+    from perun_core.client.engine import Engine
 
 log = logging.getLogger("perun.dispute")
-
-_DISPUTE_PHASES = (Phase.REGISTERED, Phase.PROGRESSING, Phase.PROGRESSED)
-_PRE_DISPUTE = (Phase.FUNDING, Phase.ACTING, Phase.SIGNING, Phase.FINAL, Phase.REGISTERING)
 
 
 class DisputeProtocol:
     """The dispute protocol of one client."""
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.client = engine.client
 
     # --- ledger events (from the watcher, synchronous) ------------------------------------------
 
     def on_event(self, ch: Channel, ev: AdjudicatorEvent) -> None:
         """Apply one ledger event to the channel and tell the application."""
-        ch._last_event = ev
+        rt, m = ch.rt, ch.machine
+        rt.last_event = ev
+        auto = self.client.config.auto_settle
         if isinstance(ev, RegisteredEvent | ProgressedEvent):
             if ev.state is not None:
-                ch._registered_state = ev.state
-            if ch._phase in _PRE_DISPUTE:
+                rt.registered_state = ev.state
+            if m.phase in PRE_DISPUTE:
                 self._end_offchain(ch)
-                ch._set_phase(Phase.REGISTERED)
-                ch._persist_phase()
-            if isinstance(ev, ProgressedEvent) and ch._phase in (
-                Phase.REGISTERED,
-                Phase.PROGRESSING,
-                Phase.PROGRESSED,
-            ):
-                ch._set_phase(Phase.PROGRESSED)
-                ch._persist_phase()
-            if self.client.config.auto_settle and ch._phase in _DISPUTE_PHASES:
+                ch.io.write(m.registered())
+            if isinstance(ev, ProgressedEvent):
+                ch.io.write(m.progressed())
+            if auto and m.phase in IN_DISPUTE:
                 self.ensure_settle(ch)
         elif isinstance(ev, ConcludedEvent):
-            ch._concluded = True
-            adopted = self._outcome_state(ch, ev.version)
-            if adopted is not None:
-                ch._registered_state = adopted
-            if ch._phase in _PRE_DISPUTE:
+            rt.concluded = True
+            known = self.outcome_state(ch, ev.version)
+            if known is not None:
+                rt.registered_state = known
+            if m.phase in PRE_DISPUTE and m.phase != Phase.FINAL:
                 # The ledger fixed the outcome (e.g. the peer concluded a final state whose
                 # acceptance we never received): off-chain work is over, withdraw.
                 self._end_offchain(ch)
-                ch._set_phase(Phase.REGISTERED)
-                ch._persist_phase()
-            if self.client.config.auto_settle and ch._phase not in (
-                Phase.WITHDRAWING,
-                Phase.WITHDRAWN,
-            ):
+                ch.io.write(m.registered())
+            if auto and m.phase not in (Phase.WITHDRAWING, Phase.WITHDRAWN):
                 self.ensure_settle(ch)
-        ch._pulse()
-        ch._emit_event(ev)
+        rt.pulse()
+        self.engine.emit_event(ch, ev)
 
     @staticmethod
-    def _outcome_state(ch: Channel, version: int) -> State | None:
+    def outcome_state(ch: Channel, version: int) -> State | None:
         """The state we know (and signed) at ``version``: current, staged or proposed."""
-        candidates: list[State] = []
-        if ch._current is not None:
-            candidates.append(ch._current.state)
-        if ch._staging is not None:
-            candidates.append(ch._staging.state)
-        if ch._own is not None:
-            candidates.append(ch._own.tx.state)
-        candidates.extend(ch._signed_open)
-        for st in candidates:
+        known = ch.machine.state_at(version)
+        if known is not None:
+            return known
+        own = ch.rt.own
+        if own is not None and own.tx.state.version == version:
+            return own.tx.state
+        for st in ch.rt.signed_open:
             if st.version == version:
                 return st
         return None
 
     def _end_offchain(self, ch: Channel) -> None:
-        """A registration ends off-chain work: discard what is pending, burn its version."""
-        own = ch._own
+        """A registration ends off-chain work: pending updates end, their versions burn.
+
+        Our own proposal is kept among the states we signed that may be enforced (the
+        ledger may conclude with it).
+        """
+        m = ch.machine
+        cur = m.current.state.version if m.current is not None else -1
+        own = ch.rt.own
         if own is not None:
-            ch._own = None
-            ch._burn(own.tx.state.version)
-            ch._remember_signed(own.tx.state)
+            ch.rt.own = None
+            m.burn(own.tx.state.version)
+            ch.rt.remember_signed(own.tx.state, cur)
             if not own.future.done():
                 own.future.set_exception(
                     ChannelRegisteredError(
@@ -111,86 +106,74 @@ class DisputeProtocol:
                         "while an update was in flight"
                     )
                 )
-        peer = ch._peer
+        peer = ch.rt.peer
         if peer is not None:
             peer.aborted = True
-            ch._burn(peer.msg.state.version)
-            ch._peer = None
+            m.burn(peer.msg.state.version)
+            ch.rt.peer = None
             peer.decided.set()
-            ch._idle.set()
-        ch._staging = None
-        # The staged update is gone; through the state machine like every phase change.
-        if ch._phase == Phase.SIGNING:
-            ch._set_phase(Phase.ACTING)
+            ch.rt.idle.set()
+        st = m.staging
+        if st is not None and st.sigs[ch.idx] is not None:
+            ch.rt.remember_signed(st.state, cur)
 
     # --- our own ledger operations ---------------------------------------------------------------
 
     async def register(self, ch: Channel) -> None:
         """Register the channel's latest fully signed state (no-op if it is already there)."""
-        if ch._current is None:
+        m = ch.machine
+        current = m.current
+        if current is None:
             raise ChannelRegisteredError("the channel has no fully signed state to register")
-        if ch._phase in _PRE_DISPUTE and ch._phase != Phase.REGISTERING:
+        if m.phase in PRE_DISPUTE and m.phase != Phase.REGISTERING:
             self._end_offchain(ch)
-            ch._set_phase(Phase.REGISTERING)
-            await ch._persist_phase()
-        req = AdjudicatorReq(ch.params, ch._current, ch.idx)
+            await ch.io.write(m.registering())
+        req = AdjudicatorReq(ch.params, current, ch.idx)
         try:
             await self.client.adjudicator.register(req)
         except ChainError as e:
             # The peer may have registered the same or a newer state, or concluded already:
             # then the ledger's state decides, and settling proceeds from there.
-            if "concluded" in e.reason:
-                ch._concluded = True
-            elif "invalid version" not in e.reason and "incorrect phase" not in e.reason:
+            if not registration_superseded(e):
                 raise
+            if "concluded" in e.reason:
+                ch.rt.concluded = True
             log.info(
                 "register on 0x%s: %s (the ledger decides)",
                 ch.id.hex()[:12],
                 e,
                 extra=channel_extra(ch),
             )
-        if ch._phase == Phase.REGISTERING:
-            ch._set_phase(Phase.REGISTERED)
-            await ch._persist_phase()
+        if m.phase == Phase.REGISTERING:
+            await ch.io.write(m.registered())
 
     def ensure_settle(self, ch: Channel) -> asyncio.Future[None]:
         """Start (once) concluding and withdrawing a registered channel; returns its task."""
-        if ch._settle_task is None or (
-            ch._settle_task.done() and ch._settle_task.exception() is not None
+        if ch.rt.settle_task is None or (
+            ch.rt.settle_task.done() and ch.rt.settle_task.exception() is not None
         ):
-            ch._settle_task = self.client._spawn(self._settle_registered(ch))
-        return ch._settle_task
+            ch.rt.settle_task = self.engine.spawn(self._settle_registered(ch))
+        return ch.rt.settle_task
 
     async def settle(self, ch: Channel) -> None:
         """Settle through the ledger: register if needed, wait out the dispute, withdraw."""
-        if ch._phase not in (*_DISPUTE_PHASES, Phase.WITHDRAWING, Phase.WITHDRAWN):
+        if ch.machine.phase not in (*IN_DISPUTE, Phase.WITHDRAWING, Phase.WITHDRAWN):
             await self.register(ch)
         await asyncio.shield(self.ensure_settle(ch))
 
     async def _latest_event(self, ch: Channel) -> AdjudicatorEvent | None:
         """The channel's latest ledger event; asks the ledger when no watcher follows it."""
-        if ch._last_event is None and self.client.watcher is None:
-            sub = await self.client.adjudicator.subscribe(ch.params)
-            try:
-                ev = await asyncio.wait_for(sub.next(), self.client.config.sync_timeout)
-            except TimeoutError:
-                ev = None
-            finally:
-                await sub.close()
-            if ev is not None:
-                ch._last_event = ev
-                if isinstance(ev, RegisteredEvent | ProgressedEvent) and ev.state is not None:
-                    ch._registered_state = ev.state
-                ch._concluded = ch._concluded or isinstance(ev, ConcludedEvent)
-        return ch._last_event
+        if ch.rt.last_event is None and self.client.watcher is None:
+            await self._refresh(ch)
+        return ch.rt.last_event
 
     async def _wait_concludable(self, ch: Channel) -> None:
         """Wait until the latest event's timeout passed; a newer event restarts the wait."""
-        while not ch._concluded:
+        while not ch.rt.concluded:
             ev = await self._latest_event(ch)
             if ev is None or await ev.timeout.is_elapsed():
                 return
-            changed = asyncio.ensure_future(ch._changed.wait())
+            changed = asyncio.ensure_future(ch.rt.changed.wait())
             elapsed = asyncio.ensure_future(ev.timeout.wait())
             try:
                 await asyncio.wait({changed, elapsed}, return_when=asyncio.FIRST_COMPLETED)
@@ -209,31 +192,29 @@ class DisputeProtocol:
             await sub.close()
         if ev is None:
             return
-        ch._last_event = ev
+        ch.rt.last_event = ev
         if isinstance(ev, RegisteredEvent | ProgressedEvent) and ev.state is not None:
-            ch._registered_state = ev.state
+            ch.rt.registered_state = ev.state
         elif isinstance(ev, ConcludedEvent):
-            ch._concluded = True
-            known = self._outcome_state(ch, ev.version)
+            ch.rt.concluded = True
+            known = self.outcome_state(ch, ev.version)
             if known is not None:
-                ch._registered_state = known
+                ch.rt.registered_state = known
 
     def _withdraw_req(self, ch: Channel) -> AdjudicatorReq:
         """The withdrawal request: the registered state if known, else our latest one."""
-        state = ch._registered_state or (ch._current.state if ch._current else None)
+        state = ch.rt.registered_state or (ch.machine.current.state if ch.machine.current else None)
         assert state is not None
-        tx = ch._current
+        tx = ch.machine.current
         if tx is None or tx.state != state:
             tx = Transaction(state, tuple(None for _ in ch.params.participants))
         return AdjudicatorReq(ch.params, tx, ch.idx, secondary=ch.idx != 0)
 
     async def _settle_registered(self, ch: Channel) -> None:
-        if ch._phase == Phase.WITHDRAWN:
+        if ch.machine.phase == Phase.WITHDRAWN:
             return
         await self._wait_concludable(ch)
-        if ch._phase != Phase.WITHDRAWING:
-            ch._set_phase(Phase.WITHDRAWING)
-            await ch._persist_phase()
+        await ch.io.write(ch.machine.withdrawing())
         for attempt in range(WITHDRAW_ATTEMPTS):
             try:
                 # Conclude with the registered state (it may be newer than our current one
@@ -256,10 +237,17 @@ class DisputeProtocol:
                 await self._refresh(ch)
                 await self._wait_concludable(ch)
                 await asyncio.sleep(0.01 * (attempt + 1))
-        await self.client._finish_channel(ch)
+        await self.engine.finish_channel(ch)
 
 
 WITHDRAW_ATTEMPTS = 20
+
+
+def registration_superseded(e: ChainError) -> bool:
+    """Whether a refused registration means the ledger already holds the same, a newer
+    or a concluded state (the ledger then decides; not an error)."""
+    reason = e.reason
+    return "concluded" in reason or "invalid version" in reason or "incorrect phase" in reason
 
 
 def _retryable(e: ChainError) -> bool:

@@ -39,7 +39,7 @@ from perun_core.wire import messages as wire
 
 if TYPE_CHECKING:
     from perun_core.client.channel import Channel
-    from perun_core.client.client import Client
+    from perun_core.client.engine import Engine
 
 log = logging.getLogger("perun.proposal")
 
@@ -109,13 +109,13 @@ class ProposalResponder:
     def __init__(self, protocol: ProposalProtocol, env: wire.Envelope) -> None:
         self._protocol = protocol
         self._env = env
-        self._used = False
+        self.used = False  # accept() or reject() was called
         self.task: asyncio.Task[Any] | None = None
 
     def _use(self) -> None:
-        if self._used:
+        if self.used:
             raise ResponderUsedError("this proposal was already answered")
-        self._used = True
+        self.used = True
 
     def accept(
         self, participant: Address | None = None, *, deposits: tuple[int, ...] | None = None
@@ -147,7 +147,7 @@ class ProposalResponder:
                 "accept(deposits=proposal.my_deposits) to agree to that"
             )
         self._use()
-        coro = self._protocol._accept(self._env, participant)
+        coro = self._protocol.accept(self._env, participant)
         self.task = asyncio.ensure_future(coro)
         return self.task
 
@@ -157,7 +157,7 @@ class ProposalResponder:
         msg = self._env.msg
         assert isinstance(msg, wire.LedgerChannelProposal)
         self.task = asyncio.ensure_future(
-            self._protocol._send_rej(self._env.sender, msg.proposal_id, RejectCode.REJECTED, reason)
+            self._protocol.send_rej(self._env.sender, msg.proposal_id, RejectCode.REJECTED, reason)
         )
         return self.task
 
@@ -165,8 +165,12 @@ class ProposalResponder:
 class ProposalProtocol:
     """The channel-opening protocol of one client."""
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.client = engine.client
+        engine.route(wire.LedgerChannelProposal, self.on_proposal)
+        engine.route(wire.LedgerChannelProposalAcc, self.on_answer)
+        engine.route(wire.ChannelProposalRej, self.on_answer)
         self._pending: dict[bytes, asyncio.Future[wire.Message]] = {}
         # Recent proposal IDs (insertion-ordered, bounded): a repeat is ignored.
         self._seen: dict[bytes, None] = {}
@@ -208,6 +212,7 @@ class ProposalProtocol:
     async def propose(self, prop: LedgerChannelProposal) -> Channel:
         """Run the proposer side; returns the funded channel."""
         client = self.client
+        engine = self.engine
         me = client.address
         msg = wire.LedgerChannelProposal(
             proposal_id=os.urandom(32),
@@ -228,7 +233,7 @@ class ProposalProtocol:
         fut: asyncio.Future[wire.Message] = asyncio.get_running_loop().create_future()
         self._pending[msg.proposal_id] = fut
         try:
-            await client._send(prop.peer, msg)
+            await engine.send(prop.peer, msg)
             async with asyncio.timeout(client.config.proposal_timeout):
                 answer = await fut
         except TimeoutError:
@@ -242,10 +247,10 @@ class ProposalProtocol:
             raise PeerRejectedError(answer.reason, answer.reject_code, what="channel proposal")
         assert isinstance(answer, wire.LedgerChannelProposalAcc)
         params = self._params(msg, answer.nonce_share, answer.participant)
-        if params.id in client._channels:
+        if params.id in engine.channels:
             raise InvalidStateError("a channel with this ID exists already", rule="duplicate")
         v0 = self._initial_state(params, msg)
-        check_initial(params, v0, client._app_of(params))
+        check_initial(params, v0, engine.app_of(params))
         peer_addr = params.participants[1]
         if not client.backend.verify_state(peer_addr, v0, answer.init_sig):
             raise InvalidSignatureError(
@@ -258,10 +263,10 @@ class ProposalProtocol:
         record = ChannelRecord(
             params=params, idx=0, peers=msg.peers, phase=Phase.FUNDING, current=tx
         )
-        ch = client._add_channel(record)
-        await ch._io(lambda: client.persister.channel_created(record))
-        client._publish_to_watcher(ch, tx)
-        await ch._io(lambda: client._send(prop.peer, wire.ChannelUpdateAcc(params.id, 0, my_sig)))
+        ch = engine.add_channel(record)
+        await ch.io.run(lambda: client.persister.channel_created(record))
+        engine.publish_to_watcher(ch, tx)
+        await ch.io.run(lambda: engine.send(prop.peer, wire.ChannelUpdateAcc(params.id, 0, my_sig)))
         await self._fund(ch, msg.funding_agreement)
         return ch
 
@@ -323,14 +328,15 @@ class ProposalProtocol:
                 e,
                 extra=log_extra(peer=env.sender),
             )
-            self.client._spawn(
-                self._send_rej(env.sender, msg.proposal_id, RejectCode.INVALID, str(e))
+            self.engine.spawn(
+                self.send_rej(env.sender, msg.proposal_id, RejectCode.INVALID, str(e))
             )
             return
-        self.client._spawn(self._decide(env, msg))
+        self.engine.spawn(self._decide(env, msg))
 
     async def _decide(self, env: wire.Envelope, msg: wire.LedgerChannelProposal) -> None:
         client = self.client
+        engine = self.engine
         responder = ProposalResponder(self, env)
         info = ProposalInfo(
             proposer=env.sender,
@@ -342,7 +348,7 @@ class ProposalProtocol:
             funding_agreement=msg.funding_agreement,
             msg=msg,
         )
-        handler = client._proposal_handler
+        handler = engine.proposal_handler
         try:
             async with asyncio.timeout(client.config.proposal_timeout):
                 if handler is None:
@@ -355,11 +361,11 @@ class ProposalProtocol:
             pass
         except Exception as e:
             log.exception("proposal handler failed", extra=log_extra(peer=env.sender))
-            if not responder._used:
+            if not responder.used:
                 responder.reject(f"handler failed: {e}")
-        if not responder._used:
-            responder._used = True
-            await self._send_rej(
+        if not responder.used:
+            responder.used = True
+            await self.send_rej(
                 env.sender, msg.proposal_id, RejectCode.TIMEOUT, "no decision in time"
             )
             return
@@ -373,41 +379,42 @@ class ProposalProtocol:
                     e,
                     extra=log_extra(peer=env.sender),
                 )
-                client._report_error(e)
+                engine.report_error(e)
 
-    async def _send_rej(self, to: Address, proposal_id: bytes, code: int, reason: str) -> None:
-        await self.client._send(to, wire.ChannelProposalRej(proposal_id, code, reason[:1000]))
+    async def send_rej(self, to: Address, proposal_id: bytes, code: int, reason: str) -> None:
+        await self.engine.send(to, wire.ChannelProposalRej(proposal_id, code, reason[:1000]))
 
-    async def _accept(self, env: wire.Envelope, participant: Address | None) -> Channel:
+    async def accept(self, env: wire.Envelope, participant: Address | None) -> Channel:
         client = self.client
+        engine = self.engine
         msg = env.msg
         assert isinstance(msg, wire.LedgerChannelProposal)
         part = participant if participant is not None else client.account.address
         share = os.urandom(32)
         params = self._params(msg, share, part)
-        if params.id in client._channels:
-            await self._send_rej(
+        if params.id in engine.channels:
+            await self.send_rej(
                 env.sender, msg.proposal_id, RejectCode.INVALID, "channel exists already"
             )
             raise InvalidStateError("a channel with this ID exists already", rule="duplicate")
         v0 = self._initial_state(params, msg)
-        check_initial(params, v0, client._app_of(params))
+        check_initial(params, v0, engine.app_of(params))
         sig = client.backend.sign_state(client.account, v0)
         staging = Transaction(v0, (None, sig))
         record = ChannelRecord(
             params=params, idx=1, peers=msg.peers, phase=Phase.INIT_SIGNING, staging=staging
         )
-        ch = client._add_channel(record)
-        ch._v0_sig = asyncio.get_running_loop().create_future()
+        ch = engine.add_channel(record)
+        ch.rt.v0_sig = asyncio.get_running_loop().create_future()
         acc = wire.LedgerChannelProposalAcc(msg.proposal_id, share, part, sig)
-        await ch._io(lambda: client.persister.channel_created(record))
-        await ch._io(lambda: client._send(env.sender, acc))
+        await ch.io.run(lambda: client.persister.channel_created(record))
+        await ch.io.run(lambda: engine.send(env.sender, acc))
         try:
             async with asyncio.timeout(client.config.update_timeout):
-                await ch._v0_sig
+                await ch.rt.v0_sig
         except TimeoutError:
-            ch._needs_sync = True
-            client._spawn(client._sync.start(ch))
+            ch.io.write(ch.machine.set_needs_sync(True))
+            engine.spawn(engine.sync.start(ch))
             raise RequestTimedOutError(
                 "the proposer did not send its initial signature in time; the channel syncs "
                 "on the next connection"
@@ -417,9 +424,9 @@ class ProposalProtocol:
 
     def on_v0_sig(self, ch: Channel, msg: wire.ChannelUpdateAcc) -> None:
         """The proposer's initial signature arrived (dispatcher, synchronous)."""
-        fut = ch._v0_sig
-        staging = ch._staging
-        if fut is None or fut.done() or staging is None or ch._phase != Phase.INIT_SIGNING:
+        fut = ch.rt.v0_sig
+        staging = ch.machine.staging
+        if fut is None or fut.done() or staging is None or ch.machine.phase != Phase.INIT_SIGNING:
             return
         try:
             ok = self.client.backend.verify_state(ch.params.participants[0], staging.state, msg.sig)
@@ -432,28 +439,28 @@ class ProposalProtocol:
                 )
             )
             return
-        tx = staging.with_sig(0, msg.sig)
-        ch._current = tx
-        ch._staging = None
-        ch._set_phase(Phase.FUNDING)
-        ch._io(lambda: self.client.persister.enabled(ch.id, tx, Phase.FUNDING))
-        self.client._publish_to_watcher(ch, tx)
+        ch.machine.add_sig(0, msg.sig)
+        enabled = ch.machine.enable()
+        tx = enabled.current
+        ch.io.write(enabled)
+        self.engine.publish_to_watcher(ch, tx)
         fut.set_result(msg.sig)
 
     # --- funding -------------------------------------------------------------------------------
 
     async def resume_funding(self, ch: Channel) -> None:
         """Fund a channel again after a restart or a late v0 signature (idempotent)."""
-        assert ch._current is not None
+        assert ch.machine.current is not None
         try:
             await self._fund(ch, None)
         except ChannelFundingError as e:
-            self.client._report_error(e)
+            self.engine.report_error(e)
 
     async def _fund(self, ch: Channel, agreement: Balances | None) -> None:
         client = self.client
-        assert ch._current is not None
-        v0 = ch._current.state
+        engine = self.engine
+        assert ch.machine.current is not None
+        v0 = ch.machine.current.state
         req = FundingRequest(
             params=ch.params,
             state=v0,
@@ -463,29 +470,28 @@ class ProposalProtocol:
         try:
             await client.funder.fund(req)
         except Exception as e:
-            for env in ch._funding_queue:
+            for env in ch.rt.funding_queue:
                 upd = env.msg
                 if isinstance(upd, wire.ChannelUpdate):
-                    client._updates._send_rej(
+                    engine.updates.send_rej(
                         ch, upd.state.version, RejectCode.NOT_READY, "funding failed"
                     )
-            ch._funding_queue = ()
+            ch.rt.funding_queue = ()
             raise ChannelFundingError(ch, e) from e
-        queued, ch._funding_queue = ch._funding_queue, ()
-        if not ch._is_phase(Phase.FUNDING):
+        queued, ch.rt.funding_queue = ch.rt.funding_queue, ()
+        if not ch.machine.in_phase(Phase.FUNDING):
             # The ledger took over while we funded (the peer registered v0, say): the
             # channel is funded and in dispute; it is returned and settles through the
             # ledger. Queued updates cannot apply any more.
             for env in queued:
                 upd = env.msg
                 if isinstance(upd, wire.ChannelUpdate):
-                    client._updates._send_rej(
+                    engine.updates.send_rej(
                         ch, upd.state.version, RejectCode.NOT_READY, "channel in dispute"
                     )
-            client._announce(ch)
+            engine.announce(ch)
             return
-        ch._set_phase(Phase.ACTING)
-        await ch._persist_phase()
+        await ch.io.write(ch.machine.funded())
         for env in queued:
-            client._dispatch(env)
-        client._announce(ch)
+            engine.dispatch(env)
+        engine.announce(ch)

@@ -25,7 +25,7 @@ from perun_core.logging import channel_extra
 
 if TYPE_CHECKING:
     from perun_core.channel.state import Transaction
-    from perun_core.client.client import Client
+    from perun_core.client.engine import Engine
     from perun_core.interfaces.persister import ChannelRecord
 
 log = logging.getLogger("perun.restore")
@@ -80,8 +80,9 @@ def _swap(obj: object, name: str, value: object) -> None:
     object.__setattr__(obj, name, value)
 
 
-async def restore_channels(client: Client) -> int:
-    """Load every stored channel into ``client``; returns how many were restored."""
+async def restore_channels(engine: Engine) -> int:
+    """Load every stored channel into the client of ``engine``; returns how many."""
+    client = engine.client
     persister = client.persister
     restored = 0
     shared = _Shared()
@@ -89,43 +90,40 @@ async def restore_channels(client: Client) -> int:
         if peer == client.address:
             continue  # every record also lists us; restore each channel once, by its peer
         for rec in await persister.restore_peer(peer):
-            if rec.channel_id in client._channels:
+            if rec.channel_id in engine.channels:
                 continue
             if rec.phase == Phase.INIT_ACTING or rec.phase == Phase.WITHDRAWN:
                 await persister.channel_removed(rec.channel_id)
                 continue
             shared.record(rec)
-            ch = client._add_channel(rec)
+            ch = engine.add_channel(rec)
             restored += 1
-            staging = rec.staging
-            if rec.phase == Phase.SIGNING and staging is not None:
-                if staging.fully_signed:
-                    # We crashed between signing and enabling: enable now.
-                    ch._enable(staging)
-                    await persister.enabled(ch.id, staging, ch._phase)
-                else:
-                    ch._needs_sync = True
-                    ch._set_phase(Phase.ACTING)
+            if rec.phase == Phase.SIGNING:
+                # A fully signed staged state is enabled (we crashed between signing and
+                # enabling); otherwise it stays our pending view and sync decides.
+                await ch.io.write_now((ch.machine.recover_signing(),))
+                if ch.machine.current is not None and ch.machine.current is rec.staging:
+                    engine.publish_to_watcher(ch, ch.machine.current)
             if rec.current is not None:
-                client._publish_to_watcher(ch, rec.current)
-            if ch._phase in (Phase.ACTING, Phase.FINAL, Phase.INIT_SIGNING):
-                client._sync.expect(ch)  # the peer may hold newer signatures
+                engine.publish_to_watcher(ch, rec.current)
+            if ch.machine.phase in (Phase.ACTING, Phase.FINAL, Phase.INIT_SIGNING):
+                engine.sync.expect(ch)  # the peer may hold newer signatures
             if rec.phase == Phase.FUNDING:
-                client._spawn(client._proposals.resume_funding(ch))
+                engine.spawn(engine.proposals.resume_funding(ch))
             elif rec.phase == Phase.INIT_SIGNING:
-                ch._needs_sync = True
+                ch.machine.set_needs_sync(True)
             elif rec.phase == Phase.REGISTERING:
-                client._spawn(client._disputes.settle(ch))
+                engine.spawn(engine.disputes.settle(ch))
             elif rec.phase == Phase.WITHDRAWING:
                 # Through the channel's operation slot: a settle() the user calls meanwhile
                 # waits for this one instead of withdrawing and removing the record twice.
-                client._spawn(ch.settle())
-            if ch._phase not in (Phase.FUNDING, Phase.INIT_SIGNING):
-                client._announce(ch)  # funding channels are announced once funded
+                engine.spawn(ch.settle())
+            if ch.machine.phase not in (Phase.FUNDING, Phase.INIT_SIGNING):
+                engine.announce(ch)  # funding channels are announced once funded
             log.info(
                 "restored channel 0x%s in %s",
                 ch.id.hex()[:12],
-                ch._phase.name,
+                ch.machine.phase.name,
                 extra=channel_extra(ch),
             )
     return restored

@@ -22,7 +22,7 @@ from perun_core.logging import channel_extra
 
 if TYPE_CHECKING:
     from perun_core.client.channel import Channel
-    from perun_core.client.client import Client
+    from perun_core.client.engine import Engine
 
 log = logging.getLogger("perun.settle")
 
@@ -32,8 +32,9 @@ _DISPUTE = (Phase.REGISTERING, Phase.REGISTERED, Phase.PROGRESSING, Phase.PROGRE
 class SettleProtocol:
     """The settlement protocol of one client."""
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.client = engine.client
 
     async def finalize(self, ch: Channel) -> None:
         """Make the current state final with the peer (the caller holds the slot).
@@ -43,17 +44,17 @@ class SettleProtocol:
         leaves, a bounded number of times.
         """
         cfg = self.client.config
-        ch._settling = True  # the peer's final proposal is accepted without asking
+        ch.rt.settling = True  # the peer's final proposal is accepted without asking
         try:
             for _ in range(cfg.conflict_retries + 2):
-                if not ch._idle.is_set():
+                if not ch.rt.idle.is_set():
                     async with asyncio.timeout(cfg.update_timeout * 2):
-                        await ch._idle.wait()
-                if not ch._is_phase(Phase.ACTING):
+                        await ch.rt.idle.wait()
+                if not ch.machine.in_phase(Phase.ACTING):
                     return  # final already, or the ledger took over
                 before = ch.state.version
                 try:
-                    await self.client._updates.propose(ch, lambda s: s.finalized())
+                    await self.engine.updates.propose(ch, lambda s: s.finalized())
                     return
                 except UpdateConflictError:
                     # We lost a collision: the winner proposes again (its own update, or a
@@ -61,22 +62,22 @@ class SettleProtocol:
                     await self._wait_moved_on(ch, before, cfg.update_timeout)
                 except ChannelNotReadyError:
                     # The peer finalized first (its proposal was accepted meanwhile).
-                    if not ch._is_phase(Phase.FINAL):
+                    if not ch.machine.in_phase(Phase.FINAL):
                         raise
                     return
             raise RequestTimedOutError("the channel could not be finalized with the peer")
         finally:
-            ch._settling = False
+            ch.rt.settling = False
 
     @staticmethod
     async def _wait_moved_on(ch: Channel, version: int, timeout: float) -> None:
         """Wait (bounded) until the channel has a newer state or left ACTING."""
         try:
             async with asyncio.timeout(timeout):
-                while ch._is_phase(Phase.ACTING) and ch.state.version == version:
-                    await ch._changed.wait()
-                while not ch._idle.is_set():
-                    await ch._idle.wait()
+                while ch.machine.in_phase(Phase.ACTING) and ch.state.version == version:
+                    await ch.rt.changed.wait()
+                while not ch.rt.idle.is_set():
+                    await ch.rt.idle.wait()
         except TimeoutError:
             pass  # the winner did not propose again: our final proposal goes out now
 
@@ -89,9 +90,12 @@ class SettleProtocol:
         it final), when the channel is in dispute already, and for a channel whose funding
         failed (fund recovery).
         """
-        if ch._phase == Phase.WITHDRAWN:
+        m = ch.machine
+        if m.phase == Phase.WITHDRAWN:
             return  # settled already (e.g. automatically after the peer concluded)
-        if ch._phase in (Phase.ACTING, Phase.SIGNING) and not ch._needs_sync:
+        if m.in_phase(Phase.ACTING, Phase.SIGNING) and m.needs_sync:
+            await self._sync_first(ch)
+        if m.in_phase(Phase.ACTING, Phase.SIGNING) and not m.needs_sync:
             try:
                 await self.finalize(ch)
             except (ChannelClosedError, ReentrantUpdateError):
@@ -103,28 +107,35 @@ class SettleProtocol:
                     e,
                     extra=channel_extra(ch),
                 )
-        if ch._phase in (Phase.FINAL, Phase.WITHDRAWING):
-            if ch._settle_task is None:
+        if m.in_phase(Phase.FINAL, Phase.WITHDRAWING):
+            if ch.rt.settle_task is None:
                 await self._conclude_final(ch)
             else:
                 # Settling started already (the watcher saw the peer conclude): join it.
-                await asyncio.shield(self.client._disputes.ensure_settle(ch))
+                await asyncio.shield(self.engine.disputes.ensure_settle(ch))
             return
-        if ch._phase in (Phase.ACTING, Phase.SIGNING, Phase.FUNDING, *_DISPUTE, Phase.WITHDRAWING):
-            await self.client._disputes.settle(ch)
+        if m.in_phase(Phase.ACTING, Phase.SIGNING, Phase.FUNDING, *_DISPUTE, Phase.WITHDRAWING):
+            await self.engine.disputes.settle(ch)
             return
-        if ch._needs_sync:
+        if m.needs_sync:
             raise SyncRequiredError("the channel must sync before it can settle")
         raise ChannelNotReadyError(
-            f"cannot settle in phase {ch._phase.name}", phase=ch._phase, channel_id=ch.id
+            f"cannot settle in phase {m.phase.name}", phase=m.phase, channel_id=ch.id
         )
 
+    async def _sync_first(self, ch: Channel) -> None:
+        """Give a due sync round a chance (bounded): a synced channel settles cooperatively."""
+        await self.engine.sync.start(ch)
+        try:
+            async with asyncio.timeout(self.client.config.sync_timeout):
+                await ch.rt.sync_done.wait()
+        except TimeoutError:
+            pass  # the peer is silent: the ledger settles
+
     async def _conclude_final(self, ch: Channel) -> None:
-        if ch._phase == Phase.FINAL:
-            ch._set_phase(Phase.WITHDRAWING)
-            await ch._persist_phase()
-        assert ch._current is not None
-        req = AdjudicatorReq(ch.params, ch._current, ch.idx, secondary=ch.idx != 0)
+        await ch.io.write(ch.machine.withdrawing())
+        assert ch.machine.current is not None
+        req = AdjudicatorReq(ch.params, ch.machine.current, ch.idx, secondary=ch.idx != 0)
         try:
             await self.client.adjudicator.withdraw(req, {})
         except ChainError as e:
@@ -136,6 +147,6 @@ class SettleProtocol:
                 e,
                 extra=channel_extra(ch),
             )
-            await asyncio.shield(self.client._disputes.ensure_settle(ch))
+            await asyncio.shield(self.engine.disputes.ensure_settle(ch))
             return
-        await self.client._finish_channel(ch)
+        await self.engine.finish_channel(ch)

@@ -13,20 +13,18 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from perun_core.channel.limits import FLOOR_SLACK
 from perun_core.channel.phase import Phase
 from perun_core.channel.state import Transaction
 from perun_core.errors import ChannelDivergedError, PerunError, SyncError
 from perun_core.logging import channel_extra
-from perun_core.wire.messages import ChannelSync
+from perun_core.wire.messages import ChannelSync, Envelope
 
 if TYPE_CHECKING:
     from perun_core.client.channel import Channel
-    from perun_core.client.client import Client
+    from perun_core.client.engine import Engine
 
 log = logging.getLogger("perun.sync")
-
-FLOOR_SLACK = 8
-"""How far above the newest fully signed version an unproven version floor is believed."""
 
 SYNCABLE = frozenset(
     {
@@ -44,16 +42,31 @@ SYNCABLE = frozenset(
 class SyncProtocol:
     """The sync protocol of one client."""
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.client = engine.client
+        engine.route(ChannelSync, self._route)
+
+    def _route(self, env: Envelope, msg: ChannelSync) -> None:
+        engine = self.engine
+        ch = engine.peer_channel(env, msg.channel_id)
+        if ch is not None:
+            self.on_sync(ch, msg)
+        elif not msg.reply and msg.channel_id not in engine.channels:
+            # Unknown to us: say so, so the peer drops a half-created channel (whose view
+            # has only its staged v0, no current state). Answers are never answered.
+            unknown = ChannelSync(msg.channel_id, 0, None, None, 0, True)
+            engine.spawn(engine.send(env.sender, unknown))
 
     def message(self, ch: Channel, *, reply: bool = False) -> ChannelSync:
         """Our view of the channel (a request, or with ``reply`` the answer to one)."""
-        own = ch._own
+        own = ch.rt.own
+        m = ch.machine
         pending = own.tx if own is not None else None
-        if pending is None and ch._staging is not None and ch._staging.sigs[ch.idx] is not None:
-            pending = ch._staging
-        return ChannelSync(ch.id, int(ch._phase), ch._current, pending, ch._version_floor, reply)
+        staging = m.staging
+        if pending is None and staging is not None and staging.sigs[ch.idx] is not None:
+            pending = staging
+        return ChannelSync(ch.id, int(m.phase), m.current, pending, m.version_floor, reply)
 
     async def start(self, ch: Channel, *, resend: bool = False) -> bool:
         """Request the peer's view (one request per round); ``False`` if it could not be sent.
@@ -62,19 +75,17 @@ class SyncProtocol:
         one may have been lost with the old connection); a duplicate answer is harmless,
         because answers are never answered.
         """
-        if ch._phase not in SYNCABLE or (ch._sync_sent and not resend):
+        if ch.machine.phase not in SYNCABLE or (ch.rt.sync_sent and not resend):
             return True
-        ch._sync_sent = True
-        ch._sync_done.clear()
-        if not ch._needs_sync:
-            ch._needs_sync = True
-            ch._persist_phase()
+        ch.rt.sync_sent = True
+        ch.rt.sync_done.clear()
+        ch.io.write(ch.machine.set_needs_sync(True))
         msg = self.message(ch)
         try:
-            await ch._io(lambda: self.client._send(ch.peer, msg))
+            await ch.io.run(lambda: self.engine.send(ch.peer, msg))
         except Exception as e:
             # The peer is unreachable now; the next connection starts the round again.
-            ch._sync_sent = False
+            ch.rt.sync_sent = False
             log.info("sync of 0x%s not sent: %s", ch.id.hex()[:12], e)
             return False
         return True
@@ -93,13 +104,13 @@ class SyncProtocol:
 
     def expect(self, ch: Channel) -> None:
         """Mark a channel as needing a sync round before the next update (after restore)."""
-        ch._needs_sync = True
-        ch._sync_done.clear()
+        ch.machine.set_needs_sync(True)
+        ch.rt.sync_done.clear()
 
     async def sync_peer(self, peer: object) -> None:
         """Start one sync round for every channel shared with ``peer`` (after a connect)."""
-        for ch in list(self.client._channels.values()):
-            if ch.peer == peer and ch._phase in SYNCABLE:
+        for ch in list(self.engine.channels.values()):
+            if ch.peer == peer and ch.machine.phase in SYNCABLE:
                 await self.start(ch, resend=True)
 
     def on_sync(self, ch: Channel, msg: ChannelSync) -> None:
@@ -111,44 +122,45 @@ class SyncProtocol:
         so a round is two messages per side at most, and no pair of clients (nor a hostile
         peer) can make sync loop.
         """
-        if msg.reply and not ch._sync_sent:
+        if msg.reply and not ch.rt.sync_sent:
             log.debug("unsolicited sync answer for 0x%s dropped", ch.id.hex()[:12])
             return
         if not msg.reply:
             ours = self.message(ch, reply=True)
-            ch._io(lambda: self.client._send(ch.peer, ours))
+            ch.io.run(lambda: self.engine.send(ch.peer, ours))
         try:
             self._apply(ch, msg)
         except PerunError as e:
             log.warning(
                 "sync of channel 0x%s failed: %s", ch.id.hex()[:12], e, extra=channel_extra(ch)
             )
-            self.client._report_error(e)
+            self.engine.report_error(e)
         finally:
             if msg.reply:
-                ch._sync_sent = False
-            if not ch._sync_sent:
-                ch._sync_done.set()
-            ch._pulse()
+                ch.rt.sync_sent = False
+            if not ch.rt.sync_sent:
+                ch.rt.sync_done.set()
+            ch.rt.pulse()
 
     def _apply(self, ch: Channel, msg: ChannelSync) -> None:
-        client = self.client
+        engine = self.engine
         theirs = msg.current
-        mine = ch._current
+        mine = ch.machine.current
         discarded = -1
-        floor_before, needs_before = ch._version_floor, ch._needs_sync
+        m = ch.machine
+        floor_before, needs_before = m.version_floor, m.needs_sync
         if theirs is None:
-            if ch._phase == Phase.INIT_SIGNING and not ch._removed:
+            if ch.machine.phase == Phase.INIT_SIGNING and not ch.rt.removed:
                 # The peer never created the channel: nothing was signed by both, nothing funded.
                 # Marked removed at once: a second "unknown" answer (one per sync round we
                 # sent) must not remove the record twice.
-                ch._removed = True
+                ch.rt.removed = True
                 log.info(
                     "channel 0x%s unknown to the peer; dropping it",
                     ch.id.hex()[:12],
                     extra=channel_extra(ch),
                 )
-                client._spawn(client._drop_channel(ch))
+                engine.spawn(engine.drop_channel(ch))
                 return
             if msg.pending is None:
                 # The peer does not know the channel (it lost its record, or withdrew it):
@@ -162,57 +174,45 @@ class SyncProtocol:
             self._check_adoptable(ch, theirs)
             self._adopt(ch, msg, theirs)
         elif theirs.state.version == mine.state.version and theirs.state != mine.state:
-            ch._frozen = True
+            ch.rt.frozen = True
             raise ChannelDivergedError(
                 f"channel 0x{ch.id.hex()[:12]}: both parties hold different states at "
                 f"version {mine.state.version}; settle through the ledger"
             )
         discarded = self._discard_pending(ch, msg, adopted=-1)
-        ch._burn(max(discarded, self._proven_floor(ch, msg)))
-        ch._needs_sync = False
-        if ch._version_floor != floor_before or needs_before:
-            ch._persist_phase()
+        m.burn(max(discarded, self._proven_floor(ch, msg)))
+        m.set_needs_sync(False)
+        if m.version_floor != floor_before or needs_before:
+            ch.io.write(m.phase_record())
 
     def _adopt(self, ch: Channel, msg: ChannelSync, theirs: Transaction) -> None:
         """Make the peer's newer, fully signed state current (it carries our signature)."""
-        client = self.client
-        mine = ch._current
+        engine = self.engine
+        mine = ch.machine.current
         old = mine.state if mine is not None else None
-        own = ch._own
+        own = ch.rt.own
         completed = None
         if own is not None and own.tx.state == theirs.state:
             # Our own proposal, accepted by the peer (its answer was lost): adopt, not
             # discard, and complete the waiting update() with it, which then tells the
             # user (once the adoption is persisted) instead of timing out.
-            ch._own = None
+            ch.rt.own = None
             if not own.future.done() and not own.timed_out:
                 completed = own.future
         self._discard_pending(ch, msg, adopted=theirs.state.version)
-        was_init = ch._phase == Phase.INIT_SIGNING
-        ch._current = theirs
-        ch._staging = None
-        if was_init:
-            ch._set_phase(Phase.FUNDING)
-        elif ch._phase in (Phase.ACTING, Phase.SIGNING, Phase.FINAL):
-            if theirs.state.is_final and ch._phase == Phase.ACTING:
-                # Adopting is staging and enabling at once; the state machine reaches
-                # FINAL only through SIGNING.
-                ch._set_phase(Phase.SIGNING)
-            ch._set_phase(Phase.FINAL if theirs.state.is_final else Phase.ACTING)
-        ch._forget_signed_below(theirs.state.version)
-        tx, phase = theirs, ch._phase
-        ch._io(lambda: client.persister.enabled(ch.id, tx, phase))
-        client._publish_to_watcher(ch, theirs)
-        if was_init and ch._v0_sig is not None and not ch._v0_sig.done():
+        was_init = ch.machine.phase == Phase.INIT_SIGNING
+        ch.io.write(ch.machine.adopt(theirs))
+        engine.publish_to_watcher(ch, theirs)
+        if was_init and ch.rt.v0_sig is not None and not ch.rt.v0_sig.done():
             sig0 = theirs.sigs[0]
             assert sig0 is not None
-            ch._v0_sig.set_result(sig0)
+            ch.rt.v0_sig.set_result(sig0)
         elif was_init:
-            client._spawn(client._proposals.resume_funding(ch))
+            engine.spawn(engine.proposals.resume_funding(ch))
         if completed is not None:
             completed.set_result(theirs)
         elif old is not None:
-            client._notify_update(ch, old, theirs.state)
+            engine.notify_update(ch, old, theirs.state)
 
     def _proven_floor(self, ch: Channel, msg: ChannelSync) -> int:
         """The highest version the peer's view proves burned, or -1.
@@ -223,8 +223,8 @@ class SyncProtocol:
         version both sides hold, so a hostile view cannot push the floor out of reach
         (a floor of 2**64-1 would end every update and settlement).
         """
-        cur = ch._current.state.version if ch._current is not None else 0
-        bound = max(cur, ch._version_floor) + FLOOR_SLACK
+        cur = ch.machine.current.state.version if ch.machine.current is not None else 0
+        bound = max(cur, ch.machine.version_floor) + FLOOR_SLACK
         proven = -1
         pending = msg.pending
         if pending is not None and pending.state.channel_id == ch.id:
@@ -266,32 +266,31 @@ class SyncProtocol:
         the peer still lists it as pending. Everything else staged is discarded.
         """
         burned = -1
-        own = ch._own
+        own = ch.rt.own
         peer_cur = msg.current.state.version if msg.current is not None else -1
         if own is not None:
             v = own.tx.state.version
             if v == adopted:
-                ch._own = None  # the peer holds it fully signed: adopted, not discarded
+                ch.rt.own = None  # the peer holds it fully signed: adopted, not discarded
                 if not own.future.done():
                     own.future.set_exception(SyncError("the update was completed by sync"))
             elif own.future.done() or own.timed_out or peer_cur >= v:
-                ch._own = None
+                ch.rt.own = None
                 burned = v
+                cur = ch.machine.current
+                ch.rt.remember_signed(own.tx.state, cur.state.version if cur else -1)
                 # A timed-out update() has raised already; nobody awaits its future.
                 if not own.future.done() and not own.timed_out:
                     own.future.set_exception(SyncError("the update was discarded by sync"))
-        peer = ch._peer
+        peer = ch.rt.peer
         if peer is not None and (msg.pending is None or msg.pending.state != peer.msg.state):
             peer.aborted = True
             burned = max(burned, peer.msg.state.version)
-            ch._peer = None
+            ch.rt.peer = None
             peer.decided.set()
-            ch._idle.set()
-        if ch._own is None and ch._peer is None:
-            if ch._staging is not None and ch._phase != Phase.INIT_SIGNING:
-                if ch._staging.state.version != adopted:
-                    burned = max(burned, ch._staging.state.version)
-                ch._staging = None
-            if ch._phase == Phase.SIGNING:
-                ch._set_phase(Phase.ACTING)
+            ch.rt.idle.set()
+        if ch.rt.own is None and ch.rt.peer is None:
+            dropped, _ = ch.machine.discard()  # written with the round's floor
+            if dropped != adopted:
+                burned = max(burned, dropped)
         return burned

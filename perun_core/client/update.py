@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from perun_core.channel.limits import FLOOR_SLACK
+from perun_core.channel.machine import IN_DISPUTE, Enabled
 from perun_core.channel.phase import Phase
 from perun_core.channel.state import State, Transaction
 from perun_core.channel.validation import check_update
 from perun_core.client.deadlines import Deadlines
 from perun_core.errors import (
+    ChannelClosedError,
     ChannelNotReadyError,
     ChannelRegisteredError,
     InvalidSignatureError,
@@ -30,15 +32,17 @@ from perun_core.errors import (
     RejectCode,
     RequestTimedOutError,
     ResponderUsedError,
+    SyncRequiredError,
     UpdateAbortedError,
     UpdateConflictError,
+    VersionError,
 )
 from perun_core.logging import channel_extra
 from perun_core.wire.messages import ChannelUpdate, ChannelUpdateAcc, ChannelUpdateRej, Envelope
 
 if TYPE_CHECKING:
     from perun_core.client.channel import Channel, Updater
-    from perun_core.client.client import Client
+    from perun_core.client.engine import Engine
 
 log = logging.getLogger("perun.update")
 
@@ -64,7 +68,7 @@ class UpdateResponder:
         self._protocol = protocol
         self._channel = channel
         self._msg = msg
-        self._used = False
+        self.used = False  # accept() or reject() was called
         self.task: asyncio.Task[None] | None = None
 
     @property
@@ -78,9 +82,9 @@ class UpdateResponder:
         return self._msg.actor_idx
 
     def _use(self) -> None:
-        if self._used:
+        if self.used:
             raise ResponderUsedError("this update proposal was already answered")
-        self._used = True
+        self.used = True
 
     def accept(self) -> asyncio.Task[None]:
         """Sign the proposed state, make it current and send our signature.
@@ -88,14 +92,18 @@ class UpdateResponder:
         Returns a task: ``await`` it in async handlers; sync handlers may just call this.
         """
         self._use()
-        self.task = self._protocol._answer(self._protocol._accept(self._channel, self._msg))
+        self.task = self._protocol.answer(self._protocol.accept(self._channel, self._msg))
         return self.task
 
     def reject(self, reason: str = "rejected") -> asyncio.Task[None]:
-        """Refuse the proposed state; the channel stays unchanged (returns a task)."""
+        """Refuse the proposed state (returns a task).
+
+        Our channel stays unchanged and nothing of ours is signed; the proposer's burned
+        version is skipped by both sides.
+        """
         self._use()
-        self.task = self._protocol._answer(
-            self._protocol._reject(self._channel, self._msg, RejectCode.REJECTED, reason)
+        self.task = self._protocol.answer(
+            self._protocol.reject(self._channel, self._msg, RejectCode.REJECTED, reason)
         )
         return self.task
 
@@ -127,10 +135,38 @@ def accept_incoming_payments(
 class UpdateProtocol:
     """The update protocol of one client."""
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.client = engine.client
         # One timer for every proposer's wait for an answer (all have the same timeout).
-        self._deadlines = Deadlines(client.config.update_timeout, self._expire)
+        self.deadlines = Deadlines(self.client.config.update_timeout, self._expire)
+        engine.route(ChannelUpdate, self._route_update)
+        engine.route(ChannelUpdateAcc, self._route_acc)
+        engine.route(ChannelUpdateRej, self._route_rej)
+
+    # --- routing -------------------------------------------------------------------------------
+
+    def _route_update(self, env: Envelope, msg: ChannelUpdate) -> None:
+        ch = self.engine.peer_channel(env, msg.state.channel_id)
+        if ch is None:
+            if msg.state.channel_id not in self.engine.channels:
+                self.engine.reply_unknown(env, msg.state.channel_id, msg.state.version)
+            return
+        self.on_update(ch, env, msg)
+
+    def _route_acc(self, env: Envelope, msg: ChannelUpdateAcc) -> None:
+        ch = self.engine.peer_channel(env, msg.channel_id)
+        if ch is None:
+            return
+        if msg.version == 0 and ch.rt.v0_sig is not None:
+            self.engine.proposals.on_v0_sig(ch, msg)
+        else:
+            self.on_acc(ch, msg)
+
+    def _route_rej(self, env: Envelope, msg: ChannelUpdateRej) -> None:
+        ch = self.engine.peer_channel(env, msg.channel_id)
+        if ch is not None:
+            self.on_rej(ch, msg)
 
     # --- proposer ------------------------------------------------------------------------------
 
@@ -140,17 +176,17 @@ class UpdateProtocol:
         attempt = 0
         while True:
             # A peer proposal awaiting our decision blocks new local updates; wait it out.
-            if not ch._idle.is_set():
+            if not ch.rt.idle.is_set():
                 try:
                     async with asyncio.timeout(cfg.update_timeout * 2):
-                        await ch._idle.wait()
+                        await ch.rt.idle.wait()
                 except TimeoutError:
                     raise RequestTimedOutError("a peer proposal stayed undecided") from None
-            if not ch._sync_done.is_set():
+            if not ch.rt.sync_done.is_set():
                 # A sync round (reconnect, restart, earlier timeout) decides first.
                 try:
                     async with asyncio.timeout(cfg.sync_timeout):
-                        await ch._sync_done.wait()
+                        await ch.rt.sync_done.wait()
                 except TimeoutError:
                     pass  # _propose_once raises SyncRequiredError
             try:
@@ -173,27 +209,28 @@ class UpdateProtocol:
                 attempt += 1
                 if attempt > cfg.conflict_retries:
                     raise
-                await self.client._sync.start(ch)
+                await self.engine.sync.start(ch)
 
     async def _propose_once(self, ch: Channel, fn: Updater) -> State:
-        ch._check_updatable()
-        assert ch._current is not None
-        cur = ch._current.state
+        check_updatable(ch)
+        m = ch.machine
+        assert m.current is not None
+        cur = m.current.state
         nxt = fn(cur)
         if not isinstance(nxt, State):
             raise TypeError("the updater must return a State (states are immutable)")
         if type(nxt) is State:  # a direct constructor call is 3x cheaper than replace()
-            nxt = State(ch.id, ch._next_version(), nxt.allocation, nxt.app, nxt.data, nxt.is_final)
+            nxt = State(ch.id, m.next_version, nxt.allocation, nxt.app, nxt.data, nxt.is_final)
         else:
-            nxt = replace(nxt, channel_id=ch.id, version=ch._next_version())
+            nxt = replace(nxt, channel_id=ch.id, version=m.next_version)
         check_update(
             ch.params,
             cur,
             nxt,
             actor_idx=ch.idx,
             expected_actor=ch.idx,
-            version_floor=ch._version_floor,
-            app=self.client._app_of(ch.params),
+            version_floor=ch.machine.version_floor,
+            app=self.engine.app_of(ch.params),
         )
         backend = self.client.backend
         sig = backend.sign_state(self.client.account, nxt)
@@ -202,22 +239,21 @@ class UpdateProtocol:
         tx = Transaction(nxt, tuple(sigs))
         loop = asyncio.get_running_loop()
         own = _Own(tx, loop.create_future())
-        ch._own = own  # from here on a peer proposal is a collision
-        ch._staging = tx
-        ch._set_phase(Phase.SIGNING)
-        persister = self.client.persister
+        ch.rt.own = own  # from here on a peer proposal is a collision
+        staged = m.stage(tx)
+        io = ch.io
 
         async def persist_and_send() -> None:
-            await persister.staged(ch.id, tx, Phase.SIGNING)
+            await io.write_now((staged,))
             if own.conflicted:
                 # The peer's proposal crossed ours before we sent: the version is burned on
                 # both sides already, no need to put our signature on the wire.
                 return
-            await self.client._send(ch.peer, ChannelUpdate(nxt, ch.idx, sig))
+            await self.engine.send(ch.peer, ChannelUpdate(nxt, ch.idx, sig))
             own.sent = True
 
         try:
-            await ch._io_now(persist_and_send)
+            await ch.io.run_now(persist_and_send)
         except Exception:
             self._discard_own(ch, own)
             raise
@@ -229,10 +265,10 @@ class UpdateProtocol:
         then = own.then
         if then is not None:
             own.then = None
-            await ch._io_fill(*then)
-        elif ch._io_tail is not None:
-            await ch._io_tail
-        self.client._notify_update(ch, cur, done.state)
+            await ch.io.fill(*then)
+        elif ch.io.tail is not None:
+            await ch.io.tail
+        self.engine.notify_update(ch, cur, done.state)
         return done.state
 
     async def _await_answer(self, ch: Channel, own: _Own) -> Transaction:
@@ -251,7 +287,7 @@ class UpdateProtocol:
         assert task is not None
         cancelling = task.cancelling()
         own.waiting = True
-        self._deadlines.add(own, task)
+        self.deadlines.add(own, task)
         try:
             return await fut
         except asyncio.CancelledError:
@@ -270,7 +306,7 @@ class UpdateProtocol:
             ) from None
         finally:
             own.waiting = False
-            self._deadlines.discard(own)
+            self.deadlines.discard(own)
 
     @staticmethod
     def _expire(own: _Own, task: asyncio.Task[Any]) -> None:
@@ -283,27 +319,23 @@ class UpdateProtocol:
         then = own.then
         if then is not None:
             own.then = None
-            self.client._spawn(ch._io_fill(*then))
+            self.engine.spawn(ch.io.fill(*then))
 
     def close(self) -> None:
         """Stop the deadline timer (the client is closing)."""
-        self._deadlines.close()
+        self.deadlines.close()
 
     def _give_up(self, ch: Channel, own: _Own) -> None:
         """Stop waiting for an answer: mark the proposal unresolved and start a sync round."""
         own.timed_out = True
-        ch._needs_sync = True
-        ch._persist_phase()
-        self.client._spawn(self.client._sync.start(ch))
+        ch.io.write(ch.machine.set_needs_sync(True))
+        self.engine.spawn(self.engine.sync.start(ch))
 
     def _discard_own(self, ch: Channel, own: _Own) -> None:
-        if ch._own is own:
-            ch._own = None
-            ch._staging = None
-            ch._burn(own.tx.state.version)
-            if ch._phase == Phase.SIGNING:
-                ch._set_phase(Phase.ACTING)
-            ch._persist_phase()
+        if ch.rt.own is own:
+            ch.rt.own = None
+            _, changed = ch.machine.discard()
+            ch.io.write(changed)
 
     def _resolve_conflict(self, ch: Channel, own: _Own) -> None:
         self._discard_own(ch, own)
@@ -318,7 +350,7 @@ class UpdateProtocol:
 
     def on_acc(self, ch: Channel, msg: ChannelUpdateAcc) -> None:
         """The peer accepted our proposal (called synchronously by the dispatcher)."""
-        own = ch._own
+        own = ch.rt.own
         if own is None or own.tx.state.version != msg.version:
             log.debug(
                 "unexpected update acceptance v%d for 0x%s",
@@ -352,37 +384,34 @@ class UpdateProtocol:
             if not own.timed_out:
                 self._give_up(ch, own)
             return
-        tx = own.tx.with_sig(ch.peer_idx, msg.sig)
-        ch._own = None
-        was_sync = ch._needs_sync
-        ch._needs_sync = False
-        ch._enable(tx)
-        phase = ch._phase
-        persister = self.client.persister
-
-        def write() -> Awaitable[None]:
-            return persister.enabled(ch.id, tx, phase)
+        m = ch.machine
+        ch.rt.own = None
+        was_sync = m.needs_sync
+        synced = m.set_needs_sync(False)
+        m.add_sig(ch.peer_idx, msg.sig)
+        enabled = m.enable()
+        tx = enabled.current
+        self.engine.publish_to_watcher(ch, tx)
+        write = ch.io.writer(enabled, synced)
 
         fut = own.future
         if own.waiting and not fut.done():
             # The proposer wakes up next and writes in its own task, in this place of the
             # I/O chain (a task here per update cost more than the write).
-            own.then = (*ch._io_reserve(), write)
+            own.then = (*ch.io.reserve(), write)
         else:
-            ch._io(write)
-        if was_sync:
-            ch._persist_phase()
+            ch.io.run(write)
         if not fut.done():
             fut.set_result(tx)
         elif fut.cancelled():
             pass  # the proposer's wait was just cancelled; it hands over to sync
         elif fut.exception() is not None or was_sync:
             # A late acceptance after a timeout still enables the state (PROTOCOL §5.3.1.7).
-            self.client._notify_update(ch, None, tx.state)
+            self.engine.notify_update(ch, None, tx.state)
 
     def on_rej(self, ch: Channel, msg: ChannelUpdateRej) -> None:
         """The peer rejected our proposal (called synchronously by the dispatcher)."""
-        own = ch._own
+        own = ch.rt.own
         if own is None or own.tx.state.version != msg.version:
             log.debug(
                 "unexpected update rejection v%d for 0x%s",
@@ -395,12 +424,10 @@ class UpdateProtocol:
             self._resolve_conflict(ch, own)
             return
         self._discard_own(ch, own)
-        ch._remember_signed(own.tx.state)
+        ch.rt.remember_signed(own.tx.state, _cur_version(ch))
         if not own.future.done():
             own.future.set_exception(
-                PeerRejectedError(
-                    msg.reason, msg.reject_code, what="update", signed=own.tx.state
-                )
+                PeerRejectedError(msg.reason, msg.reject_code, what="update", signed=own.tx.state)
             )
 
     # --- responder -----------------------------------------------------------------------------
@@ -408,66 +435,82 @@ class UpdateProtocol:
     def on_update(self, ch: Channel, env: Envelope, msg: ChannelUpdate) -> None:
         """A peer proposal arrived (called synchronously by the dispatcher, in order)."""
         st = msg.state
-        if ch._phase in (Phase.INIT_SIGNING, Phase.FUNDING):
-            if len(ch._funding_queue) < self.client.config.funding_queue:
-                ch._funding_queue = (*ch._funding_queue, env)
+        if ch.machine.phase in (Phase.INIT_SIGNING, Phase.FUNDING):
+            if len(ch.rt.funding_queue) < self.client.config.funding_queue:
+                ch.rt.funding_queue = (*ch.rt.funding_queue, env)
             else:
-                self._send_rej(ch, st.version, RejectCode.NOT_READY, "funding queue full")
+                self.send_rej(ch, st.version, RejectCode.NOT_READY, "funding queue full")
             return
-        own = ch._own
+        own = ch.rt.own
         if own is not None and not own.future.done():
             # Collision: both sent before receiving. Burn both versions, refuse the peer's.
             # Our own proposal fails at once (the peer's CONFLICT answer to it is then
             # ignored); if it is not on the wire yet, it never will be.
-            ch._burn(max(own.tx.state.version, st.version))
+            ch.io.write(ch.machine.burn(max(own.tx.state.version, st.version)))
             own.conflicted = True
             self._resolve_conflict(ch, own)
-            self._send_rej(ch, st.version, RejectCode.CONFLICT, "concurrent update")
+            self.send_rej(ch, st.version, RejectCode.CONFLICT, "concurrent update")
             return
-        if ch._peer is not None:
-            self._send_rej(ch, st.version, RejectCode.CONFLICT, "a proposal is pending")
+        if ch.rt.peer is not None:
+            self.send_rej(ch, st.version, RejectCode.CONFLICT, "a proposal is pending")
             return
-        if ch._needs_sync or not ch._sync_done.is_set():
-            self._send_rej(ch, st.version, RejectCode.SYNC_REQUIRED, "sync required")
-            if not ch._sync_sent:
-                self.client._spawn(self.client._sync.start(ch))
+        if ch.machine.needs_sync or not ch.rt.sync_done.is_set():
+            self.send_rej(ch, st.version, RejectCode.SYNC_REQUIRED, "sync required")
+            if not ch.rt.sync_sent:
+                self.engine.spawn(self.engine.sync.start(ch))
             return
         try:
-            ch._check_updatable()
-            assert ch._current is not None
+            check_updatable(ch)
+            assert ch.machine.current is not None
             check_update(
                 ch.params,
-                ch._current.state,
+                ch.machine.current.state,
                 st,
                 actor_idx=msg.actor_idx,
                 expected_actor=ch.peer_idx,
-                version_floor=ch._version_floor,
-                app=self.client._app_of(ch.params),
+                version_floor=ch.machine.version_floor,
+                app=self.engine.app_of(ch.params),
             )
-            self.client._verify_peer_sig(ch, st, msg.sig)
+            self.engine.verify_peer_sig(ch, st, msg.sig)
         except (ChannelNotReadyError, ChannelRegisteredError) as e:
-            self._send_rej(ch, st.version, RejectCode.NOT_READY, str(e))
+            self.send_rej(ch, st.version, RejectCode.NOT_READY, str(e))
+            return
+        except VersionError as e:
+            if e.expected < e.got <= e.expected + FLOOR_SLACK:
+                # The proposer burned versions we do not know of (its answer to an earlier
+                # proposal was lost, say): a sync round tells both sides the same floor,
+                # then the proposer tries again.
+                self.send_rej(ch, st.version, RejectCode.SYNC_REQUIRED, str(e))
+                if not ch.rt.sync_sent:
+                    self.engine.spawn(self.engine.sync.start(ch))
+                return
+            log.info("refused invalid update from %s: %s", env.sender, e, extra=channel_extra(ch))
+            self.send_rej(ch, st.version, RejectCode.INVALID, str(e))
+            self.engine.notify_invalid(ch, e)
             return
         except InvalidUpdateError as e:
             log.info("refused invalid update from %s: %s", env.sender, e, extra=channel_extra(ch))
-            self._send_rej(ch, st.version, RejectCode.INVALID, str(e))
-            self.client._notify_invalid(ch, e)
+            self.send_rej(ch, st.version, RejectCode.INVALID, str(e))
+            self.engine.notify_invalid(ch, e)
             return
         except Exception as e:  # a malformed signature or anything unexpected: refuse, live on
             log.info("refused update from %s: %s", env.sender, e, extra=channel_extra(ch))
-            self._send_rej(ch, st.version, RejectCode.INVALID, f"{type(e).__name__}: {e}")
+            self.send_rej(ch, st.version, RejectCode.INVALID, f"{type(e).__name__}: {e}")
             if isinstance(e, PerunError):
-                self.client._notify_invalid(ch, e)
+                self.engine.notify_invalid(ch, e)
             return
         # Valid: the proposer's signature on this version exists now, so burn it either way.
-        ch._burn(st.version)
-        pending = _Peer(msg)
-        ch._peer = pending
-        ch._idle.clear()
-        ch._staging = Transaction(
-            st, tuple(msg.sig if i == msg.actor_idx else None for i in range(ch.params.num_parts))
+        # Not written: nothing of ours is signed yet (a crash forgets the proposal, and the
+        # proposer's sync view carries it again). Its version burns if it is discarded.
+        ch.machine.stage(
+            Transaction(
+                st,
+                tuple(msg.sig if i == msg.actor_idx else None for i in range(ch.params.num_parts)),
+            )
         )
-        ch._set_phase(Phase.SIGNING)
+        pending = _Peer(msg)
+        ch.rt.peer = pending
+        ch.rt.idle.clear()
         self._decide_now(ch, msg, pending)
 
     def _decide_now(self, ch: Channel, msg: ChannelUpdate, pending: _Peer) -> None:
@@ -478,35 +521,33 @@ class UpdateProtocol:
         gets a task that waits for the decision within the update timeout.
         """
         responder = UpdateResponder(self, ch, msg)
-        cur = ch._current.state if ch._current is not None else msg.state
+        cur = ch.machine.current.state if ch.machine.current is not None else msg.state
         if (
-            ch._settling
+            ch.rt.settling
             and msg.state.is_final
             and (msg.state.allocation == cur.allocation and msg.state.data == cur.data)
         ):
             responder.accept()
             return
-        handler = self.client._update_handler or accept_incoming_payments
+        handler = self.engine.update_handler or accept_incoming_payments
         try:
-            res = ch._call_user(handler, ch, cur, msg.state, responder)
+            res = self.engine.call_user(ch, handler, ch, cur, msg.state, responder)
         except Exception as e:
             log.exception("update handler failed", extra=channel_extra(ch))
-            if not responder._used:
-                responder._used = True
-                self.client._spawn(
-                    self._reject(ch, msg, RejectCode.REJECTED, f"handler failed: {e}")
-                )
+            if not responder.used:
+                responder.used = True
+                self.engine.spawn(self.reject(ch, msg, RejectCode.REJECTED, f"handler failed: {e}"))
             return
         if res is None or res is responder.task:
             # A plain handler: decided (accept()/reject() started the answer), or it handed
             # the responder on.
-            if not responder._used:
-                self.client._spawn(self._decide(ch, msg, pending, responder, None))
+            if not responder.used:
+                self.engine.spawn(self._decide(ch, msg, pending, responder, None))
             return
         if asyncio.iscoroutine(res) or isinstance(res, asyncio.Future):
-            self.client._spawn(self._decide(ch, msg, pending, responder, res))
-        elif not responder._used:
-            self.client._spawn(self._decide(ch, msg, pending, responder, None))
+            self.engine.spawn(self._decide(ch, msg, pending, responder, res))
+        elif not responder.used:
+            self.engine.spawn(self._decide(ch, msg, pending, responder, None))
 
     async def _decide(
         self,
@@ -522,20 +563,20 @@ class UpdateProtocol:
                 if res is not None:
                     task = asyncio.current_task()
                     assert task is not None
-                    ch._callback_tasks = (*ch._callback_tasks, task)
+                    ch.rt.callback_tasks = (*ch.rt.callback_tasks, task)
                     try:
                         await res
                     finally:
-                        ch._unmark_callback(task)
-                if not responder._used:
+                        ch.rt.unmark_callback(task)
+                if not responder.used:
                     # An async handler may hand the responder to other code; wait.
                     await pending.decided.wait()
                 if responder.task is not None:
                     await asyncio.wait((responder.task,))  # its failure is logged by _answer
         except TimeoutError:
-            if not responder._used:
-                responder._used = True
-                await self._reject(ch, msg, RejectCode.TIMEOUT, "no decision in time")
+            if not responder.used:
+                responder.used = True
+                await self.reject(ch, msg, RejectCode.TIMEOUT, "no decision in time")
             elif responder.task is not None and not responder.task.done():
                 # accept()/reject() itself stalled (persistence or send); let it finish.
                 await asyncio.wait((responder.task,))
@@ -543,11 +584,11 @@ class UpdateProtocol:
             pass
         except Exception as e:
             log.exception("update handler failed", extra=channel_extra(ch))
-            if not responder._used:
-                responder._used = True
-                await self._reject(ch, msg, RejectCode.REJECTED, f"handler failed: {e}")
+            if not responder.used:
+                responder.used = True
+                await self.reject(ch, msg, RejectCode.REJECTED, f"handler failed: {e}")
 
-    def _answer(self, coro: Any) -> asyncio.Task[None]:
+    def answer(self, coro: Any) -> asyncio.Task[None]:
         """Run an accept/reject as a tracked task whose failure is logged (not raised)."""
         # One done callback for the bookkeeping and the log (this runs once per update).
         loop = asyncio.get_running_loop()
@@ -559,51 +600,56 @@ class UpdateProtocol:
             task = asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
         else:
             task = loop.create_task(coro)
-        self.client._tasks.add(task)
-        task.add_done_callback(self._answer_done)
+        self.engine.tasks.add(task)
+        task.add_done_callback(self.answer_done)
         return task
 
-    def _answer_done(self, task: asyncio.Task[None]) -> None:
-        self.client._tasks.discard(task)
+    def answer_done(self, task: asyncio.Task[None]) -> None:
+        self.engine.tasks.discard(task)
         if task.cancelled():
             return
         exc = task.exception()
         if exc is not None and not isinstance(exc, UpdateAbortedError):
             log.error("answering an update proposal failed: %s", exc, exc_info=exc)
 
-    async def _accept(self, ch: Channel, msg: ChannelUpdate) -> None:
-        pending = ch._peer
+    async def accept(self, ch: Channel, msg: ChannelUpdate) -> None:
+        """Sign the peer's pending proposal, persist it, make it current, answer."""
+        pending = ch.rt.peer
         if pending is None or pending.msg is not msg or pending.aborted:
             raise UpdateAbortedError("the proposal is no longer pending (sync or dispute)")
-        old = ch._current.state if ch._current is not None else None
+        m = ch.machine
+        old = m.current.state if m.current is not None else None
         sig = self.client.backend.sign_state(self.client.account, msg.state)
-        assert ch._staging is not None
-        tx = ch._staging.with_sig(ch.idx, sig)
+        m.add_sig(ch.idx, sig)
+        staged = m.staging
+        assert staged is not None and staged.fully_signed
+        tx = staged
         phase = Phase.FINAL if tx.state.is_final else Phase.ACTING
         version = msg.state.version
-        persister = self.client.persister
+        io = ch.io
         written = False
 
         async def persist_and_send() -> None:
             # Durable first: our signature and the new state leave the process (and become
             # current) only once the write succeeded.
             nonlocal written
-            await persister.enabled(ch.id, tx, phase)
+            await io.write_now((Enabled(tx, phase),))
             written = True
-            if ch._peer is pending and not pending.aborted:
-                ch._enable(tx)
+            if ch.rt.peer is pending and not pending.aborted:
+                m.enable()
+                self.engine.publish_to_watcher(ch, tx)
                 self._finish_peer(ch, pending)
-                await self.client._send(ch.peer, ChannelUpdateAcc(ch.id, version, sig))
+                await self.engine.send(ch.peer, ChannelUpdateAcc(ch.id, version, sig))
 
         try:
-            await ch._io_now(persist_and_send)
+            await io.run_now(persist_and_send)
         except Exception:
             if not written:
                 self._refuse_unpersisted(ch, pending, version)
             raise
-        if ch._current is not tx:
+        if m.current is not tx:
             raise UpdateAbortedError("the proposal was aborted (sync or dispute) while persisting")
-        self.client._notify_update(ch, old, tx.state)
+        self.engine.notify_update(ch, old, tx.state)
 
     def _refuse_unpersisted(self, ch: Channel, pending: _Peer, version: int) -> None:
         """Our write of an accepted state failed: nothing left the process; refuse it.
@@ -611,39 +657,64 @@ class UpdateProtocol:
         The version is burned (we signed it locally) and the refusal tells the peer to burn
         it too; the channel syncs before its next update, so a lost refusal is caught up.
         """
-        if ch._peer is pending:
-            ch._staging = None
-            if ch._phase == Phase.SIGNING:
-                ch._set_phase(Phase.ACTING)
+        m = ch.machine
+        if ch.rt.peer is pending:
+            m.discard()
             self._finish_peer(ch, pending)
-        ch._burn(version)
-        ch._needs_sync = True
-        ch._persist_phase()
-        self._send_rej(ch, version, RejectCode.REJECTED, "the responder could not persist it")
+        m.burn(version)
+        m.set_needs_sync(True)
+        ch.io.write(m.phase_record())
+        self.send_rej(ch, version, RejectCode.REJECTED, "the responder could not persist it")
 
-    async def _reject(self, ch: Channel, msg: ChannelUpdate, code: int, reason: str) -> None:
-        pending = ch._peer
+    async def reject(self, ch: Channel, msg: ChannelUpdate, code: int, reason: str) -> None:
+        """Refuse the peer's pending proposal (the proposer's version is burned)."""
+        pending = ch.rt.peer
         if pending is None or pending.msg is not msg:
             raise UpdateAbortedError("the proposal is no longer pending")
-        ch._staging = None
-        if ch._phase == Phase.SIGNING:
-            ch._set_phase(Phase.ACTING)
-        fut = self._send_rej(ch, msg.state.version, code, reason)
-        ch._persist_phase()
+        _, changed = ch.machine.discard()
+        fut = self.send_rej(ch, msg.state.version, code, reason)
+        ch.io.write(changed)
         self._finish_peer(ch, pending)
         await fut
 
     def _finish_peer(self, ch: Channel, pending: _Peer) -> None:
-        if ch._peer is pending:
-            ch._peer = None
+        if ch.rt.peer is pending:
+            ch.rt.peer = None
         pending.decided.set()
-        ch._idle.set()
+        ch.rt.idle.set()
 
-    def _send_rej(self, ch: Channel, version: int, code: int, reason: str) -> asyncio.Future[None]:
+    def send_rej(self, ch: Channel, version: int, code: int, reason: str) -> asyncio.Future[None]:
         msg = ChannelUpdateRej(ch.id, version, code, reason[:1000])
-        return ch._io(lambda: self.client._send(ch.peer, msg))
+        return ch.io.run(lambda: self.engine.send(ch.peer, msg))
 
 
-# Local aliases keep the hot path free of attribute lookups on the channel module.
-from perun_core.client.channel import OwnUpdate as _Own  # noqa: E402
-from perun_core.client.channel import PeerUpdate as _Peer  # noqa: E402
+def check_updatable(ch: Channel) -> None:
+    """Raise unless a new update may start on ``ch`` (rule U1)."""
+    rt = ch.rt
+    m = ch.machine
+    if rt.closed:
+        raise ChannelClosedError(f"channel 0x{ch.id.hex()[:12]} is closed")
+    if m.needs_sync or rt.frozen:
+        raise SyncRequiredError(
+            f"channel 0x{ch.id.hex()[:12]} must sync with its peer first "
+            "(an earlier update did not resolve)"
+        )
+    phase = m.phase
+    if phase in IN_DISPUTE or phase == Phase.REGISTERING:
+        raise ChannelRegisteredError(f"channel 0x{ch.id.hex()[:12]} is in dispute")
+    if phase != Phase.ACTING:
+        raise ChannelNotReadyError(
+            f"updates need phase ACTING, the channel is {phase.name}",
+            phase=phase,
+            channel_id=ch.id,
+        )
+
+
+def _cur_version(ch: Channel) -> int:
+    cur = ch.machine.current
+    return cur.state.version if cur is not None else -1
+
+
+# Local aliases keep the hot path free of attribute lookups on the runtime module.
+from perun_core.client.runtime import OwnUpdate as _Own  # noqa: E402
+from perun_core.client.runtime import PeerUpdate as _Peer  # noqa: E402

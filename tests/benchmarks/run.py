@@ -783,7 +783,7 @@ async def _restore_child(path: str, persister: str, watch: bool) -> dict[str, An
     n = len(client.channels)
     while bus.sent < n:
         await asyncio.sleep(0.005)
-    while any(not task.done() for task in client._tasks):
+    while any(not task.done() for task in client._engine.tasks):
         await asyncio.sleep(0.005)
     for _ in range(3):
         await asyncio.sleep(0)  # the watchers' first steps (subscribing)
