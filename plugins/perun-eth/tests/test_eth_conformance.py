@@ -19,6 +19,7 @@ from perun_eth.testing import (
 
 from perun_core.channel.types import Asset
 from perun_core.testing.adjudicator import AdjudicatorConformance
+from perun_core.testing.campaign import run_campaign
 from perun_core.testing.chain import ChainConformance
 from perun_core.testing.client import TwoPartyConformance
 from perun_core.testing.dispute import DisputeConformance
@@ -26,6 +27,8 @@ from perun_core.testing.funder import FunderConformance
 from perun_core.testing.parties import PartyFactory
 from perun_core.testing.safety import FundSafetyConformance
 from perun_core.wire.local_bus import LocalBus
+
+CAMPAIGN_SEEDS = [1, 2, 5, 7, 9, 14, 19]  # one run of each scenario
 
 
 class _OnAnvil:
@@ -74,3 +77,12 @@ class TestEthDispute(_OnAnvil, DisputeConformance):
 
 class TestEthFundSafety(_OnAnvil, FundSafetyConformance):
     pass
+
+
+class TestEthCampaign(_OnAnvil):
+    async def test_adversarial_campaign_on_anvil(self, backend: EthBackend, asset: Asset) -> None:
+        """A fixed-seed slice of Mallory's campaign on anvil (one run per scenario)."""
+        summary = await run_campaign(backend, asset, CAMPAIGN_SEEDS)
+        report = summary.as_dict()
+        assert summary.funds_lost == 0 and summary.hangs == 0, report
+        assert summary.untyped_errors == 0 and summary.passed == summary.runs, report
