@@ -281,10 +281,14 @@ async def hostile_messages(r: _Run) -> None:
         m_idx=r.ch_m.idx,
     )
     kinds = r.rng.sample(sorted(HOSTILE), k=r.rng.randint(1, 6))
-    r.res.scenario = "hostile:" + ",".join(kinds) if len(kinds) == 1 else r.res.scenario
+    r.res.detail = ",".join(kinds)
     before = r.ch_a.state
     for kind in kinds:
-        for env in HOSTILE[kind](stage):
+        try:
+            envs = HOSTILE[kind](stage)
+        except PerunError:
+            continue  # not constructible in this channel (e.g. a payment from an empty side)
+        for env in envs:
             # The bus itself may refuse one (e.g. nobody subscribed for a stranger).
             with contextlib.suppress(PerunError):
                 await r.bus.publish(env)
@@ -391,15 +395,15 @@ async def run_one(backend: ChainBackend, asset: Any, seed: int) -> RunResult:
             await SCENARIOS[name](r)
         res.passed = not res.untyped and not res.funds_lost
         if res.untyped:
-            res.detail = "; ".join(res.untyped)
+            res.detail = "; ".join(res.untyped) + f" [{res.detail}]"
     except TimeoutError:
         res.hang = True
         res.detail = "run did not finish in time"
     except AssertionError as e:
-        res.detail = str(e)
-    except Exception as e:
+        res.detail = f"{e} [{res.detail}]"
+    except Exception as e:  # counted, not raised
         res.untyped.append(f"{type(e).__name__}: {e}")
-        res.detail = f"{type(e).__name__}: {e}"
+        res.detail = f"{type(e).__name__}: {e} [{res.detail}]"
     finally:
         try:
             async with asyncio.timeout(10):
