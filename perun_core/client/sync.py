@@ -174,6 +174,9 @@ class SyncProtocol:
             self._check_adoptable(ch, theirs)
             self._adopt(ch, msg, theirs)
         elif theirs.state.version == mine.state.version and theirs.state != mine.state:
+            # Only a state that really carries every signature (ours included) proves a
+            # divergence; an unsigned claim is refused and changes nothing.
+            self._check_adoptable(ch, theirs)
             ch.rt.frozen = True
             raise ChannelDivergedError(
                 f"channel 0x{ch.id.hex()[:12]}: both parties hold different states at "
