@@ -9,7 +9,12 @@ from perun_sim import PAYMENT_APP_ID, SimAccount, SimBackend, SimClock, SimLedge
 from sim_helpers import START, Chan, D
 
 from perun_core.channel import Asset, SubAlloc, Transaction
-from perun_core.errors import ChainError, InvalidSignatureError, MissingSubStatesError
+from perun_core.errors import (
+    InvalidSignatureError,
+    MissingSubStatesError,
+    StateMismatchError,
+    TimeoutNotElapsedError,
+)
 from perun_core.interfaces import AdjudicatorReq, ProgressedEvent, RegisteredEvent
 
 
@@ -121,23 +126,24 @@ async def test_mallory_registers_a_stale_state_and_carol_refutes(
     ev = await asyncio.wait_for(events.next(), 1)
     assert isinstance(ev, RegisteredEvent) and (ev.version, ev.state) == (5, v5)
 
-    with pytest.raises(ChainError) as ei:
+    with pytest.raises(TimeoutNotElapsedError) as ei:
         await c_adj.withdraw(req(chan, v5, 1))
     assert ei.value.reason == "timeout not passed yet"
     waiter = asyncio.create_task(ev.timeout.wait())  # what the client does
     clock.advance(D)
     await asyncio.wait_for(waiter, 1)
 
-    with pytest.raises(ChainError) as ei:
+    # Not concluded yet: the stale state cannot conclude the channel.
+    with pytest.raises(StateMismatchError) as ei:
         await m_adj.withdraw(req(chan, v0, 0))
-    assert ei.value.reason == "invalid channel state"
+    assert type(ei.value) is StateMismatchError and ei.value.reason == "invalid channel state"
+    assert ledger.tx_count("conclude") == 0
     await c_adj.withdraw(req(chan, v5, 1))
-    with pytest.raises(ChainError) as ei:
-        await m_adj.withdraw(req(chan, v0, 0))
-    assert ei.value.reason == "concluded with another state"
-    await m_adj.withdraw(req(chan, v5, 0))
+    # Concluded: the outcome is fixed, so withdrawing with any state pays the outcome.
+    await m_adj.withdraw(req(chan, v0, 0))
     assert ledger.balance_of(carol.address, eth) == 101
     assert ledger.balance_of(mallory.address, eth) == 0
+    assert ledger.tx_count("conclude") == 1
     await events.close()
 
 
@@ -202,7 +208,7 @@ async def test_force_update_through_the_adjudicator(
     assert isinstance(ev, ProgressedEvent) and (ev.version, ev.actor_idx) == (2, 0)
     await sub.close()
     # the progressed state is signed by Alice only; conclusion needs no signatures
-    with pytest.raises(ChainError) as ei:
+    with pytest.raises(TimeoutNotElapsedError) as ei:
         await adj.withdraw(req(chan, v2, 0, sigs=[backend.sign_state(alice, v2), None]))
     assert ei.value.reason == "timeout not passed yet"
     assert ev.timeout.deadline == clock.now() + D
