@@ -59,8 +59,9 @@ def core_error_type(e: BaseException) -> type[BaseException]:
     """The most specific class of :mod:`perun_core.errors` that ``e`` is an instance of
     (backends may refine a core leaf with a subclass of their own)."""
     for cls in type(e).__mro__:
-        if getattr(errors, cls.__name__, None) is cls:
-            return cls
+        core: object = getattr(errors, cls.__name__, None)
+        if core is cls and isinstance(core, type) and issubclass(core, BaseException):
+            return core
     return type(e)
 
 
