@@ -16,7 +16,8 @@ Family tree (leaves in brackets)::
     ├── SignatureError [InvalidSignatureError, MalformedSignatureError]
     ├── ProtocolError [MalformedMessageError, FrameTooLargeError, MisroutedMessageError, ...]
     ├── FundingTimeoutError, ChannelFundingError
-    ├── ChainError
+    ├── ChainError [ChainConnectionError, StaleStateError, RefutationClosedError,
+    │               TimeoutNotElapsedError, AlreadyConcludedError, StateMismatchError, ...]
     ├── PeerRejectedError [UpdateConflictError]
     ├── RequestTimedOutError
     ├── PersistenceError [StoreLockedError, StoreCorruptError, StoreClosedError]
@@ -402,8 +403,130 @@ class ChainError(PerunError):
         super().__init__(f"{op}{reason}{at}")
 
 
+class ChainConnectionError(ChainError):
+    """The ledger (or its node) could not be reached; the operation may or may not have
+    happened. Unlike the refusals below, retrying later can succeed."""
+
+
+# The ledger refusals. Backends raise the leaf matching the rule the ledger enforced and keep
+# the ledger's own text (Ethereum: the revert string) in ``reason``; callers decide by type,
+# never by parsing ``reason``. A refused transaction changed nothing on the ledger.
+
+
+class StaleStateError(ChainError):
+    """Registering or refuting with a version that is not newer than the registered one
+    (Ethereum: "invalid version"). Someone registered the same or a newer state first."""
+
+
+class RefutationClosedError(ChainError):
+    """Refuting is over: the refutation window has ended, or the dispute has moved on to
+    force-execution or conclusion (Ethereum: "refutation timeout passed", "incorrect phase")."""
+
+
+class TimeoutNotElapsedError(ChainError):
+    """The timeout the operation waits for has not passed in ledger time: concluding before
+    the dispute's (effective) timeout, or force-executing during the refutation window
+    (Ethereum: "timeout not passed yet", "timeout not passed"). Wait for the event's timeout
+    and retry."""
+
+
+class ForceExecutionClosedError(ChainError):
+    """Force-execution (``progress``) is over: its window has ended or the channel is
+    concluded (Ethereum: "timeout passed", "invalid phase")."""
+
+
+class AlreadyConcludedError(ChainError):
+    """The channel is already concluded and its outcome set (Ethereum: "channel already
+    concluded", "trying to set already settled channel"). Where concluding was the goal, this
+    is success: withdraw."""
+
+
+class NotRegisteredError(ChainError):
+    """The operation needs a dispute on the ledger and the channel has none (Ethereum: "not
+    registered")."""
+
+
+class StateMismatchError(ChainError):
+    """The state given is not the one the ledger holds for the channel: concluding with a
+    state other than the registered one, or force-executing from another old state
+    (Ethereum: "invalid channel state", "wrong old state")."""
+
+
+class ConcludedWithOtherStateError(StateMismatchError):
+    """The channel is already concluded, with another state than the one given.
+
+    The outcome is fixed: withdrawing still pays what the concluded state allocates (an
+    ``Adjudicator.withdraw`` does not raise this); only concluding with the given state is
+    impossible.
+    """
+
+
+class NotFinalError(ChainError):
+    """Concluding at once (``conclude_final``) needs a final state (Ethereum: "state not
+    final")."""
+
+
+class NotSettledError(ChainError):
+    """Withdrawing from a channel whose outcome is not set yet (Ethereum: "channel not
+    settled"). Conclude first."""
+
+
+class InsufficientHoldingsError(ChainError):
+    """A withdrawal asks for more than the participant holds in the channel (Ethereum:
+    "insufficient funds"); after a full withdrawal, nothing is left."""
+
+
+class DepositError(ChainError):
+    """A deposit was refused (wrong value sent, missing token allowance, malformed input)."""
+
+
+class InsufficientBalanceError(DepositError):
+    """The depositor's account does not hold the amount (sim: "insufficient balance";
+    ERC-20: "ERC20: transfer amount exceeds balance")."""
+
+
+class PayoutFailedError(ChainError):
+    """The ledger could not pay a withdrawal to its receiver (Ethereum: "ETH transfer
+    failed", "transfer failed": the receiving contract or the token refused)."""
+
+
+class SignatureRefusedError(ChainError, SignatureError):
+    """The ledger refused a signature: missing, made by another key, or malformed (Ethereum:
+    "signatures length mismatch", "invalid signature", "signature verification failed",
+    "ECDSA: …")."""
+
+
+class ParamsMismatchError(ChainError):
+    """The params do not belong to the state: they do not hash to its channel ID (Ethereum:
+    "invalid params")."""
+
+
+class ChannelKindError(ChainError):
+    """The operation does not apply to this kind of channel or state (Ethereum: "not ledger",
+    "cannot have sub-channels", "cannot have locked funds", "cannot have app", "must have
+    app")."""
+
+
+class SubChannelMismatchError(ChainError):
+    """The sub-channel states given do not match the parent's locked sub-allocations (IDs,
+    assets or amounts; Ethereum: "invalid sub-channel id", "invalid subchannel id",
+    "Asset[]: unequal length", "uint256[]: unequal item", …)."""
+
+
+class InvalidProgressError(ChainError):
+    """The ledger refused a force-executed transition: the generic rules (Ethereum: "version
+    must increment by one", "cannot progress from final state", "sum of balances mismatch",
+    "actorIdx out of range", …) or the app's own (its revert reason)."""
+
+
+class InvalidLedgerInputError(ChainError):
+    """A value the ledger cannot accept at all: a malformed amount, ID, state or allocation,
+    or an asset of another ledger."""
+
+
 class MissingSubStatesError(ChainError):
-    """Conclusion needs the states of every locked sub-channel."""
+    """Conclusion needs the states of every locked sub-channel (Ethereum: "subChannels: too
+    short", "subStates: too short")."""
 
 
 # --- peers and requests -------------------------------------------------------------------

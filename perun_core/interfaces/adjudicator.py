@@ -209,8 +209,9 @@ class Adjudicator(ABC):
     ) -> None:
         """Register ``req.tx`` (and the signed states of locked sub-channels) for dispute.
 
-        Registering the state already registered is a no-op. Raises :class:`ChainError` when
-        the ledger refuses (lower or equal version, refutation window over).
+        Registering the state already registered is a no-op. A refusal raises its
+        :class:`ChainError` leaf: :class:`~perun_core.errors.StaleStateError` (lower or equal
+        version), :class:`~perun_core.errors.RefutationClosedError` (window over), ...
         """
 
     @abstractmethod
@@ -220,8 +221,12 @@ class Adjudicator(ABC):
         """Conclude the channel (unless concluded) and withdraw our outcome on every asset.
 
         A final, fully signed ``req.tx`` concludes at once (``concludeFinal``); otherwise the
-        registered state concludes after its timeout. Idempotent: steps already done on the
-        ledger are skipped. Raises :class:`ChainError` when the ledger refuses.
+        registered state concludes after its timeout. Once the channel is concluded, its
+        outcome is fixed: the withdrawal pays it out whichever state ``req.tx`` carries.
+        Idempotent: steps already done on the ledger are skipped, and a conclusion by
+        someone else meanwhile is success. A refusal raises its :class:`ChainError` leaf
+        (:class:`~perun_core.errors.TimeoutNotElapsedError`,
+        :class:`~perun_core.errors.StateMismatchError`, ...).
         """
 
     @abstractmethod

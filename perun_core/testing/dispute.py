@@ -1,4 +1,4 @@
-"""Dispute and watchtower scenarios every chain backend runs (PROTOCOL.md §5.5, §5.6, §8).
+"""Dispute and watchtower scenarios every chain backend runs.
 
 Use it by subclassing :class:`DisputeConformance` in a test module and providing fixtures:
 
@@ -24,10 +24,12 @@ from perun_core.channel.phase import Phase
 from perun_core.channel.state import Transaction
 from perun_core.client import ClientConfig
 from perun_core.errors import (
-    ChainError,
     ChannelFundingError,
     ChannelRegisteredError,
     FundingTimeoutError,
+    StaleStateError,
+    StateMismatchError,
+    TimeoutNotElapsedError,
 )
 from perun_core.interfaces.adjudicator import (
     AdjudicatorEvent,
@@ -36,6 +38,7 @@ from perun_core.interfaces.adjudicator import (
     RegisteredEvent,
 )
 from perun_core.interfaces.funder import Funder, FundingRequest
+from perun_core.testing.adjudicator import refused
 from perun_core.testing.parties import PartyFactory, open_channel
 
 CHALLENGE = 60
@@ -94,9 +97,14 @@ class DisputeConformance:
         assert ch_c.phase == Phase.REGISTERED
         with pytest.raises(ChannelRegisteredError):
             await ch_c.send(1)
-        # Concluding before the timeout is refused, with the latest or the stale state.
-        with pytest.raises(ChainError, match="timeout not passed"):
-            await adj_m.withdraw(AdjudicatorReq(ch_m.params, ch_m.transaction, 0))  # type: ignore[arg-type]
+        # Concluding before the timeout is refused ...
+        latest = ch_m.transaction
+        assert latest is not None
+        await refused(
+            adj_m.withdraw(AdjudicatorReq(ch_m.params, latest, 0)), TimeoutNotElapsedError
+        )
+        # ... and the stale state cannot conclude at all: it is not the registered one.
+        await refused(adj_m.withdraw(AdjudicatorReq(ch_m.params, stale, 0)), StateMismatchError)
         await backend.advance_time(CHALLENGE + 1)
         await ch_c.wait_phase(Phase.WITHDRAWN, timeout=5)  # Carol's client settles itself
         await _until(lambda: isinstance(events[-1], ConcludedEvent))
@@ -106,9 +114,10 @@ class DisputeConformance:
             "ConcludedEvent",
         ]
         assert events[2].version == 20
-        # Withdrawing the stale outcome is impossible.
-        with pytest.raises(ChainError):
-            await adj_m.withdraw(AdjudicatorReq(ch_m.params, stale, 0))
+        # The outcome is the refuted one: withdrawing with the stale state is not refused
+        # but pays what the ledger's outcome gives Mallory, which is nothing.
+        await adj_m.withdraw(AdjudicatorReq(ch_m.params, stale, 0))
+        assert await backend.balance_of(mallory.account.address, asset) == funds - 100
         await ch_m.settle()
         assert await backend.balance_of(carol.account.address, asset) == funds - 1 + 101
         assert await backend.balance_of(mallory.account.address, asset) == funds - 100
@@ -222,10 +231,8 @@ class DisputeConformance:
         assert isinstance(v0, Transaction) and isinstance(v1, Transaction)
         adj = backend.adjudicator(alice.account)
         await adj.register(AdjudicatorReq(ch_a.params, v1, 0))
-        with pytest.raises(ChainError, match="invalid version"):
-            await adj.register(AdjudicatorReq(ch_a.params, v0, 0))
+        await refused(adj.register(AdjudicatorReq(ch_a.params, v0, 0)), StaleStateError)
         await adj.register(AdjudicatorReq(ch_a.params, v1, 0))  # identical: a no-op
-        with pytest.raises(ChainError, match="timeout not passed"):
-            await adj.withdraw(AdjudicatorReq(ch_a.params, v1, 0))
+        await refused(adj.withdraw(AdjudicatorReq(ch_a.params, v1, 0)), TimeoutNotElapsedError)
         await backend.advance_time(CHALLENGE + 1)
         await adj.withdraw(AdjudicatorReq(ch_a.params, v1, 0))

@@ -5,29 +5,34 @@ unreachable node. Everything runs on the module's own anvil."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from perun_eth import EthBackend, EthNode, Receipt, TxOptions
 from perun_eth import bindings as b
 from perun_eth.chain import checksum
+from perun_eth.encoding import sign_withdrawal_auth
 from perun_eth.errors import (
     AlreadyConcludedError,
-    ConcludedWithOtherStateError,
+    ContractRevertError,
     DepositError,
     NodeConnectionError,
     StaleStateError,
-    StateMismatchError,
     TimeoutNotElapsedError,
+    error_for_revert,
 )
 from perun_eth.testing import AnvilNode, Deployment, dev_backend_config, free_port
 
+from perun_core import errors as E
 from perun_core.channel.allocation import Allocation, SubAlloc
 from perun_core.channel.params import make_params
 from perun_core.channel.state import SignedState, State, Transaction
 from perun_core.client import LedgerChannelProposal
 from perun_core.interfaces.adjudicator import AdjudicatorReq, ConcludedEvent, RegisteredEvent
+from perun_core.testing.adjudicator import core_error_type
 from perun_core.testing.ledger import FUNDS, LedgerChannel, next_event
 from perun_core.testing.parties import PartyFactory
 from perun_core.wire.local_bus import LocalBus
@@ -122,7 +127,7 @@ async def test_reverts_become_typed_errors_before_anything_is_sent(
     with pytest.raises(TimeoutNotElapsedError):
         await adj.withdraw(ch.req(v2))
     await backend.advance_time(D + 1)
-    with pytest.raises(StateMismatchError, match="invalid channel state"):
+    with pytest.raises(E.StateMismatchError, match="invalid channel state"):
         await adj.withdraw(ch.req(ch.signed(ch.state(3, (5, 25)))))  # not the registered one
     assert len(backend.receipts) == sent  # refused in the pre-flight: no gas spent
     # A wrong ETH amount for a deposit.
@@ -132,15 +137,125 @@ async def test_reverts_become_typed_errors_before_anything_is_sent(
         await node.transact(ch.a, checksum(eth.holder), data, value=4, operation="deposit")
 
 
-async def test_a_channel_concluded_with_another_state_is_reported(backend: Any, token: Any) -> None:
+async def test_a_channel_concluded_with_another_state_still_pays_out(
+    backend: Any, token: Any
+) -> None:
     ch = await LedgerChannel.create(backend, token)
     await ch.fund((10, 20))
-    final = ch.signed(ch.state(5, (30, 0), final=True))
+    final = ch.signed(ch.state(5, (25, 5), final=True))
     await backend.adjudicator(ch.a).withdraw(ch.req(final, 0))
     other = ch.signed(ch.state(4, (0, 30), final=True))
-    with pytest.raises(ConcludedWithOtherStateError):
-        await backend.adjudicator(ch.b).withdraw(ch.req(other, 1))
-    assert await ch.balances() == (FUNDS + 20, FUNDS - 20)
+    sent = len(backend.receipts)
+    await backend.adjudicator(ch.b).withdraw(ch.req(other, 1))
+    assert await ch.balances() == (FUNDS + 15, FUNDS - 15)  # the concluded outcome
+    assert [r.operation for r in backend.receipts[sent:]] == ["withdraw"]  # no conclusion
+
+
+async def test_ledger_refusals_are_the_core_leaves(backend: Any, token: Any) -> None:
+    """Refusals the Adjudicator never provokes itself, sent as raw transactions."""
+    ch = await LedgerChannel.create(backend, token)
+    await ch.fund((10, 20))
+    node: EthNode = backend.node
+    adj = backend.chain.adjudicator_hex
+    holder = checksum(token.holder)
+
+    async def refused(to: str, data: bytes, operation: str, error: type) -> None:
+        with pytest.raises(error) as ei:
+            await node.transact(ch.a, to, data, operation=operation)
+        assert isinstance(ei.value, ContractRevertError) and not ei.value.mined
+
+    fid = backend.funding_id(ch.params.id, ch.a.address)
+    auth = sign_withdrawal_auth(ch.a.private_key, ch.params.id, ch.a.address, ch.a.address, 10)
+    withdraw = b.withdraw_data(ch.params.id, ch.a.address, ch.a.address, 10, auth)
+    await refused(holder, withdraw, "withdraw", E.NotSettledError)
+    nonfinal = ch.signed(ch.state(1, (10, 20)))
+    sigs = [s for s in nonfinal.sigs if s is not None]
+    await refused(
+        adj,
+        b.conclude_final_data(ch.params, nonfinal.state, sigs),
+        "concludeFinal",
+        E.NotFinalError,
+    )
+    final = ch.signed(ch.state(2, (5, 25), final=True))
+    fsigs = [s for s in final.sigs if s is not None]
+    await refused(
+        adj,
+        b.conclude_final_data(ch.params, final.state, fsigs[:1]),
+        "concludeFinal",
+        E.SignatureRefusedError,
+    )
+    other = ch.state(2, (5, 25), final=True).replace(channel_id=bytes(32))
+    await refused(
+        adj,
+        b.conclude_final_data(ch.params, other, fsigs),
+        "concludeFinal",
+        E.ParamsMismatchError,
+    )
+    await node.transact(
+        ch.a, adj, b.conclude_final_data(ch.params, final.state, fsigs), operation="concludeFinal"
+    )
+    await refused(
+        adj,
+        b.conclude_final_data(ch.params, final.state, fsigs),
+        "concludeFinal",
+        E.AlreadyConcludedError,
+    )
+    await refused(
+        holder,
+        b.withdraw_data(
+            ch.params.id,
+            ch.a.address,
+            ch.a.address,
+            6,
+            sign_withdrawal_auth(ch.a.private_key, ch.params.id, ch.a.address, ch.a.address, 6),
+        ),
+        "withdraw",
+        E.InsufficientHoldingsError,
+    )
+    assert await backend.chain.holdings(token.holder, fid) == 5  # nothing moved
+
+
+def test_every_revert_string_of_the_contracts_has_its_leaf() -> None:
+    """Each ``require`` string of our contracts maps to a core leaf, except the checks that
+    only a bug in the contracts or a broken deployment can trip."""
+    sources = Path(__file__).resolve().parents[3] / "contracts" / "src"
+    reasons = set()
+    for sol in sources.glob("*.sol"):
+        reasons |= set(re.findall(r'(?:require\([^;]*?|revert\()"([^"]+)"', sol.read_text()))
+    assert len(reasons) > 40, reasons  # the scan found the contracts
+    internal = {
+        "can only be called by the adjudicator",
+        "participants length should equal balances",
+        "app has no code",
+        "asset holder has no code",
+        "ERC20: approve to the zero address",
+        "ERC20: decreased allowance below zero",
+        "ERC20: mint to the zero address",
+        "ERC20: transfer to the zero address",
+        "actor balance increased",  # the payment app's rules: InvalidProgressError in progress
+        "participant balance decreased",
+        "payment app carries no data",
+    }
+    unmapped = []
+    for reason in sorted(reasons - internal):
+        err = error_for_revert(reason, operation="register")
+        if core_error_type(err) in (E.ChainError,):
+            unmapped.append(reason)
+    assert unmapped == []
+    for reason in (
+        "actor balance increased",
+        "participant balance decreased",
+        "uint256[]: unequal item",
+    ):
+        assert (
+            core_error_type(error_for_revert(reason, operation="progress"))
+            is E.InvalidProgressError
+        )
+    assert core_error_type(error_for_revert("uint256[]: unequal item", operation="register")) is (
+        E.SubChannelMismatchError
+    )
+    assert type(error_for_revert("panic 0x11", operation="progress")) is ContractRevertError
+    assert type(error_for_revert("app has no code", operation="conclude")) is ContractRevertError
 
 
 async def test_a_mined_failure_carries_its_replayed_reason(

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
-from perun_sim import PAYMENT_APP_ID, SimAccount, SimBackend, SimClock, SimLedger
+from perun_sim import PAYMENT_APP_ID, SimAccount, SimAdjudicator, SimBackend, SimClock, SimLedger
+from perun_sim.api import LocalLedger
 from sim_helpers import START, Chan, D
 
-from perun_core.channel import Asset, SubAlloc, Transaction
-from perun_core.errors import ChainError, InvalidSignatureError, MissingSubStatesError
+from perun_core.channel import Asset, Params, State, SubAlloc, Transaction
+from perun_core.errors import (
+    InvalidSignatureError,
+    MissingSubStatesError,
+    StateMismatchError,
+    TimeoutNotElapsedError,
+)
 from perun_core.interfaces import AdjudicatorReq, ProgressedEvent, RegisteredEvent
 
 
@@ -121,23 +128,24 @@ async def test_mallory_registers_a_stale_state_and_carol_refutes(
     ev = await asyncio.wait_for(events.next(), 1)
     assert isinstance(ev, RegisteredEvent) and (ev.version, ev.state) == (5, v5)
 
-    with pytest.raises(ChainError) as ei:
+    with pytest.raises(TimeoutNotElapsedError) as ei:
         await c_adj.withdraw(req(chan, v5, 1))
     assert ei.value.reason == "timeout not passed yet"
     waiter = asyncio.create_task(ev.timeout.wait())  # what the client does
     clock.advance(D)
     await asyncio.wait_for(waiter, 1)
 
-    with pytest.raises(ChainError) as ei:
+    # Not concluded yet: the stale state cannot conclude the channel.
+    with pytest.raises(StateMismatchError) as ei:
         await m_adj.withdraw(req(chan, v0, 0))
-    assert ei.value.reason == "invalid channel state"
+    assert type(ei.value) is StateMismatchError and ei.value.reason == "invalid channel state"
+    assert ledger.tx_count("conclude") == 0
     await c_adj.withdraw(req(chan, v5, 1))
-    with pytest.raises(ChainError) as ei:
-        await m_adj.withdraw(req(chan, v0, 0))
-    assert ei.value.reason == "concluded with another state"
-    await m_adj.withdraw(req(chan, v5, 0))
+    # Concluded: the outcome is fixed, so withdrawing with any state pays the outcome.
+    await m_adj.withdraw(req(chan, v0, 0))
     assert ledger.balance_of(carol.address, eth) == 101
     assert ledger.balance_of(mallory.address, eth) == 0
+    assert ledger.tx_count("conclude") == 1
     await events.close()
 
 
@@ -202,7 +210,7 @@ async def test_force_update_through_the_adjudicator(
     assert isinstance(ev, ProgressedEvent) and (ev.version, ev.actor_idx) == (2, 0)
     await sub.close()
     # the progressed state is signed by Alice only; conclusion needs no signatures
-    with pytest.raises(ChainError) as ei:
+    with pytest.raises(TimeoutNotElapsedError) as ei:
         await adj.withdraw(req(chan, v2, 0, sigs=[backend.sign_state(alice, v2), None]))
     assert ei.value.reason == "timeout not passed yet"
     assert ev.timeout.deadline == clock.now() + D
@@ -210,3 +218,54 @@ async def test_force_update_through_the_adjudicator(
     await adj.withdraw(req(chan, v2, 0, sigs=[backend.sign_state(alice, v2), None]))
     await backend.adjudicator(bob).withdraw(req(chan, v2, 1, sigs=[None, None]))
     assert (ledger.balance_of(alice.address, eth), ledger.balance_of(bob.address, eth)) == (50, 50)
+
+
+class _PeerConcludesFirst(LocalLedger):
+    """A ledger on which the peer's conclusion (with ``peer_state``) lands just before ours."""
+
+    def __init__(self, ledger: SimLedger, peer_state: State) -> None:
+        super().__init__(ledger)
+        self.peer_state = peer_state
+
+    async def conclude(
+        self, params: Params, state: State, sub_states: Sequence[State] = ()
+    ) -> None:
+        await self.ledger.conclude(params, self.peer_state)
+        await self.ledger.conclude(params, state, sub_states)
+
+
+async def test_losing_the_conclusion_race_to_another_state_still_pays_out(
+    ledger: SimLedger, clock: SimClock, make_chan, alice: SimAccount, eth: Asset
+) -> None:  # type: ignore[no-untyped-def]
+    chan, other = make_chan(nonce=1), make_chan(nonce=2)
+    await funded(ledger, chan, [10, 20], eth)
+    v1, v2 = chan.state(1, [[25, 5]]), chan.state(2, [[7, 23]])
+    await ledger.register(chan.signed(v1))
+    await ledger.register(chan.signed(v2))
+    clock.advance(D)
+    racing = SimAdjudicator(_PeerConcludesFirst(ledger, v2), alice)
+    # Alice concludes with the stale v1: the ledger refuses with "invalid channel state",
+    # but the channel is concluded by then, so her withdrawal of the outcome goes through.
+    await racing.withdraw(req(chan, v1, 0))
+    assert ledger.balance_of(alice.address, eth) == 7
+    # Without a conclusion, the same refusal is an error.
+    await funded(ledger, other, [10, 20], eth)
+    await ledger.register(other.signed(other.state(2, [[7, 23]])))
+    clock.advance(D)
+    with pytest.raises(StateMismatchError):
+        await SimAdjudicator(ledger, alice).withdraw(req(other, other.state(1, [[25, 5]]), 0))
+    assert ledger.balance_of(alice.address, eth) == 7
+
+
+async def test_concurrent_withdrawals_of_one_participant_both_succeed(
+    make_chan, alice: SimAccount, eth: Asset
+) -> None:  # type: ignore[no-untyped-def]
+    # With latency both read the same holdings before either withdrawal lands.
+    slow = SimLedger(clock=SimClock.manual(START), latency=0.01)
+    chan = make_chan()
+    await funded(slow, chan, [10, 20], eth)
+    final = chan.state(1, [[12, 18]], final=True)
+    adj = SimAdjudicator(slow, alice)
+    await asyncio.gather(adj.withdraw(req(chan, final, 0)), adj.withdraw(req(chan, final, 0)))
+    assert slow.balance_of(alice.address, eth) == 12
+    assert slow.tx_count("withdraw") == 1

@@ -9,7 +9,11 @@ from perun_sim import SimAccount, SimBackend, SimClock, SimLedger
 from sim_helpers import START, Chan, D
 
 from perun_core.channel import Asset
-from perun_core.errors import ChainError, FundingTimeoutError, InvalidFundingAgreementError
+from perun_core.errors import (
+    FundingTimeoutError,
+    InsufficientBalanceError,
+    InvalidFundingAgreementError,
+)
 from perun_core.interfaces import FundingRequest
 
 
@@ -190,7 +194,7 @@ async def test_egoistic_funder_never_deposits_if_the_peer_does_not(
 async def test_insufficient_balance_is_a_chain_error(
     backend: SimBackend, chan: Chan, alice: SimAccount
 ) -> None:
-    with pytest.raises(ChainError) as ei:
+    with pytest.raises(InsufficientBalanceError) as ei:
         await backend.funder(alice).fund(request(chan, 0, [[100, 50]]))
     assert ei.value.reason == "insufficient balance"
 

@@ -20,15 +20,58 @@ from perun_sim import (
 )
 from sim_helpers import START, Chan, D
 
+from perun_core import errors as E
 from perun_core.channel import Asset, SubAlloc
 from perun_core.errors import ChainError, MissingSubStatesError
 from perun_core.interfaces import ConcludedEvent, ProgressedEvent, RegisteredEvent
 
+# The error type every refusal must have (the reason is the contract's text).
+EXPECTED: dict[str, type[ChainError]] = {
+    "insufficient balance": E.InsufficientBalanceError,
+    "invalid amount": E.InvalidLedgerInputError,
+    "asset not on this ledger": E.InvalidLedgerInputError,
+    "invalid version": E.StaleStateError,
+    "refutation timeout passed": E.RefutationClosedError,
+    "incorrect phase": E.RefutationClosedError,
+    "signatures length mismatch": E.SignatureRefusedError,
+    "invalid signature": E.SignatureRefusedError,
+    "ECDSA: invalid signature length": E.SignatureRefusedError,
+    "ECDSA: invalid signature 'v' value": E.SignatureRefusedError,
+    "signature verification failed": E.SignatureRefusedError,
+    "invalid params": E.ParamsMismatchError,
+    "not ledger": E.ChannelKindError,
+    "cannot have app": E.ChannelKindError,
+    "cannot have sub-channels": E.ChannelKindError,
+    "must have app": E.ChannelKindError,
+    "not registered": E.NotRegisteredError,
+    "timeout not passed yet": E.TimeoutNotElapsedError,
+    "timeout not passed": E.TimeoutNotElapsedError,
+    "timeout passed": E.ForceExecutionClosedError,
+    "invalid phase": E.ForceExecutionClosedError,
+    "channel already concluded": E.AlreadyConcludedError,
+    "invalid channel state": E.StateMismatchError,
+    "wrong old state": E.StateMismatchError,
+    "channel not settled": E.NotSettledError,
+    "insufficient funds": E.InsufficientHoldingsError,
+    "state not final": E.NotFinalError,
+    "actorIdx out of range": E.InvalidProgressError,
+    "version must increment by one": E.InvalidProgressError,
+    "sum of balances mismatch": E.InvalidProgressError,
+    "unknown app": E.InvalidProgressError,
+    "subChannels: too short": E.MissingSubStatesError,
+    "invalid sub-channel id": E.SubChannelMismatchError,
+    "uint256[]: unequal item": E.SubChannelMismatchError,
+}
 
-async def refused(op: Awaitable[None], reason: str) -> ChainError:
+
+async def refused(
+    op: Awaitable[None], reason: str, error: type[ChainError] | None = None
+) -> ChainError:
+    """``op`` is refused with ``reason`` and exactly the error type for it."""
     with pytest.raises(ChainError) as ei:
         await op
     assert ei.value.reason == reason, ei.value.reason
+    assert type(ei.value) is (error or EXPECTED[reason]), type(ei.value)
     return ei.value
 
 
@@ -198,9 +241,12 @@ async def test_malformed_states_are_refused(ledger: SimLedger, chan: Chan) -> No
     assert "invalid allocation" in err.reason
 
 
-async def refused_prefix(op: Awaitable[None], prefix: str) -> ChainError:
-    with pytest.raises(ChainError) as ei:
+async def refused_prefix(
+    op: Awaitable[None], prefix: str, error: type[ChainError] = E.InvalidLedgerInputError
+) -> ChainError:
+    with pytest.raises(error) as ei:
         await op
+    assert type(ei.value) is error, type(ei.value)
     assert ei.value.reason.startswith(prefix), ei.value.reason
     return ei.value
 
@@ -229,6 +275,13 @@ async def test_conclude_with_a_state_other_than_the_registered_one_is_refused(
     await ledger.register(chan.signed(chan.state(2, [[5, 5]])))
     clock.advance(D)
     await refused(ledger.conclude(chan.params, chan.state(1, [[9, 1]])), "invalid channel state")
+    await ledger.conclude(chan.params, chan.state(2, [[5, 5]]))
+    # Once concluded, the same refusal tells that the outcome is fixed by another state.
+    await refused(
+        ledger.conclude(chan.params, chan.state(1, [[9, 1]])),
+        "invalid channel state",
+        E.ConcludedWithOtherStateError,
+    )
 
 
 async def test_dispute_pays_the_registered_outcome_and_withdrawals_are_checked(
@@ -373,7 +426,9 @@ async def test_progress_force_executes_app_transitions(
     # the app rule runs on chain (D9): Alice may not take Bob's money
     grab = chan.state(2, [[7, 3]])
     err = await refused_prefix(
-        ledger.progress(chan.params, v1, grab, 0, sig(alice, grab)), "[U12-app]"
+        ledger.progress(chan.params, v1, grab, 0, sig(alice, grab)),
+        "[U12-app]",
+        E.InvalidProgressError,
     )
     assert "may not increase" in err.reason
 

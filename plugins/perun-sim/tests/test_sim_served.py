@@ -41,6 +41,7 @@ from perun_core.errors import (
     MissingSubStatesError,
     NotSupportedError,
     ProtocolError,
+    StateMismatchError,
 )
 from perun_core.interfaces import ConcludedEvent, RegisteredEvent
 from perun_core.testing.dispute import DisputeConformance
@@ -70,60 +71,66 @@ async def remote(served: LedgerServer) -> AsyncIterator[RemoteLedger]:
     await r.close()
 
 
-async def _outcome(op: Awaitable[object]) -> str:
+async def _outcome(op: Awaitable[object], types: bool = False) -> str:
+    """What ``op`` gave: "ok", the refusal's reason, or (``types``) the refusal's type."""
     try:
         await op
     except MissingSubStatesError:
         return "missing sub-states"
     except ChainError as e:
-        return e.reason
+        return type(e).__name__ if types else e.reason
     except ValueError as e:
         return f"ValueError: {e}"
     return "ok"
 
 
-async def _script(api: LedgerAPI, chan: Chan, eth: Asset) -> list[str]:
-    """A dispute with every kind of refusal on the way; returns each step's outcome."""
+async def _o(types: bool, op: Awaitable[object]) -> str:
+    return await _outcome(op, types)
+
+
+async def _script(api: LedgerAPI, chan: Chan, eth: Asset, types: bool = False) -> list[str]:
+    """A dispute with every kind of refusal on the way; returns each step's outcome (its
+    reason, or with ``types`` its error type)."""
     alice, bob = chan.accounts
     fid_a = chan.backend.funding_id(chan.id, alice.address)
     fid_b = chan.backend.funding_id(chan.id, bob.address)
     v1, v2, v3 = chan.state(1, [[6, 4]]), chan.state(2, [[5, 5]]), chan.state(3, [[2, 8]])
     a_sig, b_sig = chan.sign(v2)
     out = [
-        await _outcome(api.mint(alice.address, eth, -1)),
-        await _outcome(api.mint(alice.address, eth, 10)),
-        await _outcome(api.mint(bob.address, eth, 10)),
-        await _outcome(api.deposit(alice.address, eth, fid_a, 11)),
-        await _outcome(api.deposit(alice.address, eth, fid_a, -5)),
-        await _outcome(api.deposit(alice.address, eth, b"short", 1)),
-        await _outcome(api.deposit(alice.address, Asset(7, b"ETH"), fid_a, 1)),
-        await _outcome(api.deposit(alice.address, eth, fid_a, 5)),
-        await _outcome(api.deposit(bob.address, eth, fid_b, 5)),
-        await _outcome(api.conclude(chan.params, v2)),
-        await _outcome(api.register(SignedState(chan.params, v2, (a_sig,)))),
-        await _outcome(api.register(SignedState(chan.params, v2, (b_sig, a_sig)))),
-        await _outcome(api.register(SignedState(chan.params, v2, (a_sig, b_sig[:64])))),
+        await _o(types, api.mint(alice.address, eth, -1)),
+        await _o(types, api.mint(alice.address, eth, 10)),
+        await _o(types, api.mint(bob.address, eth, 10)),
+        await _o(types, api.deposit(alice.address, eth, fid_a, 11)),
+        await _o(types, api.deposit(alice.address, eth, fid_a, -5)),
+        await _o(types, api.deposit(alice.address, eth, b"short", 1)),
+        await _o(types, api.deposit(alice.address, Asset(7, b"ETH"), fid_a, 1)),
+        await _o(types, api.deposit(alice.address, eth, fid_a, 5)),
+        await _o(types, api.deposit(bob.address, eth, fid_b, 5)),
+        await _o(types, api.conclude(chan.params, v2)),
+        await _o(types, api.register(SignedState(chan.params, v2, (a_sig,)))),
+        await _o(types, api.register(SignedState(chan.params, v2, (b_sig, a_sig)))),
+        await _o(types, api.register(SignedState(chan.params, v2, (a_sig, b_sig[:64])))),
         # a state no client can sign (negative balance), with valid signatures of another
-        await _outcome(
-            api.register(SignedState(chan.params, chan.state(2, [[-1, 11]]), chan.sign(v2)))
+        await _o(
+            types, api.register(SignedState(chan.params, chan.state(2, [[-1, 11]]), chan.sign(v2)))
         ),
-        await _outcome(api.register(chan.signed(v2))),
-        await _outcome(api.register(chan.signed(v2))),  # the same state: a no-op
-        await _outcome(api.register(chan.signed(v1))),
-        await _outcome(api.conclude(chan.params, v2)),
-        await _outcome(api.advance(D)),
-        await _outcome(api.register(chan.signed(v3))),
-        await _outcome(api.progress(chan.params, v2, v3, 0, chan.sign(v3)[0])),
-        await _outcome(api.conclude(chan.params, v1)),
-        await _outcome(api.conclude(chan.params, v2)),
-        await _outcome(api.conclude(chan.params, v2)),
+        await _o(types, api.register(chan.signed(v2))),
+        await _o(types, api.register(chan.signed(v2))),  # the same state: a no-op
+        await _o(types, api.register(chan.signed(v1))),
+        await _o(types, api.conclude(chan.params, v2)),
+        await _o(types, api.advance(D)),
+        await _o(types, api.register(chan.signed(v3))),
+        await _o(types, api.progress(chan.params, v2, v3, 0, chan.sign(v3)[0])),
+        await _o(types, api.conclude(chan.params, v1)),
+        await _o(types, api.conclude(chan.params, v2)),
+        await _o(types, api.conclude(chan.params, v2)),
     ]
     for acc, amount in ((alice, 5), (bob, 5)):
         auth = WithdrawalAuth(chan.id, acc.address, acc.address, amount, eth)
         forged = WithdrawalAuth(chan.id, acc.address, alice.address, amount, eth)
-        out.append(await _outcome(api.withdraw(forged, bob.sign(auth.encode()))))
-        out.append(await _outcome(api.withdraw(auth, acc.sign(auth.encode()))))
-        out.append(await _outcome(api.withdraw(auth, acc.sign(auth.encode()))))
+        out.append(await _o(types, api.withdraw(forged, bob.sign(auth.encode()))))
+        out.append(await _o(types, api.withdraw(auth, acc.sign(auth.encode()))))
+        out.append(await _o(types, api.withdraw(auth, acc.sign(auth.encode()))))
     out.append(str(await api.balance_of(alice.address, eth)))
     out.append(str(await api.holdings(eth, fid_b)))
     out.append(str(await api.tx_count()))
@@ -172,6 +179,37 @@ async def test_local_and_served_ledgers_give_the_same_outcomes(
         "insufficient funds",
     ]
     assert here[30:] == ["10", "0", "7", "CONCLUDED v2 t60"]
+
+
+async def test_served_refusals_keep_their_error_types(
+    chan: Chan, eth: Asset, remote: RemoteLedger
+) -> None:
+    local = LocalLedger(SimLedger(clock=SimClock.manual(START)))
+    here = await _script(local, chan, eth, types=True)
+    there = await _script(remote, chan, eth, types=True)
+    assert there == here
+    assert here[3:7] == [
+        "InsufficientBalanceError",
+        "InvalidLedgerInputError",
+        "InvalidLedgerInputError",
+        "InvalidLedgerInputError",
+    ]
+    assert here[9:14] == [
+        "NotRegisteredError",
+        "SignatureRefusedError",
+        "SignatureRefusedError",
+        "SignatureRefusedError",
+        "InvalidLedgerInputError",
+    ]
+    assert here[16:18] == ["StaleStateError", "TimeoutNotElapsedError"]
+    assert here[19:24] == [
+        "RefutationClosedError",
+        "ChannelKindError",
+        "StateMismatchError",
+        "ok",
+        "AlreadyConcludedError",
+    ]
+    assert here[24:27] == ["SignatureRefusedError", "ok", "InsufficientHoldingsError"]
 
 
 async def test_events_are_pushed_and_the_first_is_the_latest_past_one(
@@ -426,8 +464,9 @@ async def test_errors_keep_their_types(remote: RemoteLedger, chan: Chan) -> None
     parent = chan.state(1, [[4, 4]], locked=[SubAlloc(b"\x05" * 32, (2,), (0, 1))])
     await remote.register(chan.signed(st))
     await remote.advance(D)
-    with pytest.raises(ChainError) as ei:
+    with pytest.raises(StateMismatchError) as ei:
         await remote.conclude(chan.params, parent)
+    assert type(ei.value) is StateMismatchError
     assert ei.value.reason == "invalid channel state"
     with pytest.raises(MalformedMessageError):
         await remote.call("deposit", [1, 2])

@@ -47,17 +47,22 @@ class TemplateAdjudicator(Adjudicator):
         """Register ``req.tx`` for dispute; the same state again is a no-op.
 
         Raises:
-            ChainError: the ledger refused (an older or equal version, a window that is over).
+            StaleStateError: the ledger holds the same or a newer version.
+            RefutationClosedError: the refutation window is over.
+            ChainError: another refusal: raise the :mod:`perun_core.errors` leaf of the rule.
         """
         await self._inner.register(req, sub_states)
 
     async def withdraw(
         self, req: AdjudicatorReq, sub_states: Mapping[bytes, SignedState] | None = None
     ) -> None:
-        """Conclude unless concluded, then withdraw our outcome; idempotent.
+        """Conclude unless concluded, then withdraw our outcome; idempotent. On a concluded
+        channel the outcome is paid out whichever state ``req.tx`` carries.
 
         Raises:
-            ChainError: the ledger refused (e.g. "timeout not passed yet").
+            TimeoutNotElapsedError: the dispute's timeout has not passed.
+            StateMismatchError: ``req.tx.state`` is not the registered state (not concluded).
+            ChainError: another refusal: raise the :mod:`perun_core.errors` leaf of the rule.
         """
         await self._inner.withdraw(req, sub_states)
 

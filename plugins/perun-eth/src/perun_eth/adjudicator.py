@@ -1,4 +1,4 @@
-"""The Ethereum Adjudicator: register, progress, conclude and withdraw (ETHEREUM.md §7.4)."""
+"""The Ethereum Adjudicator: register, progress, conclude and withdraw."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from collections.abc import Mapping
 from perun_core.channel.params import Params
 from perun_core.channel.state import SignedState, State
 from perun_core.channel.types import Address
-from perun_core.errors import InvalidSignatureError, NotSupportedError
+from perun_core.errors import (
+    AlreadyConcludedError,
+    InsufficientHoldingsError,
+    InvalidSignatureError,
+    NotSupportedError,
+    StateMismatchError,
+)
 from perun_core.interfaces import (
     Adjudicator,
     AdjudicatorReq,
@@ -21,11 +27,6 @@ from perun_eth import bindings as b
 from perun_eth.bindings import Phase
 from perun_eth.chain import EthChain, checksum
 from perun_eth.encoding import channel_id, funding_id, hash_state, sign_withdrawal_auth
-from perun_eth.errors import (
-    AlreadyConcludedError,
-    ConcludedWithOtherStateError,
-    InsufficientHoldingsError,
-)
 from perun_eth.events import EthChannelEvents, EthSubscription
 from perun_eth.node import Receipt, ReceiptHook
 from perun_eth.wallet import EthAccount
@@ -79,7 +80,9 @@ class EthAdjudicator(Adjudicator):
         Raises:
             InvalidSignatureError: ``req.tx`` is not fully signed (nothing is sent).
             MissingSubStatesError: a locked sub-channel's signed state is not given.
-            ChainError: the contract refused (e.g. :class:`~perun_eth.errors.StaleStateError`).
+            StaleStateError: the chain holds the same or a newer version.
+            RefutationClosedError: the refutation window is over.
+            ChainError: another refusal (the :mod:`perun_core.errors` leaf of its rule).
         """
         if not req.tx.fully_signed:
             raise InvalidSignatureError(
@@ -106,7 +109,11 @@ class EthAdjudicator(Adjudicator):
 
         Raises:
             NotSupportedError: the channel has no app.
-            ChainError: the contract refused (timeouts, wrong old state, invalid transition).
+            TimeoutNotElapsedError: the refutation window is still open.
+            ForceExecutionClosedError: the force-execution window is over (or concluded).
+            StateMismatchError: ``req.tx.state`` is not the state on chain.
+            InvalidProgressError: the contract or the app refused the transition.
+            ChainError: another refusal (the :mod:`perun_core.errors` leaf of its rule).
         """
         if req.params.app is None:
             raise NotSupportedError("progress needs a channel with an app")
@@ -121,15 +128,20 @@ class EthAdjudicator(Adjudicator):
         A final, fully signed state without locked funds concludes at once
         (``concludeFinal``; a ``secondary`` request first waits ``secondary_grace`` seconds
         for the peer). Otherwise ``req.tx.state`` must be the registered state and its
-        timeout must have passed. Idempotent: a lost conclusion race counts as success and
-        empty holdings are skipped.
+        timeout must have passed.
+
+        Once the channel is concluded its outcome is fixed, so the withdrawal pays what the
+        asset holders hold for us whichever state ``req.tx`` carries (it is only needed to
+        conclude). Idempotent: a lost conclusion race counts as success and empty holdings
+        are skipped.
 
         Raises:
             TimeoutNotElapsedError: the dispute's timeout has not passed.
-            StateMismatchError: ``req.tx.state`` is not the registered state.
-            ConcludedWithOtherStateError: the channel was concluded with another state.
+            StateMismatchError: ``req.tx.state`` is not the registered state and the channel
+                is not concluded.
+            NotRegisteredError: a non-final state, and nothing is registered.
             MissingSubStatesError: a locked sub-channel's state is neither given nor known.
-            ChainError: another refusal.
+            ChainError: another refusal (the :mod:`perun_core.errors` leaf of its rule).
         """
         params = req.params
         cid = params.id or channel_id(params)
@@ -151,16 +163,12 @@ class EthAdjudicator(Adjudicator):
         participant: Address,
         sub_states: Mapping[bytes, SignedState],
     ) -> None:
-        state = req.tx.state
-        d = await self.chain.dispute(cid)
-        if d is None or d.phase != Phase.CONCLUDED:
+        if not await self._concluded(cid):
             await self._conclude(req, cid, sub_states)
-            d = await self.chain.dispute(cid)
-        if d is None or d.state_hash != hash_state(state):
-            raise ConcludedWithOtherStateError("concluded with another state", operation="withdraw")
         fid = funding_id(cid, participant)
         receiver = self.receiver if self.receiver is not None else participant
-        for asset in state.allocation.assets:
+        # Every state of a channel has the same assets, so ``req.tx.state``'s are the outcome's.
+        for asset in req.tx.state.allocation.assets:
             if not self.chain.is_ours(asset):
                 continue  # paid out by that chain's adjudicator
             amount = await self.chain.holdings(asset.holder, fid)
@@ -192,14 +200,22 @@ class EthAdjudicator(Adjudicator):
                 await self._send(self.chain.adjudicator_hex, data, "conclude")
         except AlreadyConcludedError:
             pass  # someone else concluded first: that was the goal
+        except StateMismatchError:
+            # Concluded meanwhile with another state (the contract checks the state before the
+            # phase): the outcome is set, which was the goal.
+            if not await self._concluded(cid):
+                raise
+
+    async def _concluded(self, cid: bytes) -> bool:
+        d = await self.chain.dispute(cid)
+        return d is not None and d.phase == Phase.CONCLUDED
 
     async def _wait_concluded(self, cid: bytes, grace: float) -> bool:
         """Whether the channel gets concluded within ``grace`` seconds (polled)."""
         loop = asyncio.get_running_loop()
         end = loop.time() + grace
         while True:
-            d = await self.chain.dispute(cid)
-            if d is not None and d.phase == Phase.CONCLUDED:
+            if await self._concluded(cid):
                 return True
             if loop.time() >= end:
                 return False

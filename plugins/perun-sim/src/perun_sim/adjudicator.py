@@ -9,7 +9,13 @@ from collections.abc import Mapping
 from perun_core.channel.params import Params
 from perun_core.channel.state import SignedState, State
 from perun_core.channel.types import Address
-from perun_core.errors import ChainError, InvalidSignatureError, MissingSubStatesError
+from perun_core.errors import (
+    AlreadyConcludedError,
+    InsufficientHoldingsError,
+    InvalidSignatureError,
+    MissingSubStatesError,
+    StateMismatchError,
+)
 from perun_core.interfaces import (
     Account,
     Adjudicator,
@@ -19,10 +25,8 @@ from perun_core.interfaces import (
 )
 from perun_core.interfaces.adjudicator import sub_states_preorder
 from perun_sim.api import LedgerAPI, LocalLedger
-from perun_sim.encoding import channel_id, funding_id, hash_state
+from perun_sim.encoding import channel_id, funding_id
 from perun_sim.ledger import DisputePhase, SimLedger, WithdrawalAuth
-
-ALREADY_CONCLUDED = "channel already concluded"
 
 DEFAULT_SECONDARY_GRACE = 0.2
 """Real seconds a secondary settler waits for its peer's conclusion before concluding itself."""
@@ -62,7 +66,9 @@ class SimAdjudicator(Adjudicator):
         Raises:
             MissingSubStatesError: a locked sub-channel's signed state is not in ``sub_states``.
             InvalidSignatureError: ``req.tx`` is not fully signed.
-            ChainError: the ledger refused (reasons of ETHEREUM.md §6).
+            StaleStateError: the ledger holds the same or a newer version.
+            RefutationClosedError: the refutation window is over.
+            ChainError: another refusal (a leaf of the rule that failed).
         """
         root = _signed(req)
         subs = sub_states_preorder(root.state, sub_states or {}, "register")
@@ -72,7 +78,11 @@ class SimAdjudicator(Adjudicator):
         """Force-execute ``new_state`` (signed by participant ``req.idx``) over ``req.tx.state``.
 
         Raises:
-            ChainError: the ledger refused (reasons of ETHEREUM.md §6 ``progress``).
+            TimeoutNotElapsedError: the refutation window is still open.
+            ForceExecutionClosedError: the force-execution window is over (or concluded).
+            StateMismatchError: ``req.tx.state`` is not the state on the ledger.
+            InvalidProgressError: the ledger or the app refused the transition.
+            ChainError: another refusal (a leaf of the rule that failed).
         """
         await self.ledger.progress(req.params, req.tx.state, new_state, req.idx, sig)
 
@@ -85,28 +95,28 @@ class SimAdjudicator(Adjudicator):
         (``conclude_final``; a ``secondary`` request first waits ``secondary_grace`` seconds
         for the peer's conclusion). Otherwise ``req.tx.state`` must be the registered state
         and its timeout must have passed; the caller waits for the event's timeout itself.
-        A lost race ("channel already concluded") counts as success; holdings already
-        withdrawn are skipped, so the call is idempotent.
+
+        Once the channel is concluded its outcome is fixed, so the withdrawal pays what the
+        ledger holds for us whichever state ``req.tx`` carries (it is only needed to
+        conclude). A lost race (concluded by someone else) counts as success and holdings
+        already withdrawn are skipped, so the call is idempotent.
 
         Raises:
-            ChainError: "timeout not passed yet", "invalid channel state" (``req.tx.state``
-                is not the registered state), "concluded with another state" (the channel
-                was concluded with a state other than ``req.tx.state``), or another refusal.
+            TimeoutNotElapsedError: the dispute's timeout has not passed.
+            StateMismatchError: ``req.tx.state`` is not the registered state and the channel
+                is not concluded.
+            NotRegisteredError: a non-final state, and nothing is registered.
             MissingSubStatesError: a locked sub-channel's state is neither registered nor given.
+            ChainError: another refusal (a leaf of the rule that failed).
         """
         params, state = req.params, req.tx.state
         cid = params.id or channel_id(params)
         if not await self._concluded(cid):
             await self._conclude(req, cid, sub_states or {})
-        d = await self.ledger.dispute(cid)
-        if d is None or d.state_hash != hash_state(state):
-            raise ChainError(
-                "concluded with another state",
-                operation="withdraw",
-            )
         participant = params.participants[req.idx]
         fid = funding_id(cid, participant)
         receiver = self.receiver if self.receiver is not None else participant
+        # Every state of a channel has the same assets, so ``state``'s are the outcome's.
         for asset in state.allocation.assets:
             if asset.ledger_id != self.ledger.ledger_id:
                 continue  # paid out by that ledger's adjudicator
@@ -114,7 +124,12 @@ class SimAdjudicator(Adjudicator):
             if amount == 0:
                 continue
             auth = WithdrawalAuth(cid, participant, receiver, amount, asset)
-            await self.ledger.withdraw(auth, self.account.sign(auth.encode()))
+            try:
+                await self.ledger.withdraw(auth, self.account.sign(auth.encode()))
+            except InsufficientHoldingsError:
+                # A concurrent withdrawal for the same participant paid it out: done if empty.
+                if await self.ledger.holdings(asset, fid) != 0:
+                    raise
 
     async def _concluded(self, cid: bytes) -> bool:
         d = await self.ledger.dispute(cid)
@@ -133,8 +148,12 @@ class SimAdjudicator(Adjudicator):
             else:
                 subs = await self._sub_states(state, sub_states)
                 await self.ledger.conclude(params, state, subs)
-        except ChainError as e:
-            if e.reason != ALREADY_CONCLUDED:
+        except AlreadyConcludedError:
+            pass  # someone else concluded first: that was the goal
+        except StateMismatchError:
+            # Concluded meanwhile with another state (the ledger checks the state before the
+            # phase): the outcome is set, which was the goal.
+            if not await self._concluded(cid):
                 raise
 
     async def _sub_states(self, state: State, given: Mapping[bytes, SignedState]) -> list[State]:

@@ -1,10 +1,12 @@
-"""The simulated ledger: accounts, asset holdings and the adjudicator of PROTOCOL.md §4.
+"""The simulated ledger: accounts, asset holdings and the adjudicator.
 
 The sim ledger is a product, not a mock: it enforces exactly the rules of the Ethereum
-contracts (ETHEREUM.md §6), in the same order, and refuses with the same reason strings in
-:attr:`ChainError.reason`, so tests can compare backends. Every transaction is atomic: it
-runs against a journal and is committed only if every check passes (a refused transaction
-changes nothing, like a reverted one).
+contracts, in the same order, and refuses with the same reason strings in
+:attr:`ChainError.reason`, so tests can compare backends. Each refusal is the
+:class:`~perun_core.errors.ChainError` leaf of the rule that failed (``StaleStateError``,
+``TimeoutNotElapsedError``, ...), chosen where the rule is checked. Every transaction is
+atomic: it runs against a journal and is committed only if every check passes (a refused
+transaction changes nothing, like a reverted one).
 
 Ledger time is a :class:`~perun_sim.clock.SimClock`; tests use a manual clock and skip
 dispute windows with ``clock.advance(d)``.
@@ -27,10 +29,28 @@ from perun_core.channel.state import SignedState, State
 from perun_core.channel.types import Address, Asset
 from perun_core.channel.validation import check_allocation
 from perun_core.errors import (
+    AlreadyConcludedError,
     AppTransitionError,
     ChainError,
+    ChannelKindError,
+    ConcludedWithOtherStateError,
+    ForceExecutionClosedError,
+    InsufficientBalanceError,
+    InsufficientHoldingsError,
+    InvalidLedgerInputError,
+    InvalidProgressError,
     InvalidStateError,
     MissingSubStatesError,
+    NotFinalError,
+    NotRegisteredError,
+    NotSettledError,
+    ParamsMismatchError,
+    RefutationClosedError,
+    SignatureRefusedError,
+    StaleStateError,
+    StateMismatchError,
+    SubChannelMismatchError,
+    TimeoutNotElapsedError,
 )
 from perun_core.interfaces import (
     AdjudicatorEvent,
@@ -124,12 +144,14 @@ class _Tx:
         self.settled: set[tuple[Asset, bytes]] = set()
         self.events: list[AdjudicatorEvent] = []
 
-    def require(self, cond: bool, reason: str) -> None:
+    def require(self, cond: bool, error: type[ChainError], reason: str) -> None:
+        """Refuse with ``error(reason)`` unless ``cond`` holds."""
         if not cond:
-            raise ChainError(reason, operation=self.op)
+            raise error(reason, operation=self.op)
 
-    def fail(self, reason: str) -> NoReturn:
-        raise ChainError(reason, operation=self.op)
+    def fail(self, error: type[ChainError], reason: str) -> NoReturn:
+        """Refuse with ``error(reason)``: the leaf of the rule that failed, the contract's text."""
+        raise error(reason, operation=self.op)
 
     def dispute(self, cid: bytes) -> Dispute | None:
         d = self.disputes.get(cid)
@@ -232,7 +254,7 @@ class SimLedger:
     def _check_own_asset(self, asset: Asset, tx: _Tx | None = None) -> None:
         if asset.ledger_id != self.ledger_id:
             if tx is not None:
-                tx.fail("asset not on this ledger")
+                tx.fail(InvalidLedgerInputError, "asset not on this ledger")
             raise ValueError(f"asset {asset} is not on this ledger ({self.ledger_id})")
 
     # --- transactions -----------------------------------------------------------------------
@@ -266,14 +288,18 @@ class SimLedger:
         Anyone may deposit into any funding ID at any time (also after settlement).
 
         Raises:
-            ChainError: "asset not on this ledger", "invalid amount", "insufficient balance".
+            InvalidLedgerInputError: "asset not on this ledger", "invalid amount",
+                "invalid funding id".
+            InsufficientBalanceError: "insufficient balance".
         """
         tx = await self._begin("deposit")
         self._check_own_asset(asset, tx)
-        tx.require(isinstance(amount, int) and amount >= 0, "invalid amount")
-        tx.require(len(fid) == 32, "invalid funding id")
+        tx.require(
+            isinstance(amount, int) and amount >= 0, InvalidLedgerInputError, "invalid amount"
+        )
+        tx.require(len(fid) == 32, InvalidLedgerInputError, "invalid funding id")
         bal = tx.balance(sender, asset)
-        tx.require(bal >= amount, "insufficient balance")
+        tx.require(bal >= amount, InsufficientBalanceError, "insufficient balance")
         tx.balances[(sender, asset)] = bal - amount
         tx.holdings[(asset, fid)] = tx.holding((asset, fid)) + amount
         self._commit(tx)
@@ -287,12 +313,18 @@ class SimLedger:
         pre-order (extra trailing entries are ignored).
 
         Raises:
-            ChainError: with the reasons of ETHEREUM.md §6 ``register`` ("not ledger",
-                "invalid params", "signatures length mismatch", "invalid signature",
-                "invalid version", "incorrect phase", "refutation timeout passed", ...).
+            StaleStateError: "invalid version" (the registered version is the same or newer).
+            RefutationClosedError: "refutation timeout passed", "incorrect phase".
+            SignatureRefusedError: "signatures length mismatch", "invalid signature", ...
+            ParamsMismatchError: "invalid params".
+            ChannelKindError: "not ledger", "cannot have app", "cannot have locked funds".
+            SubChannelMismatchError: the sub-channel states do not match the locked funds.
+            MissingSubStatesError: "subChannels: too short".
+            InvalidLedgerInputError: a state the ledger cannot encode or whose allocation
+                is malformed.
         """
         tx = await self._begin("register")
-        tx.require(channel.params.ledger_channel, "not ledger")
+        tx.require(channel.params.ledger_channel, ChannelKindError, "not ledger")
         self._register_tree(tx, channel, sub_channels, [0])
         self._commit(tx)
 
@@ -302,41 +334,55 @@ class SimLedger:
         self._register_single(tx, ch)
         parent = ch.state.allocation
         for sa in parent.locked:
-            tx.require(pos[0] < len(subs), "subChannels: too short")
+            tx.require(pos[0] < len(subs), MissingSubStatesError, "subChannels: too short")
             sub = subs[pos[0]]
             pos[0] += 1
-            tx.require(sa.id == sub.state.channel_id, "invalid sub-channel id")
+            tx.require(
+                sa.id == sub.state.channel_id, SubChannelMismatchError, "invalid sub-channel id"
+            )
             self._register_tree(tx, sub, subs, pos)
-            _require_equal_assets(tx, parent.assets, sub.state.allocation.assets)
-            _require_equal_uints(tx, sa.balances, sub.state.allocation.totals())
+            _require_equal_assets(
+                tx, SubChannelMismatchError, parent.assets, sub.state.allocation.assets
+            )
+            _require_equal_uints(
+                tx, SubChannelMismatchError, sa.balances, sub.state.allocation.totals()
+            )
             # Sim extra: the outcome is paid through the index map, so it must cover exactly
             # the sub-channel's participants (Ethereum would fail later, in conclude).
-            tx.require(len(sa.index_map) == sub.params.num_parts, "invalid index map")
+            tx.require(
+                len(sa.index_map) == sub.params.num_parts,
+                SubChannelMismatchError,
+                "invalid index map",
+            )
 
     def _require_signatures(
         self, tx: _Tx, params: Params, digest: bytes, sigs: Sequence[bytes]
     ) -> None:
-        tx.require(len(sigs) == len(params.participants), "signatures length mismatch")
+        tx.require(
+            len(sigs) == len(params.participants),
+            SignatureRefusedError,
+            "signatures length mismatch",
+        )
         for part, sig in zip(params.participants, sigs, strict=True):
             _require_signed(tx, part, digest, sig, "invalid signature")
 
     def _register_single(self, tx: _Tx, ch: SignedState) -> None:
         params, state = ch.params, ch.state
         cid = channel_id(params)
-        tx.require(state.channel_id == cid, "invalid params")
+        tx.require(state.channel_id == cid, ParamsMismatchError, "invalid params")
         digest = _hash(tx, state)
         self._require_signatures(tx, params, digest, ch.sigs)
         if params.virtual_channel:
-            tx.require(params.app is None, "cannot have app")
-            tx.require(not state.allocation.locked, "cannot have locked funds")
+            tx.require(params.app is None, ChannelKindError, "cannot have app")
+            tx.require(not state.allocation.locked, ChannelKindError, "cannot have locked funds")
         _require_well_formed(tx, params, state)
         d = tx.dispute(cid)
         if d is not None:
             if d.state_hash == digest:
                 return  # the same state again: no-op, no event
-            tx.require(state.version > d.version, "invalid version")
-            tx.require(d.phase == DisputePhase.DISPUTE, "incorrect phase")
-            tx.require(tx.now < d.timeout, "refutation timeout passed")
+            tx.require(state.version > d.version, StaleStateError, "invalid version")
+            tx.require(d.phase == DisputePhase.DISPUTE, RefutationClosedError, "incorrect phase")
+            tx.require(tx.now < d.timeout, RefutationClosedError, "refutation timeout passed")
         if state.is_final:
             timeout = tx.now
         elif d is None:
@@ -362,41 +408,45 @@ class SimLedger:
         """Force-execute ``new_state`` (signed by ``participants[actor_idx]`` only).
 
         Raises:
-            ChainError: with the reasons of ETHEREUM.md §6 ``progress`` ("not registered",
-                "timeout not passed", "timeout passed", "invalid phase", "must have app",
-                "wrong old state", "version must increment by one", ...); an app's refusal
-                is reported with the app's reason.
+            NotRegisteredError: "not registered".
+            TimeoutNotElapsedError: "timeout not passed" (the refutation window is open).
+            ForceExecutionClosedError: "timeout passed", "invalid phase" (concluded).
+            ChannelKindError: "must have app".
+            StateMismatchError: "wrong old state".
+            SignatureRefusedError: the actor's signature does not verify.
+            InvalidProgressError: the transition breaks the generic rules ("version must
+                increment by one", ...) or the app refused it (the app's reason).
         """
         tx = await self._begin("progress")
         cid = new_state.channel_id
         d = tx.dispute(cid)
         if d is None:
-            tx.fail("not registered")
+            tx.fail(NotRegisteredError, "not registered")
         if d.phase == DisputePhase.DISPUTE:
-            tx.require(tx.now >= d.timeout, "timeout not passed")
+            tx.require(tx.now >= d.timeout, TimeoutNotElapsedError, "timeout not passed")
         elif d.phase == DisputePhase.FORCEEXEC:
-            tx.require(tx.now < d.timeout, "timeout passed")
+            tx.require(tx.now < d.timeout, ForceExecutionClosedError, "timeout passed")
         else:
-            tx.fail("invalid phase")
+            tx.fail(ForceExecutionClosedError, "invalid phase")
         app_id = params.app
         if app_id is None:
-            tx.fail("must have app")
-        tx.require(0 <= actor_idx < params.num_parts, "actorIdx out of range")
-        tx.require(channel_id(params) == cid, "invalid params")
-        tx.require(d.state_hash == _hash(tx, old_state), "wrong old state")
+            tx.fail(ChannelKindError, "must have app")
+        tx.require(0 <= actor_idx < params.num_parts, InvalidProgressError, "actorIdx out of range")
+        tx.require(channel_id(params) == cid, ParamsMismatchError, "invalid params")
+        tx.require(d.state_hash == _hash(tx, old_state), StateMismatchError, "wrong old state")
         digest = _hash(tx, new_state)
         _require_signed(tx, params.participants[actor_idx], digest, sig, "invalid signature")
         _require_valid_transition(tx, params, old_state, new_state)
         _require_well_formed(tx, params, new_state)
         app = self.apps.get(app_id)
         if app is None:
-            tx.fail("unknown app")
+            tx.fail(InvalidProgressError, "unknown app")
         try:
             app.valid_transition(params, old_state, new_state, actor_idx)
         except AppTransitionError as e:
-            tx.fail(str(e))
+            tx.fail(InvalidProgressError, str(e))
         except Exception as e:  # an app fault is a refusal, like a reverting app contract
-            tx.fail(f"app fault: {type(e).__name__}: {e}")
+            tx.fail(InvalidProgressError, f"app fault: {type(e).__name__}: {e}")
         timeout = tx.now if new_state.is_final else tx.now + d.challenge_duration
         tx.disputes[cid] = replace(
             d,
@@ -426,24 +476,37 @@ class SimLedger:
         depth-first pre-order; their outcomes are paid to the parent via the index maps.
 
         Raises:
-            ChainError: "not ledger", "invalid params", "not registered", "invalid channel
-                state", "channel already concluded", "timeout not passed yet",
-                "invalid subchannel id".
+            ChannelKindError: "not ledger".
+            ParamsMismatchError: "invalid params".
+            NotRegisteredError: "not registered".
+            StateMismatchError: "invalid channel state" (not the registered state;
+                :class:`ConcludedWithOtherStateError` once concluded with another one).
+            AlreadyConcludedError: "channel already concluded".
+            TimeoutNotElapsedError: "timeout not passed yet".
+            SubChannelMismatchError: "invalid subchannel id".
             MissingSubStatesError: fewer sub-states than locked sub-allocations.
         """
         tx = await self._begin("conclude")
-        tx.require(params.ledger_channel, "not ledger")
+        tx.require(params.ledger_channel, ChannelKindError, "not ledger")
         cid = channel_id(params)
-        tx.require(state.channel_id == cid, "invalid params")
+        tx.require(state.channel_id == cid, ParamsMismatchError, "invalid params")
         d = tx.dispute(cid)
         if d is None:
-            tx.fail("not registered")
-        tx.require(d.state_hash == _hash(tx, state), "invalid channel state")
-        tx.require(d.phase != DisputePhase.CONCLUDED, "channel already concluded")
+            tx.fail(NotRegisteredError, "not registered")
+        if d.state_hash != _hash(tx, state):
+            # The contract's text either way; the sim can tell the concluded case apart.
+            concluded = d.phase == DisputePhase.CONCLUDED
+            tx.fail(
+                ConcludedWithOtherStateError if concluded else StateMismatchError,
+                "invalid channel state",
+            )
+        tx.require(
+            d.phase != DisputePhase.CONCLUDED, AlreadyConcludedError, "channel already concluded"
+        )
         effective = d.timeout
         if d.phase == DisputePhase.DISPUTE and d.has_app:
             effective += d.challenge_duration  # 2x rule: room for force-execution
-        tx.require(tx.now >= effective, "timeout not passed yet")
+        tx.require(tx.now >= effective, TimeoutNotElapsedError, "timeout not passed yet")
         self._set_concluded(tx, cid, d)
         outcome = [list(row) for row in state.allocation.balances]
         self._conclude_subs(tx, state.allocation, sub_states, [0], outcome)
@@ -471,11 +534,11 @@ class SimLedger:
                 )
             sub = sub_states[pos[0]]
             pos[0] += 1
-            tx.require(sub.channel_id == sa.id, "invalid subchannel id")
+            tx.require(sub.channel_id == sa.id, SubChannelMismatchError, "invalid subchannel id")
             sd = tx.dispute(sa.id)
             if sd is None:
-                tx.fail("not registered")
-            tx.require(sd.state_hash == _hash(tx, sub), "invalid channel state")
+                tx.fail(NotRegisteredError, "not registered")
+            tx.require(sd.state_hash == _hash(tx, sub), StateMismatchError, "invalid channel state")
             if sd.phase != DisputePhase.CONCLUDED:
                 self._set_concluded(tx, sa.id, sd)
             sub_outcome = [list(row) for row in sub.allocation.balances]
@@ -490,21 +553,28 @@ class SimLedger:
         Overrides any running dispute (even of a higher version) unless already concluded.
 
         Raises:
-            ChainError: "not ledger", "state not final", "cannot have sub-channels",
-                "invalid params", signature reasons, "channel already concluded".
+            ChannelKindError: "not ledger", "cannot have sub-channels".
+            NotFinalError: "state not final".
+            ParamsMismatchError: "invalid params".
+            SignatureRefusedError: a signature is missing or does not verify.
+            AlreadyConcludedError: "channel already concluded".
         """
         tx = await self._begin("conclude_final")
-        tx.require(params.ledger_channel, "not ledger")
-        tx.require(state.is_final, "state not final")
-        tx.require(not state.allocation.locked, "cannot have sub-channels")
+        tx.require(params.ledger_channel, ChannelKindError, "not ledger")
+        tx.require(state.is_final, NotFinalError, "state not final")
+        tx.require(not state.allocation.locked, ChannelKindError, "cannot have sub-channels")
         cid = channel_id(params)
-        tx.require(state.channel_id == cid, "invalid params")
+        tx.require(state.channel_id == cid, ParamsMismatchError, "invalid params")
         digest = _hash(tx, state)
         self._require_signatures(tx, params, digest, sigs)
         _require_well_formed(tx, params, state)
         d = tx.dispute(cid)
         if d is not None:
-            tx.require(d.phase != DisputePhase.CONCLUDED, "channel already concluded")
+            tx.require(
+                d.phase != DisputePhase.CONCLUDED,
+                AlreadyConcludedError,
+                "channel already concluded",
+            )
         tx.disputes[cid] = Dispute(
             version=state.version,
             phase=DisputePhase.CONCLUDED,
@@ -531,7 +601,11 @@ class SimLedger:
         for asset, row in zip(assets, outcome, strict=True):
             if asset.ledger_id != self.ledger_id:
                 continue  # another ledger's asset (multi-ledger channel)
-            tx.require(not tx.is_settled(asset, cid), "trying to set already settled channel")
+            tx.require(
+                not tx.is_settled(asset, cid),
+                AlreadyConcludedError,
+                "trying to set already settled channel",
+            )
             held = sum(tx.holding((asset, f)) for f in fids)
             # Under-funded channels keep every deposit as it is: everyone gets back exactly
             # what it put in, which is what makes fund recovery after failed funding work.
@@ -544,21 +618,27 @@ class SimLedger:
         """Pay ``auth.amount`` of a settled channel's holdings to ``auth.receiver``'s account.
 
         Raises:
-            ChainError: "asset not on this ledger", "channel not settled", "signature
-                verification failed", "insufficient funds", "invalid amount".
+            NotSettledError: "channel not settled".
+            SignatureRefusedError: "signature verification failed".
+            InsufficientHoldingsError: "insufficient funds".
+            InvalidLedgerInputError: "asset not on this ledger", "invalid amount".
         """
         tx = await self._begin("withdraw")
         self._check_own_asset(auth.asset, tx)
-        tx.require(tx.is_settled(auth.asset, auth.channel_id), "channel not settled")
         tx.require(
-            isinstance(auth.amount, int) and 0 <= auth.amount < BALANCE_BOUND, "invalid amount"
+            tx.is_settled(auth.asset, auth.channel_id), NotSettledError, "channel not settled"
+        )
+        tx.require(
+            isinstance(auth.amount, int) and 0 <= auth.amount < BALANCE_BOUND,
+            InvalidLedgerInputError,
+            "invalid amount",
         )
         _require_signed(
             tx, auth.participant, sha3(auth.encode()), sig, "signature verification failed"
         )
         key = (auth.asset, funding_id(auth.channel_id, auth.participant))
         held = tx.holding(key)
-        tx.require(held >= auth.amount, "insufficient funds")
+        tx.require(held >= auth.amount, InsufficientHoldingsError, "insufficient funds")
         tx.holdings[key] = held - auth.amount  # debit before paying
         tx.balances[(auth.receiver, auth.asset)] = (
             tx.balance(auth.receiver, auth.asset) + auth.amount
@@ -711,58 +791,66 @@ def _hash(tx: _Tx, state: State) -> bytes:
     try:
         return hash_state(state)
     except InvalidStateError as e:
-        tx.fail(f"invalid state: {e}")
+        tx.fail(InvalidLedgerInputError, f"invalid state: {e}")
 
 
 def _require_signed(tx: _Tx, signer: Address, digest: bytes, sig: bytes, reason: str) -> None:
     try:
         ok = verify_digest(signer, digest, sig)
     except SimSignatureFormatError as e:
-        tx.fail(e.reason)
+        tx.fail(SignatureRefusedError, e.reason)
     if not ok:
-        tx.fail(reason)
+        tx.fail(SignatureRefusedError, reason)
 
 
 def _require_well_formed(tx: _Tx, params: Params, state: State) -> None:
     # Sim extras beyond the Ethereum checks: Python integers can be negative or huge and
     # sim states carry the AppID, so refuse what an EVM could not even encode.
-    tx.require(state.app == params.app, "app mismatch")
+    tx.require(state.app == params.app, InvalidLedgerInputError, "app mismatch")
     try:
         check_allocation(state.allocation, params.num_parts, channel_id=state.channel_id)
     except InvalidStateError as e:
-        tx.fail(f"invalid allocation: {e}")
+        tx.fail(InvalidLedgerInputError, f"invalid allocation: {e}")
 
 
-def _require_equal_assets(tx: _Tx, a: Sequence[Asset], b: Sequence[Asset]) -> None:
-    tx.require(len(a) == len(b), "Asset[]: unequal length")
+def _require_equal_assets(
+    tx: _Tx, error: type[ChainError], a: Sequence[Asset], b: Sequence[Asset]
+) -> None:
+    # ``error``: the same check refuses mismatched sub-channels in register and a changed
+    # allocation in progress.
+    tx.require(len(a) == len(b), error, "Asset[]: unequal length")
     for x, y in zip(a, b, strict=True):
-        tx.require(x.ledger_id == y.ledger_id, "Asset: unequal chainID")
-        tx.require(x.holder == y.holder, "Asset: unequal holder")
+        tx.require(x.ledger_id == y.ledger_id, error, "Asset: unequal chainID")
+        tx.require(x.holder == y.holder, error, "Asset: unequal holder")
 
 
 def _require_equal_uints(
-    tx: _Tx, a: Sequence[int], b: Sequence[int], kind: str = "uint256"
+    tx: _Tx, error: type[ChainError], a: Sequence[int], b: Sequence[int], kind: str = "uint256"
 ) -> None:
-    tx.require(len(a) == len(b), f"{kind}[]: unequal length")
+    tx.require(len(a) == len(b), error, f"{kind}[]: unequal length")
     for x, y in zip(a, b, strict=True):
-        tx.require(x == y, f"{kind}[]: unequal item")
+        tx.require(x == y, error, f"{kind}[]: unequal item")
 
 
 def _require_valid_transition(tx: _Tx, params: Params, old: State, new: State) -> None:
     """The generic force-execution rules, in the order of the Ethereum contract."""
-    tx.require(new.version == old.version + 1, "version must increment by one")
-    tx.require(not old.is_final, "cannot progress from final state")
+    tx.require(
+        new.version == old.version + 1, InvalidProgressError, "version must increment by one"
+    )
+    tx.require(not old.is_final, InvalidProgressError, "cannot progress from final state")
     fa, ta = old.allocation, new.allocation
-    tx.require(len(fa.balances) == len(ta.balances), "balances length mismatch")
-    tx.require(len(fa.assets) == len(ta.assets), "assets length mismatch")
-    _require_equal_assets(tx, fa.assets, ta.assets)
-    tx.require(len(fa.locked) == len(ta.locked), "SubAlloc[]: unequal length")
+    tx.require(
+        len(fa.balances) == len(ta.balances), InvalidProgressError, "balances length mismatch"
+    )
+    tx.require(len(fa.assets) == len(ta.assets), InvalidProgressError, "assets length mismatch")
+    _require_equal_assets(tx, InvalidProgressError, fa.assets, ta.assets)
+    tx.require(len(fa.locked) == len(ta.locked), InvalidProgressError, "SubAlloc[]: unequal length")
     for x, y in zip(fa.locked, ta.locked, strict=True):
-        tx.require(x.id == y.id, "SubAlloc: unequal ID")
-        _require_equal_uints(tx, x.balances, y.balances)
-        _require_equal_uints(tx, x.index_map, y.index_map, "uint16")
+        tx.require(x.id == y.id, InvalidProgressError, "SubAlloc: unequal ID")
+        _require_equal_uints(tx, InvalidProgressError, x.balances, y.balances)
+        _require_equal_uints(tx, InvalidProgressError, x.index_map, y.index_map, "uint16")
     n = params.num_parts
     for old_row, new_row in zip(fa.balances, ta.balances, strict=True):
-        tx.require(len(old_row) == n, "old balances length mismatch")
-        tx.require(len(new_row) == n, "new balances length mismatch")
-        tx.require(sum(old_row) == sum(new_row), "sum of balances mismatch")
+        tx.require(len(old_row) == n, InvalidProgressError, "old balances length mismatch")
+        tx.require(len(new_row) == n, InvalidProgressError, "new balances length mismatch")
+        tx.require(sum(old_row) == sum(new_row), InvalidProgressError, "sum of balances mismatch")

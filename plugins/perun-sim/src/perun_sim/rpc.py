@@ -10,7 +10,7 @@ kind      array                                  direction
 0 CALL    ``[0, call_id, method, [args...]]``    client → server
 1 CANCEL  ``[1, call_id]``                       client → server
 2 RESULT  ``[2, call_id, value]``                server → client
-3 ERROR   ``[3, call_id, [kind, message, reason, operation]]``  server → client
+3 ERROR   ``[3, call_id, [kind, message, reason, operation, error]]``  server → client
 4 EVENT   ``[4, subscription_id, event]``        server → client
 ========  =====================================  ================
 
@@ -30,11 +30,13 @@ from typing import Any, Final
 
 import msgspec
 
+from perun_core import errors as core_errors
 from perun_core.channel.allocation import Allocation, SubAlloc
 from perun_core.channel.params import Params
 from perun_core.channel.state import SignedState, State
 from perun_core.channel.types import Address, Asset
 from perun_core.errors import (
+    ChainConnectionError,
     ChainError,
     FrameTooLargeError,
     MalformedMessageError,
@@ -61,7 +63,7 @@ ERROR: Final = 3
 EVENT: Final = 4
 
 
-class LedgerConnectionError(ChainError):
+class LedgerConnectionError(ChainConnectionError):
     """The served ledger cannot be reached, refused the connection, or the connection broke.
 
     A :class:`ChainError`, so code that handles refused ledger operations also handles an
@@ -424,12 +426,18 @@ ERR_INTERNAL: Final = "internal"
 
 
 class WError(msgspec.Struct, array_like=True, frozen=True):
-    """An error answer: ``[kind, message, reason, operation]``."""
+    """An error answer: ``[kind, message, reason, operation, error]``.
+
+    ``error`` names the :mod:`perun_core.errors` class of a ledger refusal (e.g.
+    ``"StaleStateError"``), so the client raises the same type the ledger did. It is last and
+    optional: peers without it still decode each other's answers.
+    """
 
     kind: str
     message: str
     reason: str | None = None
     operation: str | None = None
+    error: str | None = None
 
 
 def w_error(e: BaseException, method: str) -> WError:
@@ -437,7 +445,7 @@ def w_error(e: BaseException, method: str) -> WError:
     if isinstance(e, MissingSubStatesError):
         return WError(ERR_MISSING_SUB_STATES, str(e), e.reason, e.operation)
     if isinstance(e, ChainError):
-        return WError(ERR_CHAIN, str(e), e.reason, e.operation)
+        return WError(ERR_CHAIN, str(e), e.reason, e.operation, _core_name(type(e)))
     if isinstance(e, MalformedMessageError):
         return WError(ERR_MALFORMED, str(e), None, method)
     if isinstance(e, ProtocolError):
@@ -447,12 +455,24 @@ def w_error(e: BaseException, method: str) -> WError:
     return WError(ERR_INTERNAL, f"{type(e).__name__}: {e}", None, method)
 
 
+def _core_name(cls: type[ChainError]) -> str:
+    """The name of the nearest :mod:`perun_core.errors` class of ``cls``."""
+    for base in cls.__mro__:
+        name: str = base.__name__
+        if getattr(core_errors, name, None) is base:
+            return name
+    return ChainError.__name__
+
+
 def error(w: WError) -> Exception:
     """The exception a client raises for an error answer (the server's type where known)."""
     if w.kind == ERR_MISSING_SUB_STATES:
         return MissingSubStatesError(w.reason or w.message, operation=w.operation)
     if w.kind == ERR_CHAIN:
-        return ChainError(w.reason or w.message, operation=w.operation)
+        cls = getattr(core_errors, w.error or "", None)
+        if not (isinstance(cls, type) and issubclass(cls, ChainError)):
+            cls = ChainError
+        return cls(w.reason or w.message, operation=w.operation)
     if w.kind == ERR_VALUE:
         return ValueError(w.message)
     if w.kind == ERR_MALFORMED:
