@@ -16,7 +16,17 @@ from typing import TYPE_CHECKING
 from perun_core.channel.machine import IN_DISPUTE, PRE_DISPUTE
 from perun_core.channel.phase import Phase
 from perun_core.channel.state import State, Transaction
-from perun_core.errors import ChainError, ChannelRegisteredError
+from perun_core.errors import (
+    AlreadyConcludedError,
+    ChainConnectionError,
+    ChainError,
+    ChannelRegisteredError,
+    NotRegisteredError,
+    RefutationClosedError,
+    StaleStateError,
+    StateMismatchError,
+    TimeoutNotElapsedError,
+)
 from perun_core.interfaces.adjudicator import (
     AdjudicatorEvent,
     AdjudicatorReq,
@@ -136,7 +146,7 @@ class DisputeProtocol:
             # then the ledger's state decides, and settling proceeds from there.
             if not registration_superseded(e):
                 raise
-            if "concluded" in e.reason:
+            if isinstance(e, AlreadyConcludedError):
                 ch.rt.concluded = True
             log.info(
                 "register on 0x%s: %s (the ledger decides)",
@@ -244,22 +254,14 @@ WITHDRAW_ATTEMPTS = 20
 
 
 def registration_superseded(e: ChainError) -> bool:
-    """Whether a refused registration means the ledger already holds the same, a newer
-    or a concluded state (the ledger then decides; not an error)."""
-    reason = e.reason
-    return "concluded" in reason or "invalid version" in reason or "incorrect phase" in reason
+    """Whether a refused registration means the ledger already holds the same, a newer or
+    a concluded state (the ledger then decides; not an error)."""
+    return isinstance(e, StaleStateError | RefutationClosedError | AlreadyConcludedError)
 
 
 def _retryable(e: ChainError) -> bool:
-    """Whether a refused conclusion can succeed after reading the ledger again."""
-    reason = e.reason
-    return any(
-        r in reason
-        for r in (
-            "timeout not passed",
-            "another state",
-            "state mismatch",
-            "not registered",
-            "invalid channel state",
-        )
+    """Whether a refused conclusion can succeed after reading the ledger again: a newer
+    event moved the deadline, or the registered state is not the one we passed."""
+    return isinstance(
+        e, TimeoutNotElapsedError | StateMismatchError | NotRegisteredError | ChainConnectionError
     )

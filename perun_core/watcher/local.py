@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from perun_core.channel.params import Params
 from perun_core.channel.state import Transaction
-from perun_core.errors import ChainError
+from perun_core.errors import ChainError, RefutationClosedError, StaleStateError
 from perun_core.interfaces.adjudicator import (
     Adjudicator,
     AdjudicatorEvent,
@@ -229,6 +229,6 @@ class LocalWatcher:
                     e,
                     extra=log_extra(channel_id=w.params.id, version=latest.state.version),
                 )
-                if "timeout passed" in e.reason or "invalid version" in e.reason:
-                    return
+                if isinstance(e, RefutationClosedError | StaleStateError):
+                    return  # the window closed, or the ledger holds our version or newer
                 await asyncio.sleep(0.05 * 2**attempt)
