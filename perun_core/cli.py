@@ -288,30 +288,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     Plugins are loaded only when the command is not a built-in one (or for ``--help``), so
     a broken plugin cannot stop ``perun plugins`` from reporting it.
     """
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    command = _command_name(args_list)
     try:
-        if command == "plugins":
-            args = _parser().parse_args(args_list)
-            with _logging_to_stderr(log_level(args) or logging.WARNING):
-                return _cmd_plugins(args.json, args.check)
-        if command is None and "--version" in args_list:
-            _parser().parse_args(args_list)  # prints the version and exits: no plugins needed
-        commands, skipped, load_error = _plugin_commands()
-        parser = _parser(commands, load_error)
-        if command is None:
-            parser.parse_args(args_list)  # --help and --version exit here
-            parser.print_help(sys.stderr)
-            return 2
-        if command not in commands:
-            if load_error is not None:
-                raise load_error
-            raise PluginNotFoundError(
-                "command", command, sorted(BUILTIN_COMMANDS | commands.keys()), skipped=skipped
-            )
-        args = parser.parse_args(args_list)
-        with _logging_to_stderr(log_level(args) or logging.WARNING):
-            return _run(commands[command], args)
+        status = _dispatch(list(sys.argv[1:] if argv is None else argv))
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then reported like below
+        return status
     except PerunError as exc:
         print(f"perun: error: {_one_line(exc)}", file=sys.stderr)
         return 2
@@ -321,6 +301,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _stdout_gone()
         return _PIPE_CLOSED
+
+
+def _dispatch(args_list: list[str]) -> int:
+    command = _command_name(args_list)
+    if command == "plugins":
+        args = _parser().parse_args(args_list)
+        with _logging_to_stderr(log_level(args) or logging.WARNING):
+            return _cmd_plugins(args.json, args.check)
+    if command is None and "--version" in args_list:
+        _parser().parse_args(args_list)  # prints the version and exits: no plugins needed
+    commands, skipped, load_error = _plugin_commands()
+    parser = _parser(commands, load_error)
+    if command is None:
+        parser.parse_args(args_list)  # --help and --version exit here
+        parser.print_help(sys.stderr)
+        return 2
+    if command not in commands:
+        if load_error is not None:
+            raise load_error
+        raise PluginNotFoundError(
+            "command", command, sorted(BUILTIN_COMMANDS | commands.keys()), skipped=skipped
+        )
+    args = parser.parse_args(args_list)
+    with _logging_to_stderr(log_level(args) or logging.WARNING):
+        return _run(commands[command], args)
 
 
 if __name__ == "__main__":
