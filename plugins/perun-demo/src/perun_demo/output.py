@@ -51,7 +51,8 @@ def tx_table(txs: list[LedgerTransaction], names: dict[Address, str], console: C
     terminal) the hashes are shortened to their first and last 8 digits, so no row wraps.
     """
     table = _tx_table(txs, names, full_hashes=True)
-    if console.measure(table).maximum > console.width:
+    unbounded = console.options.update_width(1_000_000)  # the width it wants, not the one it has
+    if console.measure(table, options=unbounded).minimum > console.width:
         table = _tx_table(txs, names, full_hashes=False)
     return table
 
