@@ -113,8 +113,13 @@ def _add_logging_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
 
 
 def _parser(
-    commands: Mapping[str, Command] | None = None, load_error: PerunError | None = None
+    commands: Mapping[str, Command] | None = None,
+    load_error: PerunError | None = None,
+    configure: str | None = None,
 ) -> argparse.ArgumentParser:
+    """The ``perun`` parser with a sub-parser per command; only the ``configure`` command's
+    own arguments are added (a command's ``configure`` may import its plugin's modules, and
+    ``perun --help`` needs no more than the names and summaries)."""
     from perun_core import __version__
 
     epilog = None
@@ -141,7 +146,7 @@ def _parser(
             description=cmd.help or None,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        if cmd.configure is not None:
+        if cmd.configure is not None and name == configure:
             cmd.configure(p)
         _add_logging_options(p, top=False)
     return parser
@@ -312,7 +317,7 @@ def _dispatch(args_list: list[str]) -> int:
     if command is None and "--version" in args_list:
         _parser().parse_args(args_list)  # prints the version and exits: no plugins needed
     commands, skipped, load_error = _plugin_commands()
-    parser = _parser(commands, load_error)
+    parser = _parser(commands, load_error, configure=command)
     if command is None:
         parser.parse_args(args_list)  # --help and --version exit here
         parser.print_help(sys.stderr)
