@@ -19,7 +19,8 @@ Quick start (two parties on the simulated chain, in one process)::
         await ch.send(5)
         await ch.settle()
 
-The README and ``docs/`` hold the full guide; ``perun demo`` runs a complete example.
+The README and ``docs/`` hold the full guide; ``perun demo`` (the perun-demo plugin) runs a
+complete example.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ reason strings as the Ethereum contracts, and a controllable clock, all in-proce
     backend.clock.advance(60)                                  # skip a challenge duration
 
 Clients in several processes share one ledger served by :mod:`perun_sim.server`
-(``perun-sim serve``, :class:`perun_sim.server.LedgerServer`), each through
+(``perun sim serve``, :class:`perun_sim.server.LedgerServer`), each through
 ``SimBackend.from_config({"url": "tcp://127.0.0.1:PORT"})``.
 
 Scheme, encodings and the served mode: ``docs/sim.md``.
