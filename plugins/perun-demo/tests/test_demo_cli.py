@@ -136,3 +136,12 @@ def test_a_wide_terminal_shows_full_hashes() -> None:
     text = console.export_text()
     assert all(t.tx_hash in text for t in txs)
     assert short_hash(txs[0].tx_hash) == "0x" + "00" * 4 + "…" + "00" * 4
+
+
+def test_over_tcp_the_other_party_pays_when_the_payer_cannot() -> None:
+    """With a deposit of 1 Bob soon has nothing left to pay in the dispute's second half:
+    Alice pays instead, and every payment is still made."""
+    proc = _demo("--bus", "tcp", "--dispute", "--deposit", "1", "--payments", "6", "--seed", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "6 payments done; channel at version 6" in proc.stdout
+    assert "demo OK: 6 payments" in proc.stdout

@@ -164,6 +164,10 @@ class _TwoProcesses:
                 with bar:
                     task = bar.add_task("pay", total=payments)
                     for alice_pays, amount in self.plan:
+                        # As in one process: the other party pays when the payer cannot.
+                        alice_has, bob_has = ch_a.state.balances[0]
+                        if (alice_has if alice_pays else bob_has) < amount:
+                            alice_pays = not alice_pays
                         if alice_pays:
                             await ch_a.send(amount)
                             net_to_bob += amount
