@@ -19,18 +19,14 @@ Quick start (two parties on the simulated chain, in one process)::
         await ch.send(5)
         await ch.settle()
 
-The README and ``docs/`` hold the full guide; ``perun demo`` runs a complete example.
+The README and ``docs/`` hold the full guide; ``perun demo`` (the perun-demo plugin) runs a
+complete example.
 """
 
-from perun_core.client import (
-    Channel,
-    Client,
-    ClientConfig,
-    LedgerChannelProposal,
-    ProposalInfo,
-    ProposalResponder,
-    UpdateResponder,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from perun_core.errors import (
     AlreadyConcludedError,
     ChainConnectionError,
@@ -72,7 +68,36 @@ from perun_core.errors import (
     UpdateConflictError,
 )
 from perun_core.hookspecs import hookimpl
-from perun_core.plugins import Plugins, load_plugins
+from perun_core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from perun_core.client import (
+        Channel,
+        Client,
+        ClientConfig,
+        LedgerChannelProposal,
+        ProposalInfo,
+        ProposalResponder,
+        UpdateResponder,
+    )
+    from perun_core.plugins import Plugins, load_plugins
+else:
+    # Importing ``perun_core`` (every plugin module does, for ``hookimpl``) must stay cheap:
+    # the client and the plugin loader are imported on first use of their names.
+    __getattr__ = lazy_exports(
+        __name__,
+        {
+            "Channel": "perun_core.client",
+            "Client": "perun_core.client",
+            "ClientConfig": "perun_core.client",
+            "LedgerChannelProposal": "perun_core.client",
+            "ProposalInfo": "perun_core.client",
+            "ProposalResponder": "perun_core.client",
+            "UpdateResponder": "perun_core.client",
+            "Plugins": "perun_core.plugins",
+            "load_plugins": "perun_core.plugins",
+        },
+    )
 
 __version__ = "0.1.0"
 

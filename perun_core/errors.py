@@ -26,10 +26,11 @@ Family tree (leaves in brackets)::
 
 from __future__ import annotations
 
+import difflib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
 
 def _short(b: bytes | None) -> str:
@@ -54,20 +55,50 @@ class PluginError(PerunError):
 class PluginNotFoundError(PluginError, LookupError):
     """No plugin registered the requested name.
 
+    The message ends with what to do, in this order of preference: a plugin of that name is
+    installed but was filtered out (``PERUN_PLUGINS``, ``PERUN_DISABLE_PLUGINS``); the name
+    is close to an installed one (a typo); otherwise how to install ``perun-<name>``, from a
+    package index or from a perun-py source tree.
+
     Attributes:
-        kind: what was looked up ("chain backend", "bus", "persister", "logger").
+        kind: what was looked up ("chain backend", "bus", "persister", "command", "plugin").
         name: the name asked for.
         installed: the names that are registered for this kind.
+        skipped: installed plugins that were not loaded, with the reason.
+        suggestion: the installed name closest to ``name``, if one is close.
     """
 
-    def __init__(self, kind: str, name: str, installed: Sequence[str]) -> None:
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        installed: Sequence[str],
+        *,
+        skipped: Mapping[str, str] | None = None,
+    ) -> None:
         self.kind = kind
         self.name = name
         self.installed = tuple(installed)
+        self.skipped = dict(skipped or {})
+        close = difflib.get_close_matches(name, [*self.installed, *self.skipped], n=1)
+        self.suggestion = close[0] if close else None
         have = ", ".join(self.installed) if self.installed else "none"
-        super().__init__(
-            f"No {kind} {name!r}. Installed: {have}. Install it with: pip install perun-{name}"
-        )
+        if name in self.skipped:
+            advice = f"A plugin {name!r} is installed but was not loaded: {self.skipped[name]}."
+        elif self.suggestion is not None:
+            advice = f"Did you mean {self.suggestion!r}?"
+        else:
+            advice = _install_hint(name)
+        super().__init__(f"No {kind} {name!r}. Installed: {have}. {advice}")
+
+
+def _install_hint(name: str) -> str:
+    """How to install the first-party plugin ``name`` (e.g. ``"eth"``): from a package
+    index, or from a perun-py source tree (the plugins are not published yet)."""
+    return (
+        f"Install it with: pip install perun-{name} "
+        f"(from a perun-py source tree: pip install ./plugins/perun-{name})"
+    )
 
 
 class PluginConflictError(PluginError):

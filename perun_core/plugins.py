@@ -19,7 +19,11 @@ Selecting plugins:
   distributions and loads in-memory plugin objects (tests, embedded applications).
 
 There is no module-level plugin manager: every :func:`load_plugins` call builds a fresh one,
-so two applications (or two tests) in one process never share registrations.
+so two applications (or two tests) in one process never share registrations. Loading has no
+side effects beyond importing the plugin modules (which stay light: implementations are
+registered as references and imported on first use); a plugin that changes the process,
+such as perun-loguru routing the logging, does so only when the application calls
+:meth:`Plugins.configure`.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -44,7 +48,6 @@ from perun_core.errors import (
     PluginNotFoundError,
     PluginValidationError,
 )
-from perun_core.interfaces.chain import ChainBackend
 from perun_core.registry import (
     BusFactory,
     BusRegistry,
@@ -54,6 +57,9 @@ from perun_core.registry import (
     PersisterFactory,
     PersisterRegistry,
 )
+
+if TYPE_CHECKING:
+    from perun_core.interfaces.chain import ChainBackend
 
 __all__ = [
     "BUILTINS",
@@ -240,6 +246,20 @@ class Plugins:
         """Installed plugins that were not loaded, with the reason."""
         return dict(self._skipped)
 
+    def check(self) -> dict[str, PerunError]:
+        """Import and validate every registration made by reference (loading the plugins
+        does not: a reference is resolved on its first lookup).
+
+        Returns:
+            ``"<kind> <name>"`` of each registration that failed, with its error (empty:
+            every registration is usable).
+        """
+        failed: dict[str, PerunError] = {}
+        for registry in (self._chains, self._buses, self._persisters, self._commands):
+            for name, exc in registry.resolve_all().items():
+                failed[f"{registry.kind} {name}"] = exc
+        return failed
+
     def names(self) -> list[str]:
         """Names of the loaded plugins, in load order."""
         return list(self._sources)
@@ -267,15 +287,23 @@ class Plugins:
 
     # --- hooks ---------------------------------------------------------------------------
 
-    def configure(self, config: Mapping[str, Any]) -> None:
+    def configure(self, config: Mapping[str, Any] | None = None) -> None:
         """Call ``perun_configure(config)`` on every plugin (load order).
+
+        :func:`load_plugins` never calls it: a plugin that changes the process (perun-loguru
+        routes the framework's logging) does so only when the application asks, here.
+
+        Args:
+            config: the user's configuration (the ``[perun]`` table); ``None`` means ``{}``.
 
         Raises:
             PluginError: a plugin's hook raised something other than a ``PerunError``.
         """
-        self._call_each("perun_configure", None, config=dict(config))
+        self._call_each("perun_configure", None, config=dict(config or {}))
 
     def _register_all(self) -> None:
+        for registry in (self._chains, self._buses, self._persisters, self._commands):
+            registry.note_skipped(self._skipped)
         self._call_each("perun_register_chains", self._chains)
         self._call_each("perun_register_buses", self._buses)
         self._call_each("perun_register_persisters", self._persisters)
@@ -460,10 +488,12 @@ def load_plugins(
     entry_points: bool = True,
     extra: Iterable[tuple[str, object]] = (),
 ) -> Plugins:
-    """Load plugins, run their registration hooks and ``perun_configure({})``.
+    """Load plugins and run their registration hooks.
 
     Plugins are loaded in this order: ``builtins``, then entry points of the ``perun`` group
     sorted by name, then ``extra`` in the order given. Registration hooks run in that order.
+    ``perun_configure`` is not called: that is :meth:`Plugins.configure`, when the
+    application wants it, so loading plugins changes nothing in the process.
 
     Args:
         only: allow-list of entry-point plugin names; when given it *replaces*
@@ -489,8 +519,8 @@ def load_plugins(
             invalid.
         PluginError: a plugin fails to import or its hook raises.
     """
-    only_src = "only=" if only is not None else ENV_ONLY
     allow = [_normalize(n) for n in only] if only is not None else _env_list(ENV_ONLY)
+    only_src = f"only={allow}" if only is not None else f"{ENV_ONLY}={','.join(allow or ())}"
     blocked_arg = {_normalize(n) for n in block or ()}
     blocked_env = set(_env_list(ENV_BLOCK) or ())
 
@@ -509,11 +539,11 @@ def load_plugins(
     selected: list[_Source] = []
     for src in candidates:
         if src.name in blocked_arg:
-            skipped[src.name] = "blocked by block="
+            skipped[src.name] = f"blocked by block={sorted(blocked_arg)}"
         elif src.name in blocked_env:
-            skipped[src.name] = f"blocked by {ENV_BLOCK}"
+            skipped[src.name] = f"blocked by {ENV_BLOCK}={os.environ.get(ENV_BLOCK, '')}"
         elif allow is not None and src.name != BUILTINS and src.name not in allow:
-            skipped[src.name] = f"not in the allow-list ({only_src})"
+            skipped[src.name] = f"not in the allow-list {only_src}"
         else:
             selected.append(src)
     for src in extras:
@@ -548,5 +578,4 @@ def load_plugins(
 
     plugins = Plugins(pm, sources, skipped)
     plugins._register_all()
-    plugins.configure({})
     return plugins

@@ -2,8 +2,8 @@
 
 Each registry maps a name to what one plugin provides: a :class:`ChainBackend` class, a
 factory that builds a :class:`Bus` or a :class:`Persister`, or a :class:`Command` of the
-``perun`` command line. A registry validates every entry
-as it is added, so a broken plugin fails when it registers, not when a user first selects it:
+``perun`` command line. A registry validates every entry, so a broken plugin fails with a
+message naming it:
 
 - names are non-empty strings without whitespace or commas (they appear in environment lists);
 - a chain backend is a ``ChainBackend`` subclass with a ``name`` and no abstract methods left;
@@ -12,6 +12,13 @@ as it is added, so a broken plugin fails when it registers, not when a user firs
 - a name registered twice is a :class:`~perun_core.errors.PluginConflictError` naming both
   plugins.
 
+An entry may be given as a *reference* instead of the object: a string
+``"package.module:Name"`` (the entry-point notation). Its module is imported the first time
+the entry is looked up, and the entry is validated then; until then only its name is known.
+Loading plugins therefore costs nothing for implementations that are never used (web3 for
+``eth``, plyvel for ``leveldb``), and ``perun plugins`` stays fast. :meth:`resolve_all`
+imports and validates every entry at once (``perun plugins --check``).
+
 The plugin loader tells a registry which plugin is registering (:meth:`registering_as`), so
 the registry can name the provider of each entry in errors and in ``perun plugins``.
 """
@@ -19,16 +26,26 @@ the registry can name the provider of each entry in errors and in ``perun plugin
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Final, Generic, TypeVar, cast
 
-from perun_core.errors import PluginConflictError, PluginNotFoundError, PluginValidationError
-from perun_core.interfaces.bus import Bus
-from perun_core.interfaces.chain import ChainBackend
-from perun_core.interfaces.persister import Persister
+from perun_core.errors import (
+    PerunError,
+    PluginConflictError,
+    PluginError,
+    PluginNotFoundError,
+    PluginValidationError,
+)
+
+if TYPE_CHECKING:
+    from perun_core.interfaces.bus import Bus
+    from perun_core.interfaces.chain import ChainBackend
+    from perun_core.interfaces.persister import Persister
 
 __all__ = [
     "BUILTIN_COMMANDS",
@@ -44,21 +61,23 @@ __all__ = [
 T = TypeVar("T")
 P = TypeVar("P")
 
-BusFactory = Callable[..., Bus]
+BusFactory = Callable[..., "Bus"]
 """Builds a bus from keyword options (the class itself or a function)."""
 
-PersisterFactory = Callable[..., Persister]
+PersisterFactory = Callable[..., "Persister"]
 """Builds a persister from keyword options (the class itself or a function)."""
 
 CommandRunner = Callable[[argparse.Namespace], int | Awaitable[int | None] | None]
 """Runs a plugin command with its parsed arguments; returns the exit status (``None``: 0).
 A coroutine function is run with :func:`asyncio.run`."""
 
-BUILTIN_COMMANDS: Final = frozenset({"plugins", "demo"})
+BUILTIN_COMMANDS: Final = frozenset({"plugins"})
 """Subcommand names the ``perun`` command keeps for itself."""
 
 DIRECT = "(direct)"
 """Provider label of entries added outside a plugin hook (e.g. by a test or an application)."""
+
+_REFERENCE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
 def _abstract_methods(cls: type) -> list[str]:
@@ -75,6 +94,13 @@ def _qualname(obj: object) -> str:
     return f"{module}.{name}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Reference:
+    """An entry registered as ``"module:attribute"``, not imported yet."""
+
+    target: str
+
+
 class _NamedRegistry(Generic[T]):
     """A name -> entry mapping that records which plugin added each entry."""
 
@@ -82,9 +108,10 @@ class _NamedRegistry(Generic[T]):
     """What the entries are, for messages ("chain backend", "bus", "persister")."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, T] = {}
+        self._entries: dict[str, T | _Reference] = {}
         self._providers: dict[str, str] = {}
         self._current = DIRECT
+        self._skipped: dict[str, str] = {}
 
     # --- bookkeeping ---------------------------------------------------------------------
 
@@ -103,31 +130,63 @@ class _NamedRegistry(Generic[T]):
         return self._current
 
     def provider_of(self, name: str) -> str:
-        """The plugin that registered ``name``.
+        """The plugin that registered ``name`` (its module is not imported).
 
         Raises:
             PluginNotFoundError: nothing is registered under ``name``.
         """
-        self.get(name)
+        if name not in self._entries:
+            raise self._not_found(name)
         return self._providers[name]
 
     def registered_by(self, plugin: str) -> list[str]:
         """The names ``plugin`` registered, in registration order."""
         return [n for n, p in self._providers.items() if p == plugin]
 
+    def note_skipped(self, skipped: dict[str, str]) -> None:
+        """Installed plugins that were not loaded, with the reason; a failed lookup of a
+        name one of them would provide says so instead of suggesting an install."""
+        self._skipped = dict(skipped)
+
     # --- lookups -------------------------------------------------------------------------
 
     def get(self, name: str) -> T:
-        """The entry registered under ``name``.
+        """The entry registered under ``name``; a reference is imported and validated now.
 
         Raises:
             PluginNotFoundError: nothing is registered under ``name``; the message lists the
-                installed names and the distribution to install.
+                installed names and says how to get the missing one.
+            PluginError: a referenced module cannot be imported.
+            PluginValidationError: a referenced object is not a valid entry.
         """
         try:
-            return self._entries[name]
+            entry = self._entries[name]
         except KeyError:
-            raise PluginNotFoundError(self.kind, name, self.names()) from None
+            raise self._not_found(name) from None
+        if isinstance(entry, _Reference):
+            obj = self._resolve(name, entry)
+            self._entries[name] = obj
+            return obj
+        return entry
+
+    def resolve_all(self) -> dict[str, PerunError]:
+        """Import and validate every entry registered as a reference.
+
+        Returns:
+            The names whose reference failed, with the error (empty: all good).
+        """
+        failed: dict[str, PerunError] = {}
+        for name in self.names():
+            try:
+                self.get(name)
+            except PerunError as exc:
+                failed[name] = exc
+        return failed
+
+    def is_loaded(self, name: str) -> bool:
+        """Whether ``name``'s implementation is imported (``False`` for a reference not
+        looked up yet)."""
+        return name in self._entries and not isinstance(self._entries[name], _Reference)
 
     def names(self) -> list[str]:
         """Every registered name, sorted."""
@@ -147,8 +206,11 @@ class _NamedRegistry(Generic[T]):
 
     # --- helpers for add() ---------------------------------------------------------------
 
-    def _invalid(self, message: str) -> PluginValidationError:
-        return PluginValidationError(f"plugin {self._current!r}: {message}")
+    def _not_found(self, name: str) -> PluginNotFoundError:
+        return PluginNotFoundError(self.kind, name, self.names(), skipped=self._skipped)
+
+    def _invalid(self, message: str, plugin: str | None = None) -> PluginValidationError:
+        return PluginValidationError(f"plugin {plugin or self._current!r}: {message}")
 
     def _check_name(self, name: object, what: str) -> str:
         if not isinstance(name, str) or not name:
@@ -157,7 +219,35 @@ class _NamedRegistry(Generic[T]):
             raise self._invalid(f"{what} {name!r} must not contain whitespace or commas")
         return name
 
-    def _store(self, name: str, entry: T) -> None:
+    def _reference(self, name: str, target: str) -> _Reference:
+        if not _REFERENCE.match(target):
+            raise self._invalid(
+                f"{self.kind} {name!r}: {target!r} is not a reference of the form "
+                "'package.module:Name'"
+            )
+        return _Reference(target)
+
+    def _resolve(self, name: str, ref: _Reference) -> T:
+        """Import ``ref`` and validate what it names, as :meth:`add` would have."""
+        plugin = self._providers[name]
+        module_name, _, attr = ref.target.partition(":")
+        try:
+            obj: object = importlib.import_module(module_name)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {plugin!r} cannot load {self.kind} {name!r} from {ref.target!r}: "
+                f"{type(exc).__name__}: {exc}. Reinstall or fix it, or skip it with "
+                f"PERUN_DISABLE_PLUGINS={plugin}."
+            ) from exc
+        return self._validate(name, obj, plugin)
+
+    def _validate(self, name: str, obj: object, plugin: str) -> T:
+        """Check ``obj`` as an entry registered under ``name`` by ``plugin``."""
+        raise NotImplementedError
+
+    def _store(self, name: str, entry: T | _Reference) -> None:
         if name in self._entries:
             other = self._providers[name]
             who = (
@@ -173,85 +263,141 @@ class _NamedRegistry(Generic[T]):
         self._providers[name] = self._current
 
 
-class ChainRegistry(_NamedRegistry[type[ChainBackend]]):
+class ChainRegistry(_NamedRegistry["type[ChainBackend]"]):
     """Chain backends by name; passed to ``perun_register_chains``."""
 
     kind = "chain backend"
 
-    def add(self, cls: type[ChainBackend]) -> None:
-        """Register a :class:`~perun_core.interfaces.ChainBackend` subclass under ``cls.name``.
+    def add(self, cls: type[ChainBackend] | str, /, *, name: str | None = None) -> None:
+        """Register a :class:`~perun_core.interfaces.ChainBackend` subclass.
+
+        Args:
+            cls: the class, or a reference ``"package.module:ClassName"`` imported on the
+                first lookup (keeps loading the plugin cheap).
+            name: the name users select it by; required with a reference, else taken from
+                ``cls.name`` (and, if given, it must equal it).
 
         Raises:
             PluginValidationError: ``cls`` is not a ``ChainBackend`` subclass, has no valid
-                ``name``, or leaves abstract methods unimplemented (they are named).
+                ``name`` (or one other than ``name``), or leaves abstract methods
+                unimplemented (they are named); a reference without ``name`` or malformed.
             PluginConflictError: another backend already uses the name.
         """
-        if not (isinstance(cls, type) and issubclass(cls, ChainBackend)):
+        if isinstance(cls, str):
+            if name is None:
+                raise self._invalid(
+                    f"chain backend reference {cls!r} needs its name: add({cls!r}, name=...)"
+                )
+            name = self._check_name(name, "a chain backend name")
+            self._store(name, self._reference(name, cls))
+            return
+        checked = self._validate(name, cls, self._current)
+        self._store(checked.name, checked)
+
+    def _validate(self, name: str | None, obj: object, plugin: str) -> type[ChainBackend]:
+        from perun_core.interfaces.chain import ChainBackend
+
+        if not (isinstance(obj, type) and issubclass(obj, ChainBackend)):
             raise self._invalid(
-                f"registered {cls!r} as a chain backend, but it is not a subclass of "
-                "perun_core.interfaces.ChainBackend"
+                f"registered {obj!r} as a chain backend, but it is not a subclass of "
+                "perun_core.interfaces.ChainBackend",
+                plugin,
             )
-        name = self._check_name(
-            getattr(cls, "name", None), f"the 'name' class attribute of {_qualname(cls)}"
-        )
-        missing = _abstract_methods(cls)
+        own = getattr(obj, "name", None)
+        what = f"the 'name' class attribute of {_qualname(obj)}"
+        if not isinstance(own, str) or not own:
+            raise self._invalid(f"{what} must be a non-empty string, got {own!r}", plugin)
+        if any(ch.isspace() for ch in own) or "," in own:
+            raise self._invalid(f"{what} {own!r} must not contain whitespace or commas", plugin)
+        if name is not None and own != name:
+            raise self._invalid(
+                f"chain backend registered as {name!r}, but {what} is {own!r}", plugin
+            )
+        missing = _abstract_methods(obj)
         if missing:
             raise self._invalid(
-                f"chain backend {_qualname(cls)} ({name!r}) leaves abstract methods "
-                f"unimplemented: {', '.join(missing)}. Implement them before registering it."
+                f"chain backend {_qualname(obj)} ({own!r}) leaves abstract methods "
+                f"unimplemented: {', '.join(missing)}. Implement them before registering it.",
+                plugin,
             )
-        self._store(name, cls)
+        return obj
 
 
 class _FactoryRegistry(_NamedRegistry[Callable[..., P]]):
     """Factories by name, each building an instance of ``base``."""
 
-    base: ClassVar[type]
+    @classmethod
+    def _base(cls) -> type:
+        raise NotImplementedError
 
-    def add(self, name: str, factory: Callable[..., P]) -> None:
+    def add(self, name: str, factory: Callable[..., P] | str) -> None:
         """Register ``factory``, which builds the instance users get, under ``name``.
 
+        Args:
+            name: the name users select it by.
+            factory: a class or function, or a reference ``"package.module:Name"``
+                imported on the first lookup (keeps loading the plugin cheap).
+
         Raises:
-            PluginValidationError: bad name, ``factory`` not callable, or a class that does
-                not subclass the interface or leaves abstract methods unimplemented.
+            PluginValidationError: bad name, ``factory`` not callable, a class that does
+                not subclass the interface or leaves abstract methods unimplemented, or a
+                malformed reference.
             PluginConflictError: another plugin already uses the name.
         """
         name = self._check_name(name, f"a {self.kind} name")
-        base = self.base
-        candidate: object = factory  # checked as an object so the stored type stays precise
-        if isinstance(candidate, type):
-            if not issubclass(candidate, base):
+        if isinstance(factory, str):
+            self._store(name, self._reference(name, factory))
+            return
+        self._store(name, self._validate(name, factory, self._current))
+
+    def _validate(self, name: str, obj: object, plugin: str) -> Callable[..., P]:
+        base = self._base()
+        if isinstance(obj, type):
+            if not issubclass(obj, base):
                 raise self._invalid(
-                    f"{self.kind} {name!r}: class {_qualname(candidate)} is not a subclass of "
-                    f"{base.__module__}.{base.__qualname__}"
+                    f"{self.kind} {name!r}: class {_qualname(obj)} is not a subclass of "
+                    f"{base.__module__}.{base.__qualname__}",
+                    plugin,
                 )
-            missing = _abstract_methods(candidate)
+            missing = _abstract_methods(obj)
             if missing:
                 raise self._invalid(
-                    f"{self.kind} {name!r}: class {_qualname(candidate)} leaves abstract "
+                    f"{self.kind} {name!r}: class {_qualname(obj)} leaves abstract "
                     f"methods unimplemented: {', '.join(missing)}. Implement them before "
-                    "registering it."
+                    "registering it.",
+                    plugin,
                 )
-        elif not callable(candidate):
+        elif not callable(obj):
             raise self._invalid(
                 f"{self.kind} {name!r}: the factory must be callable (a class or a function "
-                f"returning a {base.__qualname__}), got {factory!r}"
+                f"returning a {base.__qualname__}), got {obj!r}",
+                plugin,
             )
-        self._store(name, factory)
+        return cast("Callable[..., P]", obj)
 
 
-class BusRegistry(_FactoryRegistry[Bus]):
+class BusRegistry(_FactoryRegistry["Bus"]):
     """Bus factories by name; passed to ``perun_register_buses``."""
 
     kind = "bus"
-    base = Bus
+
+    @classmethod
+    def _base(cls) -> type:
+        from perun_core.interfaces.bus import Bus
+
+        return Bus
 
 
-class PersisterRegistry(_FactoryRegistry[Persister]):
+class PersisterRegistry(_FactoryRegistry["Persister"]):
     """Persister factories by name; passed to ``perun_register_persisters``."""
 
     kind = "persister"
-    base = Persister
+
+    @classmethod
+    def _base(cls) -> type:
+        from perun_core.interfaces.persister import Persister
+
+        return Persister
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,3 +465,9 @@ class CommandRegistry(_NamedRegistry[Command]):
         cmd = Command(name, run, configure, str(help))
         self._store(name, cmd)
         return cmd
+
+    def _validate(self, name: str, obj: object, plugin: str) -> Command:
+        # Commands are registered as objects (their module is the light plugin module).
+        if not isinstance(obj, Command):
+            raise self._invalid(f"command {name!r}: {obj!r} is not a Command", plugin)
+        return obj

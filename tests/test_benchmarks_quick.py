@@ -58,10 +58,10 @@ def test_quick_benchmark_reports_every_section(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = _run_quick(out)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for heading in ("crypto", "in-process", "two processes over TCP", "gas", "scale"):
+    for heading in ("crypto", "in-process", "two processes over TCP", "gas", "scale", "startup"):
         assert heading in proc.stdout, f"no {heading!r} section in the table"
     data = json.loads(out.read_text())
-    assert {"meta", "crypto", "inprocess", "tcp", "gas", "scale", "targets"} <= set(data)
+    assert {"meta", "crypto", "inprocess", "tcp", "gas", "scale", "startup", "targets"} <= set(data)
     meta = data["meta"]
     assert meta["quick"] is True and meta["machine"]["cores"] >= 1
     assert isinstance(meta["load_before"], list) and isinstance(meta["load_after"], list)
@@ -137,6 +137,12 @@ def test_quick_benchmark_reports_every_section(tmp_path: Path) -> None:
             _positive(r["bytes_per_channel"], f"{key} bytes per channel")
     for name, rate in scale["update_events_256_channels"].items():
         _positive(rate["events_per_s"], f"{name} persister events/s")
+
+    startup = data["startup"]
+    assert startup["plugins"] == sorted(load_plugins().names())
+    for case in ("perun plugins, every installed plugin", "perun plugins, built-ins only"):
+        _positive(startup[case]["wall_s"], f"{case} wall")
+        _positive(startup[case]["cpu_s"], f"{case} CPU")
 
 
 def _importable(module: str) -> bool:

@@ -55,11 +55,11 @@ from perun_core.channel.state import State
 from perun_core.channel.types import Asset
 from perun_core.client import Channel, Client, ClientConfig, LedgerChannelProposal
 from perun_core.client.update import UpdateResponder, accept_incoming_payments
-from perun_core.demo_peer import PeerProcess, PeerProcessError
 from perun_core.interfaces.wallet import Account
 from perun_core.persistence.memory import MemoryPersister
 from perun_core.plugins import load_plugins
 from perun_core.testing.crash import CRASH_ENV, TRACE_ENV, CrashingPersister, CrashPoint, read_trace
+from perun_core.testing.peer import PeerProcess, PeerProcessError
 
 # Imported here, not in a test: pytest rewrites this module on import, and CPython 3.11 can
 # fail rewriting inside a test's deep stack ("AST constructor recursion depth mismatch").

@@ -1,7 +1,7 @@
 """Clients in separate OS processes on one served sim ledger, over the TCP bus.
 
 The ledger is served by :mod:`perun_sim.server`; Alice runs in the test process, Bob in a
-child process (:mod:`perun_core.demo_peer`). Processes are ended by their own PIDs only.
+child process (:mod:`perun_core.testing.peer`). Processes are ended by their own PIDs only.
 Only loopback addresses are used.
 """
 
@@ -22,9 +22,9 @@ from perun_core.channel.allocation import Allocation
 from perun_core.channel.phase import Phase
 from perun_core.channel.types import Asset
 from perun_core.client import Channel, Client, ClientConfig, LedgerChannelProposal
-from perun_core.demo_peer import PeerProcess, PeerProcessError
 from perun_core.interfaces.wallet import Account
 from perun_core.plugins import load_plugins
+from perun_core.testing.peer import PeerProcess, PeerProcessError
 
 FUNDS = 10_000
 

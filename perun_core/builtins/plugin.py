@@ -16,21 +16,17 @@ from perun_core.hookspecs import hookimpl
 if TYPE_CHECKING:
     from perun_core.registry import BusRegistry, PersisterRegistry
 
-# The implementations are imported inside the hooks: importing a plugin module must stay
-# cheap and free of side effects, whatever the plugin provides.
+# The implementations are registered as references, imported on first use: loading a plugin
+# must stay cheap and free of side effects, whatever the plugin provides.
 
 
 @hookimpl
 def perun_register_buses(registry: BusRegistry) -> None:
     """Register the in-process bus ``"local"``."""
-    from perun_core.wire.local_bus import LocalBus
-
-    registry.add("local", LocalBus)
+    registry.add("local", "perun_core.wire.local_bus:LocalBus")
 
 
 @hookimpl
 def perun_register_persisters(registry: PersisterRegistry) -> None:
     """Register the in-memory persister ``"memory"``."""
-    from perun_core.persistence.memory import MemoryPersister
-
-    registry.add("memory", MemoryPersister)
+    registry.add("memory", "perun_core.persistence.memory:MemoryPersister")

@@ -7,8 +7,8 @@ cleaned up — either right *before* the N-th call of an event reaches the store
 *after* it returned. With ``before`` the step's write is lost; with ``after`` it is on disk but
 nothing that the protocol does next (sending a signature, the next write) happens.
 
-Run as a program, this module is :mod:`perun_core.demo_peer` with its persister wrapped, so
-the crash tests drive it with :class:`perun_core.demo_peer.PeerProcess`
+Run as a program, this module is :mod:`perun_core.testing.peer` with its persister wrapped, so
+the crash tests drive it with :class:`perun_core.testing.peer.PeerProcess`
 (``module="perun_core.testing.crash"``)::
 
     PERUN_CRASH_AT=enabled:3:after PERUN_CRASH_TRACE=/tmp/trace \\
@@ -196,8 +196,8 @@ def read_trace(path: str | os.PathLike[str]) -> list[tuple[str, int]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m perun_core.testing.crash``: the demo peer with a crashing persister."""
-    from perun_core.demo_peer import main as peer_main
+    """``python -m perun_core.testing.crash``: the test peer with a crashing persister."""
+    from perun_core.testing.peer import main as peer_main
 
     spec = os.environ.get(CRASH_ENV, "").strip()
     point = CrashPoint.parse(spec) if spec else None

@@ -23,6 +23,8 @@ Sections (all in one run; ``--only`` picks some):
                reference figures of ETHEREUM.md §8.
 ``scale``      100,000 channels in one client: persister write rate, restore time from
                LevelDB and memory per idle channel (measured in a fresh process).
+``startup``    a fresh ``perun plugins`` with every installed plugin and with the built-ins
+               only, and ``import perun_core``: wall and CPU seconds (median of the runs).
 
 ``--quick`` uses small sizes (CI smoke run, < 60 s). Nothing here asserts a time: the
 targets of issue 8 are evaluated and *reported* (``targets`` in the JSON), never enforced.
@@ -69,7 +71,7 @@ from perun_core.wire.codec import encode_envelope  # noqa: E402
 from perun_core.wire.local_bus import LocalBus  # noqa: E402
 from perun_core.wire.messages import Envelope  # noqa: E402
 
-SECTIONS = ("crypto", "inprocess", "tcp", "gas", "scale")
+SECTIONS = ("crypto", "inprocess", "tcp", "gas", "scale", "startup")
 PERSISTERS = ("memory", "leveldb", "rocksdb")
 KIB = 1024
 
@@ -85,6 +87,7 @@ class Sizes:
     repeats: int  # pipelined runs per channel count; the median is reported
     scale_channels: int
     rates_per_channel: int  # persister_rates: updates per channel, 256 channels
+    startup_runs: int  # fresh processes per startup figure
 
 
 FULL = Sizes(  # sizes of the full run
@@ -95,6 +98,7 @@ FULL = Sizes(  # sizes of the full run
     repeats=3,
     scale_channels=100_000,
     rates_per_channel=16,
+    startup_runs=15,
 )
 QUICK = Sizes(
     crypto_iters=300,
@@ -104,6 +108,7 @@ QUICK = Sizes(
     repeats=1,
     scale_channels=2_000,
     rates_per_channel=2,
+    startup_runs=3,
 )
 
 
@@ -874,6 +879,54 @@ async def _scale_restore(n: int, name: str, out: dict[str, Any]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# --- startup -----------------------------------------------------------------------------------
+
+
+def _fresh_process(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system) of one child process running ``argv``."""
+    import subprocess
+
+    before = os.times()
+    t0 = time.perf_counter()
+    subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
+    wall = time.perf_counter() - t0
+    after = os.times()
+    cpu = (after.children_user - before.children_user) + (
+        after.children_system - before.children_system
+    )
+    return wall, cpu
+
+
+def startup(sizes: Sizes) -> dict[str, Any]:
+    """How long a ``perun`` command takes before it does anything: loading every installed
+    plugin must cost about as little as loading none (the plugins register by reference)."""
+    heading("startup (fresh processes; median)")
+    base = {
+        k: v for k, v in os.environ.items() if k not in ("PERUN_PLUGINS", "PERUN_DISABLE_PLUGINS")
+    }
+    cases = {
+        "perun plugins, every installed plugin": (
+            [sys.executable, "-m", "perun_core.cli", "plugins"],
+            base,
+        ),
+        "perun plugins, built-ins only": (
+            [sys.executable, "-m", "perun_core.cli", "plugins"],
+            {**base, "PERUN_PLUGINS": ""},
+        ),
+        "python -c 'import perun_core'": ([sys.executable, "-c", "import perun_core"], base),
+        "python -c pass (the interpreter alone)": ([sys.executable, "-c", "pass"], base),
+    }
+    out: dict[str, Any] = {"plugins": sorted(load_plugins().names()), "runs": sizes.startup_runs}
+    for name, (argv, env) in cases.items():
+        _fresh_process(argv, env)  # warm the file cache and the bytecode
+        runs = [_fresh_process(argv, env) for _ in range(sizes.startup_runs)]
+        wall = sorted(r[0] for r in runs)[len(runs) // 2]
+        cpu = sorted(r[1] for r in runs)[len(runs) // 2]
+        out[name] = {"wall_s": wall, "cpu_s": cpu}
+        row(name, wall * 1000, "ms wall", f"{cpu * 1000:.0f} ms CPU")
+    return out
+
+
 # --- targets ---------------------------------------------------------------------------------
 
 
@@ -927,6 +980,10 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             "<= 0.85x",
             g["max_ratio"] <= 0.85,
         )
+    st = result.get("startup", {}).get("perun plugins, every installed plugin")
+    if st:
+        wall = st["wall_s"]
+        add("perun plugins, every installed plugin (s)", wall, "< 0.4 s", wall < 0.4)
     sc = result.get("scale", {})
     if "restore" in sc and sc["channels"] >= 100_000:
         r, bare = sc["restore"], sc.get("restore_no_watcher", {})
@@ -980,6 +1037,8 @@ async def run(
         result["gas"] = gas()
     if "scale" in only:
         result["scale"] = await scale(sizes)
+    if "startup" in only:
+        result["startup"] = startup(sizes)
     result["targets"] = targets(result) if not quick else []
     result["meta"]["load_after"] = _loadavg()
     result["meta"]["duration_s"] = time.perf_counter() - start

@@ -48,23 +48,23 @@ class _OnTemplate:
         await factory.close()
 
 
-class TestTemplateChain(_OnTemplate, ChainConformance):
+class TestChain(_OnTemplate, ChainConformance):
     pass
 
 
-class TestTemplateFunder(_OnTemplate, FunderConformance):
+class TestFunder(_OnTemplate, FunderConformance):
     pass
 
 
-class TestTemplateAdjudicator(_OnTemplate, AdjudicatorConformance):
+class TestAdjudicator(_OnTemplate, AdjudicatorConformance):
     pass
 
 
-class TestTemplateTwoParty(_OnTemplate, TwoPartyConformance):
+class TestTwoParty(_OnTemplate, TwoPartyConformance):
     pass
 
 
-class TestTemplateDispute(_OnTemplate, DisputeConformance):
+class TestDispute(_OnTemplate, DisputeConformance):
     pass
 
 

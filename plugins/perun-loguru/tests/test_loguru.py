@@ -112,11 +112,26 @@ async def test_records_without_context_carry_none_and_exceptions_are_kept(
     assert rec["function"] == "test_records_without_context_carry_none_and_exceptions_are_kept"
 
 
+def test_loading_the_plugin_changes_no_logging(records: list[dict[str, Any]]) -> None:
+    """Installing perun-loguru reroutes nothing: routing starts with ``configure``."""
+    base = logging.getLogger("perun")
+    before = (base.level, base.propagate, base.handlers[:])
+    plugins = load_plugins(only=["loguru"])
+    assert not is_routed() and (base.level, base.propagate, base.handlers[:]) == before
+    logging.getLogger("perun.test").error("not routed")
+    assert from_core(records) == []
+    try:
+        plugins.configure()
+        assert is_routed()
+    finally:
+        unroute()
+
+
 def test_configuring_again_does_not_duplicate_records(
     plugins: Plugins, records: list[dict[str, Any]]
 ) -> None:
     plugins.configure({"loguru": {"level": "DEBUG"}})
-    load_plugins(only=["loguru"])  # a second application in the process routes again
+    load_plugins(only=["loguru"]).configure()  # a second application routes again
     logging.getLogger("perun.test").warning("once")
     assert [r["message"] for r in from_core(records)] == ["once"]
     assert (

@@ -74,34 +74,26 @@ async def test_faucet_and_balances(backend: SimBackend) -> None:
 
 
 def test_hookimpl_registers_the_backend_class() -> None:
-    class FakeRegistry:
-        def __init__(self) -> None:
-            self.added: list[type] = []
+    from perun_core.registry import ChainRegistry
 
-        def add(self, cls: type) -> None:
-            self.added.append(cls)
-
-    reg = FakeRegistry()
+    reg = ChainRegistry()
     perun_register_chains(reg)
-    assert reg.added == [SimBackend]
+    assert reg.names() == ["sim"]
+    assert not reg.is_loaded("sim")  # by reference: imported on the first lookup
+    assert reg.get("sim") is SimBackend
 
 
 def test_hookimpl_is_marked_for_the_perun_project() -> None:
     import pluggy
     from perun_sim import plugin
 
+    from perun_core import hookspecs
     from perun_core.hookspecs import PROJECT
+    from perun_core.registry import ChainRegistry
 
     pm = pluggy.PluginManager(PROJECT)
-    from perun_core import hookspecs
-
     pm.add_hookspecs(hookspecs)
     pm.register(plugin)
-    added: list[type] = []
-
-    class Reg:
-        def add(self, cls: type) -> None:
-            added.append(cls)
-
-    pm.hook.perun_register_chains(registry=Reg())
-    assert added == [SimBackend]
+    reg = ChainRegistry()
+    pm.hook.perun_register_chains(registry=reg)
+    assert reg.get("sim") is SimBackend

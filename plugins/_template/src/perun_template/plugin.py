@@ -1,7 +1,8 @@
 """Entry point of the plugin (``[project.entry-points.perun] template``).
 
-Keep this module light: the loader imports it for ``perun plugins`` even when the backend is
-never used, so the backend module is imported inside the hook.
+Keep this module light: the loader imports it for every ``perun`` command and every
+``load_plugins()``, even when the backend is never used. The backend is registered by
+reference (``"module:Class"``) and imported the first time it is looked up.
 """
 
 from __future__ import annotations
@@ -17,6 +18,4 @@ if TYPE_CHECKING:
 @hookimpl
 def perun_register_chains(registry: ChainRegistry) -> None:
     """Register the ``template`` chain backend."""
-    from perun_template.backend import TemplateBackend
-
-    registry.add(TemplateBackend)
+    registry.add("perun_template.backend:TemplateBackend", name="template")

@@ -14,14 +14,40 @@ and test helpers (anvil, deployment) in :mod:`perun_eth.testing`::
 
 from __future__ import annotations
 
-from perun_eth import _web3_first  # noqa: F401  (must stay the first import)
-from perun_eth.adjudicator import EthAdjudicator
-from perun_eth.backend import EthBackend
-from perun_eth.deploy import DeploymentRecord, deploy, validate
-from perun_eth.events import BlockTimeout, EthSubscription
-from perun_eth.funder import EthFunder
-from perun_eth.node import EthNode, Receipt, TxOptions
-from perun_eth.wallet import EthAccount, EthWallet
+from typing import TYPE_CHECKING
+
+from perun_core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from perun_eth.adjudicator import EthAdjudicator
+    from perun_eth.backend import EthBackend
+    from perun_eth.deploy import DeploymentRecord, deploy, validate
+    from perun_eth.events import BlockTimeout, EthSubscription
+    from perun_eth.funder import EthFunder
+    from perun_eth.node import EthNode, Receipt, TxOptions
+    from perun_eth.wallet import EthAccount, EthWallet
+else:
+    # Importing the package (the plugin loader does, for its entry point) must not import web3:
+    # that takes over a second. The names below are imported from their modules on first use.
+    __getattr__ = lazy_exports(
+        __name__,
+        {
+            "BlockTimeout": "perun_eth.events",
+            "DeploymentRecord": "perun_eth.deploy",
+            "EthAccount": "perun_eth.wallet",
+            "EthAdjudicator": "perun_eth.adjudicator",
+            "EthBackend": "perun_eth.backend",
+            "EthFunder": "perun_eth.funder",
+            "EthNode": "perun_eth.node",
+            "EthSubscription": "perun_eth.events",
+            "EthWallet": "perun_eth.wallet",
+            "Receipt": "perun_eth.node",
+            "TxOptions": "perun_eth.node",
+            "deploy": "perun_eth.deploy",
+            "validate": "perun_eth.deploy",
+        },
+    )
+
 
 __all__ = [
     "BlockTimeout",

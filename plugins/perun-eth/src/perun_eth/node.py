@@ -17,6 +17,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+from perun_eth import _web3_first  # noqa: F401  (before web3: keeps the recursion limit)
+
+# isort: split
 from eth_abi.abi import decode as abi_decode
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.exceptions import (

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# Test code imports web3 right after this module; load it here, keeping the recursion limit.
+from perun_eth import _web3_first  # noqa: F401
 from perun_eth.anvil import ANVIL_ENV as ANVIL_ENV
 from perun_eth.anvil import DEFAULT_CHAIN_ID as DEFAULT_CHAIN_ID
 from perun_eth.anvil import AnvilNode as AnvilNode

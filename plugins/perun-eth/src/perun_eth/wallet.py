@@ -150,6 +150,9 @@ class EthWallet(Wallet):
         Raises:
             KeystoreError: the file is missing, not a keystore, or the password is wrong.
         """
+        from perun_eth import _web3_first  # noqa: F401  (keeps the recursion limit)
+
+        # isort: split
         from eth_account import Account as _EthAccount
 
         p = Path(path)
@@ -191,6 +194,9 @@ class EthWallet(Wallet):
             KeyError: the wallet does not hold ``address``.
             KeystoreError: the file exists or cannot be written.
         """
+        from perun_eth import _web3_first  # noqa: F401  (keeps the recursion limit)
+
+        # isort: split
         from eth_account import Account as _EthAccount
 
         acct = self._accounts.get(address)

@@ -10,32 +10,19 @@ implementation of every persistence event) over :class:`LevelDBStore`.
 
 from __future__ import annotations
 
-import os
-from typing import Any
+from typing import TYPE_CHECKING
 
-from perun_core.persistence.kv_persister import KVPersister
-from perun_leveldb.store import LevelDBStore
+from perun_core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from perun_leveldb.persister import LevelDBPersister
+    from perun_leveldb.store import LevelDBStore
+else:
+    # Loading the plugin imports this package: the store and its database library are
+    # imported on first use.
+    __getattr__ = lazy_exports(
+        __name__,
+        {"LevelDBPersister": "perun_leveldb.persister", "LevelDBStore": "perun_leveldb.store"},
+    )
 
 __all__ = ["LevelDBPersister", "LevelDBStore"]
-
-
-class LevelDBPersister(KVPersister):
-    """Channel records in a LevelDB database directory.
-
-    Args:
-        path: the database directory (created if missing).
-        sync: fsync each write (survives power loss) instead of the default, which survives a
-            killed process; see :mod:`perun_leveldb.store`.
-        **options: passed to :class:`LevelDBStore` (``threaded``, ``create``,
-            ``paranoid_checks``, plyvel options).
-
-    Raises:
-        StoreLockedError: the database is already open elsewhere.
-        StoreCorruptError: the database files are damaged.
-        PersistenceError: the database cannot be opened for another reason.
-    """
-
-    name = "leveldb"
-
-    def __init__(self, path: str | os.PathLike[str], *, sync: bool = False, **options: Any):
-        super().__init__(LevelDBStore(path, sync=sync, **options), name="leveldb")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from perun_core.hookspecs import hookimpl
-from perun_leveldb import LevelDBPersister
 
 if TYPE_CHECKING:
     from perun_core.registry import PersisterRegistry
@@ -13,5 +12,9 @@ if TYPE_CHECKING:
 
 @hookimpl
 def perun_register_persisters(registry: PersisterRegistry) -> None:
-    """Register the ``leveldb`` persister (factory: ``LevelDBPersister(path=..., **options)``)."""
-    registry.add("leveldb", LevelDBPersister)
+    """Register the ``leveldb`` persister (factory: ``LevelDBPersister(path=..., **options)``).
+
+    By reference: the store and its database library are imported when the persister is
+    first looked up, so loading the plugin stays cheap.
+    """
+    registry.add("leveldb", "perun_leveldb.persister:LevelDBPersister")

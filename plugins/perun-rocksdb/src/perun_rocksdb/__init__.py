@@ -10,31 +10,19 @@ implementation of every persistence event) over :class:`RocksDBStore`.
 
 from __future__ import annotations
 
-import os
-from typing import Any
+from typing import TYPE_CHECKING
 
-from perun_core.persistence.kv_persister import KVPersister
-from perun_rocksdb.store import RocksDBStore
+from perun_core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from perun_rocksdb.persister import RocksDBPersister
+    from perun_rocksdb.store import RocksDBStore
+else:
+    # Loading the plugin imports this package: the store and its database library are
+    # imported on first use.
+    __getattr__ = lazy_exports(
+        __name__,
+        {"RocksDBPersister": "perun_rocksdb.persister", "RocksDBStore": "perun_rocksdb.store"},
+    )
 
 __all__ = ["RocksDBPersister", "RocksDBStore"]
-
-
-class RocksDBPersister(KVPersister):
-    """Channel records in a RocksDB database directory.
-
-    Args:
-        path: the database directory (created if missing).
-        sync: fsync each write (survives power loss) instead of the default, which survives a
-            killed process; see :mod:`perun_rocksdb.store`.
-        **options: passed to :class:`RocksDBStore` (``threaded``, ``create``).
-
-    Raises:
-        StoreLockedError: the database is already open elsewhere.
-        StoreCorruptError: the database files are damaged.
-        PersistenceError: the database cannot be opened for another reason.
-    """
-
-    name = "rocksdb"
-
-    def __init__(self, path: str | os.PathLike[str], *, sync: bool = False, **options: Any):
-        super().__init__(RocksDBStore(path, sync=sync, **options), name="rocksdb")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from perun_core.hookspecs import hookimpl
-from perun_rocksdb import RocksDBPersister
 
 if TYPE_CHECKING:
     from perun_core.registry import PersisterRegistry
@@ -13,5 +12,9 @@ if TYPE_CHECKING:
 
 @hookimpl
 def perun_register_persisters(registry: PersisterRegistry) -> None:
-    """Register the ``rocksdb`` persister (factory: ``RocksDBPersister(path=..., **options)``)."""
-    registry.add("rocksdb", RocksDBPersister)
+    """Register the ``rocksdb`` persister (factory: ``RocksDBPersister(path=..., **options)``).
+
+    By reference: the store and its database library are imported when the persister is
+    first looked up, so loading the plugin stays cheap.
+    """
+    registry.add("rocksdb", "perun_rocksdb.persister:RocksDBPersister")

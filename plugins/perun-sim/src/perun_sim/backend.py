@@ -92,7 +92,7 @@ class SimBackend(ChainBackend):
             if server_side:
                 raise ValueError(
                     f"sim config: {', '.join(server_side)} of a served ledger are set by its "
-                    "server (perun-sim serve --manual-clock/--start/--latency), not by clients"
+                    "server (perun sim serve --manual-clock/--start/--latency), not by clients"
                 )
             ledger = RemoteLedger(
                 str(url),

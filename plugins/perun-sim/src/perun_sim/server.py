@@ -7,7 +7,7 @@ itself; the protocol (:mod:`perun_sim.rpc`) only carries calls, answers and push
 
 Start one from the shell::
 
-    perun-sim serve --port 7545                 # realtime clock
+    perun sim serve --port 7545                 # realtime clock
     python -m perun_sim.server --manual-clock --port 0
     python -m perun_sim.server --unix /tmp/ledger.sock
 
@@ -472,11 +472,17 @@ def _decode_id(raw: msgspec.Raw) -> int:
 # --- command line ------------------------------------------------------------------------------
 
 
+DESCRIPTION: Final = "Serve a simulated perun ledger to clients in other processes."
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="perun-sim serve",
-        description="Serve a simulated perun ledger to clients in other processes.",
-    )
+    p = argparse.ArgumentParser(prog="python -m perun_sim.server", description=DESCRIPTION)
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``perun sim serve`` (and ``python -m perun_sim.server``)."""
     p.add_argument("--host", default="127.0.0.1", help="TCP host to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="TCP port (0: a free one)")
     p.add_argument("--unix", default=None, help="also (or only) listen on this Unix socket")
@@ -491,7 +497,6 @@ def _parser() -> argparse.ArgumentParser:
         "--latency", type=float, default=0.0, help="real seconds of delay per transaction"
     )
     p.add_argument("--verbose", action="store_true", help="log every dropped client")
-    return p
 
 
 async def serve(args: argparse.Namespace, *, ready: Callable[[str], None] | None = None) -> None:
@@ -520,7 +525,7 @@ def _print(line: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``perun-sim serve [options]`` / ``python -m perun_sim.server [options]``."""
+    """``python -m perun_sim.server [options]`` (``perun sim serve`` runs :func:`serve`)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["serve"]:
         args_list = args_list[1:]

@@ -13,16 +13,40 @@ See ``docs/plugins/perun-tcp.md`` for endpoints, the handshake and the framing.
 
 from __future__ import annotations
 
-from perun_tcp.bus import TcpBus, TcpSubscription
-from perun_tcp.endpoint import Endpoint, EndpointError
-from perun_tcp.framing import ConnectionEndedError, frame, read_frame
-from perun_tcp.handshake import (
-    AUTH_DOMAIN,
-    CHALLENGE_LEN,
-    HandshakeTimeoutError,
-    Verifier,
-    transcript,
-)
+from typing import TYPE_CHECKING
+
+from perun_core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from perun_tcp.bus import TcpBus, TcpSubscription
+    from perun_tcp.endpoint import Endpoint, EndpointError
+    from perun_tcp.framing import ConnectionEndedError, frame, read_frame
+    from perun_tcp.handshake import (
+        AUTH_DOMAIN,
+        CHALLENGE_LEN,
+        HandshakeTimeoutError,
+        Verifier,
+        transcript,
+    )
+else:
+    # Loading the plugin imports this package: the bus is imported on first use.
+    __getattr__ = lazy_exports(
+        __name__,
+        {
+            "AUTH_DOMAIN": "perun_tcp.handshake",
+            "CHALLENGE_LEN": "perun_tcp.handshake",
+            "ConnectionEndedError": "perun_tcp.framing",
+            "Endpoint": "perun_tcp.endpoint",
+            "EndpointError": "perun_tcp.endpoint",
+            "HandshakeTimeoutError": "perun_tcp.handshake",
+            "TcpBus": "perun_tcp.bus",
+            "TcpSubscription": "perun_tcp.bus",
+            "Verifier": "perun_tcp.handshake",
+            "frame": "perun_tcp.framing",
+            "read_frame": "perun_tcp.framing",
+            "transcript": "perun_tcp.handshake",
+        },
+    )
 
 __all__ = [
     "AUTH_DOMAIN",

@@ -12,7 +12,9 @@ if TYPE_CHECKING:
 
 @hookimpl
 def perun_register_buses(registry: BusRegistry) -> None:
-    """Register the ``tcp`` bus (TCP and Unix-socket endpoints alike)."""
-    from perun_tcp.bus import TcpBus  # imported here: loading the plugin stays cheap
+    """Register the ``tcp`` bus (TCP and Unix-socket endpoints alike).
 
-    registry.add("tcp", TcpBus)
+    By reference: the bus module is imported when the bus is first looked up, so loading
+    the plugin stays cheap.
+    """
+    registry.add("tcp", "perun_tcp.bus:TcpBus")

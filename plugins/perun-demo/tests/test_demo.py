@@ -9,10 +9,10 @@ import subprocess
 import sys
 
 import pytest
+from perun_demo.run import run_demo
 from rich.console import Console
 
 from perun_core.cli import main
-from perun_core.demo import run_demo
 from perun_core.interfaces.chain import LedgerTransaction
 
 
@@ -77,6 +77,7 @@ def test_cli_unknown_backend_gives_the_documented_error() -> None:
     assert proc.returncode == 2
     assert "No chain backend 'nosuch'. Installed:" in proc.stderr
     assert "pip install perun-nosuch" in proc.stderr
+    assert "pip install ./plugins/perun-nosuch" in proc.stderr
 
 
 def _run_cli_demo(*args: str) -> subprocess.CompletedProcess[str]:

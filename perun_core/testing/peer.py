@@ -1,11 +1,11 @@
 """A perun client in its own OS process, driven line by line over its stdin and stdout.
 
-``perun demo --bus tcp`` runs Bob this way (and the multi-process tests run their peers so):
+The multi-process tests run their peers this way (and ``perun demo --bus tcp`` runs Bob so):
 the child serves one wire identity on a :mod:`perun-tcp <perun_tcp>` bus, uses a sim ledger
 served by another process (:mod:`perun_sim.server`), accepts channel proposals and does what
 the parent asks. The parent uses :class:`PeerProcess`; the child runs :func:`main`::
 
-    python -m perun_core.demo_peer --ledger tcp://127.0.0.1:7545 --peer 0xALICE \\
+    python -m perun_core.testing.peer --ledger tcp://127.0.0.1:7545 --peer 0xALICE \\
         --peer-endpoint tcp://127.0.0.1:7001 [--listen tcp://127.0.0.1:0] [--funds N] \\
         [--persister leveldb --db PATH] [--cheat]
 
@@ -67,7 +67,7 @@ SEED_ENV = "PERUN_PEER_SEED"
 PersisterWrapper = Callable[[Persister], Persister]
 """Wraps the child's persister (see :func:`main`)."""
 
-log = logging.getLogger("perun.demo_peer")
+log = logging.getLogger("perun.testing.peer")
 
 
 class PeerProcessError(PerunError):
@@ -112,7 +112,7 @@ class PeerProcess:
         cheat: bool = False,
         update_timeout: float = 10.0,
         ready_timeout: float = 30.0,
-        module: str = "perun_core.demo_peer",
+        module: str = "perun_core.testing.peer",
         env: dict[str, str] | None = None,
     ) -> PeerProcess:
         """Start a peer process and wait until it listens.
@@ -361,7 +361,7 @@ def _emit(value: dict[str, Any]) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m perun_core.demo_peer",
+        prog="python -m perun_core.testing.peer",
         description="A perun client in its own process, driven over stdin/stdout.",
     )
     p.add_argument("--ledger", default=None, help="URL of the served sim ledger")

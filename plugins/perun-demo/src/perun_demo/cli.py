@@ -1,0 +1,126 @@
+"""``perun demo``: the command line of the demo (registered by :mod:`perun_demo.plugin`).
+
+This module stays light (argparse only): ``perun --help`` imports it to build the parser.
+The demo itself, with rich and the client, is imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from typing import Final
+
+HELP: Final = "run the two-party demo: open a channel, pay, settle"
+
+DESCRIPTION: Final = """\
+Alice and Bob open a channel, pay each other and settle. The exit status is 0 only if
+the final on-ledger balances equal the initial ones moved by exactly the payments made.
+
+By default both run in this process on the simulated ledger (sim), the in-process bus
+(local) and in-memory storage (memory). Other combinations:
+
+  --backend eth        a local anvil node with the Perun contracts, started and stopped
+                       by the demo; every ledger transaction is listed with its gas
+  --bus tcp            Bob runs in a second OS process, over an authenticated TCP link
+  --dispute            Bob registers an old state; Alice's watchtower refutes it
+  --persister leveldb --db PATH [--keep-open]
+                       the channels are stored under PATH and survive the process:
+                       run the same command again to restore them and go on
+
+Log records (a refuted registration, a settlement that falls back to the ledger) are
+part of the story the demo tells, so it shows only errors unless -v or --log-level
+asks for more; -q prints nothing but the verdict."""
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def _deposit(text: str) -> int:
+    from perun_demo.result import MAX_DEPOSIT
+
+    value = _count(text)
+    if not 1 <= value <= MAX_DEPOSIT:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_DEPOSIT:.0e}, not {value}")
+    return value
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the demo's options to the ``perun demo`` parser."""
+    parser.description = DESCRIPTION
+    parser.add_argument(
+        "--payments", type=_count, default=20, metavar="N", help="payments in total (default 20)"
+    )
+    parser.add_argument(
+        "--deposit",
+        type=_deposit,
+        default=1_000,
+        metavar="AMOUNT",
+        help="each party's deposit (default 1000)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="random seed of the amounts")
+    parser.add_argument(
+        "--backend", default="sim", metavar="NAME", help="chain backend plugin (default sim)"
+    )
+    parser.add_argument("--bus", default="local", metavar="NAME", help="bus plugin (default local)")
+    parser.add_argument(
+        "--persister",
+        default="memory",
+        metavar="NAME",
+        help="persister plugin (default memory); leveldb and rocksdb need --db",
+    )
+    parser.add_argument(
+        "--db", default=None, metavar="PATH", help="directory of the durable stores"
+    )
+    parser.add_argument(
+        "--keep-open",
+        action="store_true",
+        help="with --db: leave the channel open for the next run to restore",
+    )
+    parser.add_argument(
+        "--dispute",
+        action="store_true",
+        help="Bob registers a stale state; Alice's watchtower refutes it",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo with the parsed options; 0 if the ledger shows exactly the payments."""
+    from rich.console import Console
+
+    from perun_core.cli import log_level
+    from perun_demo.run import run_demo
+
+    quiet = bool(getattr(args, "quiet", False))
+    # The narrative reports the expected warnings itself; show log records only on request.
+    perun_log = logging.getLogger("perun")
+    previous = perun_log.level
+    if log_level(args) is None:
+        perun_log.setLevel(logging.ERROR)
+    try:
+        result = asyncio.run(
+            run_demo(
+                payments=args.payments,
+                deposit=args.deposit,
+                seed=args.seed,
+                backend_name=args.backend,
+                bus_name=args.bus,
+                persister_name=args.persister,
+                dispute=args.dispute,
+                db=args.db,
+                keep_open=args.keep_open,
+                console=Console(quiet=quiet),
+            )
+        )
+    finally:
+        perun_log.setLevel(previous)
+    verdict = "[green]OK[/]" if result.ok else "[red]MISMATCH[/]"
+    Console().print(f"demo {verdict}: {result.payments} payments in {result.seconds:.2f}s")
+    return 0 if result.ok else 1
