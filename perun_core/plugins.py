@@ -301,7 +301,9 @@ class Plugins:
         """
         self._call_each("perun_configure", None, config=dict(config or {}))
 
-    def _register_all(self) -> None:
+    def register_all(self) -> None:
+        """Run every plugin's registration hooks into this facade's registries (once, by
+        :func:`load_plugins`)."""
         for registry in (self._chains, self._buses, self._persisters, self._commands):
             registry.note_skipped(self._skipped)
         self._call_each("perun_register_chains", self._chains)
@@ -577,5 +579,5 @@ def load_plugins(
     _check_hooks(pm, sources)
 
     plugins = Plugins(pm, sources, skipped)
-    plugins._register_all()
+    plugins.register_all()
     return plugins

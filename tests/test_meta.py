@@ -145,14 +145,14 @@ def test_the_loader_calls_every_hook_on_every_installed_implementer(
     def after(outcome: Any, hook_name: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
         pass
 
-    original = Plugins._register_all
+    original = Plugins.register_all
 
     def monitored(self: Plugins) -> None:
         # Monitoring starts before the first hook runs and stays on for perun_configure.
         self.manager.add_hookcall_monitoring(before, after)
         original(self)
 
-    monkeypatch.setattr(Plugins, "_register_all", monitored)
+    monkeypatch.setattr(Plugins, "register_all", monitored)
     try:
         plugins = load_plugins(only=[p.entry for p in PLUGINS if p.installed])
         assert {hook for hook, _ in calls} <= {h for h in hook_names() if "register" in h}

@@ -141,7 +141,7 @@ class ChannelEvents(ABC):
 class QueuedChannelEvents(ChannelEvents):
     """A :class:`ChannelEvents` whose events wait in one queue for :meth:`next`.
 
-    Implementations hand events over with :meth:`_push` and call :meth:`_end` in their
+    Implementations hand events over with :meth:`push` and call :meth:`_end` in their
     ``close()``; after that, ``next()`` returns ``None`` and further events are dropped.
     """
 
@@ -149,7 +149,8 @@ class QueuedChannelEvents(ChannelEvents):
         self._queue: asyncio.Queue[tuple[bytes, AdjudicatorEvent] | None] = asyncio.Queue()
         self._closed = False
 
-    def _push(self, channel_id: bytes, event: AdjudicatorEvent) -> None:
+    def push(self, channel_id: bytes, event: AdjudicatorEvent) -> None:
+        """Hand one event of ``channel_id`` to :meth:`next` (for implementations)."""
         if not self._closed:
             self._queue.put_nowait((channel_id, event))
 

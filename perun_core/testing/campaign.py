@@ -122,7 +122,7 @@ class _Run:
     async def setup(self) -> None:
         self.alice = await self.f.make("alice", config=ALICE, persister=MemoryPersister())
         self.mallory = await self.f.make("mallory", config=MALLORY)
-        self.alice.client.on_error(self._on_alice_error)
+        self.alice.client.on_error(self.on_alice_error)
         self.start = await self._alice_balance()
         a, m = self.rng.randint(1, 60), self.rng.randint(1, 60)
         if self.rng.random() < 0.5:
@@ -134,18 +134,18 @@ class _Run:
                 self.mallory, self.alice, self.asset, (m, a), challenge_duration=CHALLENGE
             )
         self.deposit = a
-        self._record()
+        self.record()
         for _ in range(self.rng.randint(1, 6)):
             await self.pay_random()
 
-    def _on_alice_error(self, e: BaseException) -> None:
+    def on_alice_error(self, e: BaseException) -> None:
         if not isinstance(e, PerunError):
             self.res.untyped.append(f"callback: {type(e).__name__}: {e}")
 
     async def _alice_balance(self) -> int:
         return int(await self.backend.balance_of(self.alice.account.address, self.asset))
 
-    def _record(self) -> None:
+    def record(self) -> None:
         tx = self.ch_m.transaction
         if tx is not None and (not self.history or self.history[-1] != tx):
             self.history.append(tx)
@@ -170,7 +170,7 @@ class _Run:
         elif bal[1 - a_idx] > 0:
             with suppress(PerunError):
                 await self.ch_m.send(self.rng.randint(1, bal[1 - a_idx]))
-        self._record()
+        self.record()
 
     def alice_share(self, st: State) -> int:
         return int(st.balances[0][self.ch_a.idx])
@@ -221,7 +221,7 @@ async def stale_registration(r: _Run) -> None:
         await r.pay_random()
     if len(r.history) < 2:
         await r.call(r.ch_a.send(1)) if r.ch_a.balances[0][r.ch_a.idx] else None
-        r._record()
+        r.record()
     stale = r.rng.choice(r.history[:-1]) if len(r.history) > 1 else r.history[0]
     floor = r.worst_outcome()
     adj = r.backend.adjudicator(r.mallory.account)
@@ -355,7 +355,7 @@ async def crash(r: _Run) -> None:
     alice2 = await r.f.make(
         "alice", config=ALICE, account=r.alice.account, persister=r.alice.persister
     )
-    alice2.client.on_error(r._on_alice_error)
+    alice2.client.on_error(r.on_alice_error)
     ch = await alice2.next_channel()
     r.ch_a = ch
     for _ in range(100):

@@ -56,7 +56,7 @@ class PerChannelEvents(QueuedChannelEvents):
             sub = await self._adjudicator.subscribe(params)
             try:
                 while (ev := await sub.next()) is not None:
-                    self._push(cid, ev)
+                    self.push(cid, ev)
             finally:
                 await sub.close()
         except asyncio.CancelledError:

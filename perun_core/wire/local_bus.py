@@ -43,7 +43,8 @@ class LocalSubscription(Subscription):
         """Whether :meth:`close` was called (by the owner or by the bus)."""
         return self._closed
 
-    def _deliver(self, env: Envelope) -> None:
+    def deliver(self, env: Envelope) -> None:
+        """Queue an envelope for :meth:`next` (called by the bus)."""
         self._queue.put_nowait(env)
 
     async def next(self) -> Envelope | None:
@@ -61,7 +62,7 @@ class LocalSubscription(Subscription):
             return
         self._closed = True
         self._queue.put_nowait(None)
-        self._bus._unsubscribed(self)
+        self._bus.unsubscribed(self)
 
 
 class LocalBus(Bus):
@@ -113,7 +114,7 @@ class LocalBus(Bus):
         if self.encode:
             envelope = decode_envelope(encode_envelope(envelope), max_size=self.max_size)
         # No await between lookup and delivery: envelopes arrive in publish order.
-        sub._deliver(envelope)
+        sub.deliver(envelope)
 
     def subscribe(self, address: Address) -> LocalSubscription:
         """Receive the envelopes addressed to ``address``.
@@ -157,7 +158,8 @@ class LocalBus(Bus):
 
     # --- internals ------------------------------------------------------------------------
 
-    def _unsubscribed(self, sub: LocalSubscription) -> None:
+    def unsubscribed(self, sub: LocalSubscription) -> None:
+        """A subscription closed (called by it): take its connections down."""
         if self._subs.get(sub.address) is sub:
             del self._subs[sub.address]
 

@@ -100,7 +100,7 @@ class LogPoller:
                 # The poller is ahead: fetch what it already passed, for this channel only.
                 await sub.catch_up(start, self._cursor - 1)
             sub.min_block = start
-            sub._poller = self
+            sub.poller = self
             self._subs.setdefault(sub.channel_id, set()).add(sub)
             if self._task is None or self._task.done():
                 self._task = asyncio.create_task(self._run(), name="perun-eth-log-poller")
@@ -194,7 +194,7 @@ class EthSubscription(EventSubscription):
         self._sink: Callable[[AdjudicatorEvent], None] = sink or self._queue.put_nowait
         self._seen: set[tuple[bytes, int]] = set()
         self.min_block = 0
-        self._poller: LogPoller | None = None
+        self.poller: LogPoller | None = None
         self._closed = False
 
     @classmethod
@@ -314,8 +314,8 @@ class EthSubscription(EventSubscription):
         if self._closed:
             return
         self._closed = True
-        if self._poller is not None:
-            self._poller.leave(self)
+        if self.poller is not None:
+            self.poller.leave(self)
         self._queue.put_nowait(None)
 
     async def close(self) -> None:
@@ -349,7 +349,7 @@ class EthChannelEvents(QueuedChannelEvents):
 
     async def _start(self, cid: bytes) -> None:
         try:
-            sub = await EthSubscription.start(self._chain, cid, sink=lambda ev: self._push(cid, ev))
+            sub = await EthSubscription.start(self._chain, cid, sink=lambda ev: self.push(cid, ev))
         except asyncio.CancelledError:
             raise
         except Exception:

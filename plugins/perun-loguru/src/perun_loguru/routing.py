@@ -129,7 +129,8 @@ def _caller_depth() -> int:
     loguru reports the function and line of the frame ``depth`` levels above its caller, so
     skipping the :mod:`logging` internals makes records point at the framework's log call.
     """
-    frame: FrameType | None = sys._getframe(1)  # emit()
+    # The frame walk is what loguru's own intercept recipe does; there is no public API.
+    frame: FrameType | None = sys._getframe(1)  # noqa: SLF001 - emit()
     depth = 0
     while frame is not None and (depth == 0 or frame.f_code.co_filename == _LOGGING_FILE):
         frame = frame.f_back

@@ -155,18 +155,18 @@ class _Tx:
 
     def dispute(self, cid: bytes) -> Dispute | None:
         d = self.disputes.get(cid)
-        return d if d is not None else self.ledger._disputes.get(cid)
+        return d if d is not None else self.ledger.committed_dispute(cid)
 
     def holding(self, key: HoldingKey) -> int:
         h = self.holdings.get(key)
-        return h if h is not None else self.ledger._holdings.get(key, 0)
+        return h if h is not None else self.ledger.committed_holding(key)
 
     def balance(self, who: Address, asset: Asset) -> int:
         b = self.balances.get((who, asset))
-        return b if b is not None else self.ledger._balances.get((who, asset), 0)
+        return b if b is not None else self.ledger.committed_balance(who, asset)
 
     def is_settled(self, asset: Asset, cid: bytes) -> bool:
-        return (asset, cid) in self.settled or (asset, cid) in self.ledger._settled
+        return (asset, cid) in self.settled or self.ledger.is_settled(asset, cid)
 
 
 class SimLedger:
@@ -235,6 +235,28 @@ class SimLedger:
         """Every adjudicator event of channel ``cid``, oldest first."""
         return list(self._events.get(cid, ()))
 
+    def latest_event(self, cid: bytes) -> AdjudicatorEvent | None:
+        """The most recent adjudicator event of channel ``cid``, if any."""
+        past = self._events.get(cid)
+        return past[-1] if past else None
+
+    def committed_dispute(self, cid: bytes) -> Dispute | None:
+        """Channel ``cid``'s dispute as committed (no running transaction's changes)."""
+        return self._disputes.get(cid)
+
+    def committed_holding(self, key: HoldingKey) -> int:
+        """A funding ID's holding as committed."""
+        return self._holdings.get(key, 0)
+
+    def committed_balance(self, who: Address, asset: Asset) -> int:
+        """An account's balance as committed."""
+        return self._balances.get((who, asset), 0)
+
+    def drop_stream(self, hub: SimChannelEvents) -> None:
+        """Stop feeding a many-channel stream (called by it when it closes)."""
+        if hub in self._hubs:
+            self._hubs.remove(hub)
+
     def tx_count(self, operation: str | None = None) -> int:
         """How many transactions succeeded (of one ``operation``, e.g. ``"deposit"``)."""
         if operation is None:
@@ -277,10 +299,10 @@ class SimLedger:
         for ev in tx.events:
             self._events.setdefault(ev.channel_id, []).append(ev)
             for sub in tuple(self._subs.get(ev.channel_id, ())):
-                sub._push(ev)
+                sub.push(ev)
             for hub in self._hubs:
-                if ev.channel_id in hub._cids:
-                    hub._push(ev.channel_id, ev)
+                if hub.follows(ev.channel_id):
+                    hub.push(ev.channel_id, ev)
 
     async def deposit(self, sender: Address, asset: Asset, fid: bytes, amount: int) -> None:
         """Move ``amount`` of ``asset`` from ``sender``'s account into funding ID ``fid``.
@@ -652,7 +674,7 @@ class SimLedger:
         sub = SimEventSubscription(self, cid)
         past = self._events.get(cid)
         if past:
-            sub._push(past[-1])
+            sub.push(past[-1])
         self._subs.setdefault(cid, set()).add(sub)
         return sub
 
@@ -662,7 +684,8 @@ class SimLedger:
         self._hubs.append(hub)
         return hub
 
-    def _unsubscribe(self, sub: SimEventSubscription) -> None:
+    def unsubscribe(self, sub: SimEventSubscription) -> None:
+        """Stop delivering to ``sub`` (called by the subscription when it closes)."""
         subs = self._subs.get(sub.channel_id)
         if subs is not None:
             subs.discard(sub)
@@ -724,7 +747,8 @@ class SimEventSubscription(EventSubscription):
         self._queue: asyncio.Queue[AdjudicatorEvent | None] = asyncio.Queue()
         self._closed = False
 
-    def _push(self, ev: AdjudicatorEvent) -> None:
+    def push(self, ev: AdjudicatorEvent) -> None:
+        """Queue an event for :meth:`next` (called by the ledger)."""
         if not self._closed:
             self._queue.put_nowait(ev)
 
@@ -743,7 +767,7 @@ class SimEventSubscription(EventSubscription):
         if self._closed:
             return
         self._closed = True
-        self._ledger._unsubscribe(self)
+        self._ledger.unsubscribe(self)
         self._queue.put_nowait(None)
 
 
@@ -765,9 +789,13 @@ class SimChannelEvents(QueuedChannelEvents):
         if self._closed or cid in self._cids:
             return
         self._cids[cid] = None
-        past = self._ledger._events.get(cid)
-        if past:
-            self._push(cid, past[-1])
+        past = self._ledger.latest_event(cid)
+        if past is not None:
+            self.push(cid, past)
+
+    def follows(self, channel_id: bytes) -> bool:
+        """Whether this stream follows ``channel_id``."""
+        return channel_id in self._cids
 
     def remove(self, channel_id: bytes) -> None:
         """Stop following one channel."""
@@ -778,8 +806,7 @@ class SimChannelEvents(QueuedChannelEvents):
         if not self._end():
             return
         self._cids.clear()
-        if self in self._ledger._hubs:
-            self._ledger._hubs.remove(self)
+        self._ledger.drop_stream(self)
 
 
 # --- checks shared by several operations ------------------------------------------------------
