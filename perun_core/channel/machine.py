@@ -99,7 +99,11 @@ class Machine:
         params: the channel's parameters.
         idx: our participant index.
         peers: every participant's wire address, by index.
-        phase, current, staging, version_floor, needs_sync: the record (as restored).
+        phase: the phase (as restored).
+        current: the current, fully signed transaction, if any.
+        staging: the staged transaction, if any.
+        version_floor: the highest burned version.
+        needs_sync: whether a sync round must run before the next update.
         listener: called with ``(old, new)`` after every phase change (synchronously).
     """
 

@@ -19,23 +19,20 @@ signed that could legally be the outcome (her latest fully signed state, or a ne
 signed), a *hang* when it does not finish in time, and *untyped errors* for every exception
 that reached Alice's API or error callback and is not a :class:`~perun_core.errors.PerunError`.
 
-Run it: ``python -m perun_core.testing.campaign --runs 2000 --seed 1`` (sim; ``--backend eth``
-starts anvil). It prints one JSON object.
+Run it from a source tree: ``python tests/adversarial/campaign.py --runs 2000 --seed 1`` (sim;
+``--backend eth`` starts anvil); it prints one JSON object. A backend plugin runs
+:func:`run_campaign` on its own ledger.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import json
-import logging
 import random
 import sys
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -290,7 +287,7 @@ async def hostile_messages(r: _Run) -> None:
             continue  # not constructible in this channel (e.g. a payment from an empty side)
         for env in envs:
             # The bus itself may refuse one (e.g. nobody subscribed for a stranger).
-            with contextlib.suppress(PerunError):
+            with suppress(PerunError):
                 await r.bus.publish(env)
         await asyncio.sleep(0.02)
         if r.ch_a.state != before:
@@ -423,55 +420,3 @@ async def run_campaign(
         if progress and (i + 1) % 50 == 0:
             print(json.dumps({"done": i + 1, **summary.as_dict()}), file=sys.stderr)
     return summary
-
-
-@asynccontextmanager
-async def sim_chain() -> AsyncIterator[tuple[ChainBackend, Any]]:
-    """A sim ledger with a manual clock."""
-    from perun_sim.backend import SimBackend
-
-    b = SimBackend.from_config({"clock": "manual"})
-    try:
-        yield b, b.default_assets()[0]
-    finally:
-        await b.close()
-
-
-@asynccontextmanager
-async def eth_chain() -> AsyncIterator[tuple[ChainBackend, Any]]:
-    """A fresh anvil with our contracts (its token asset: no gas fees touch it)."""
-    from pathlib import Path
-
-    from perun_eth.testing import e2e_chain
-
-    async with e2e_chain(Path(".")) as (b, asset):
-        yield b, asset
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line: run a seeded campaign and print its counts as JSON."""
-    ap = argparse.ArgumentParser(prog="python -m perun_core.testing.campaign")
-    ap.add_argument("--runs", type=int, default=200)
-    ap.add_argument("--seed", type=int, default=1, help="first seed (runs use seed, seed+1, …)")
-    ap.add_argument("--backend", choices=("sim", "eth"), default="sim")
-    ap.add_argument("--progress", action="store_true")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.CRITICAL)
-
-    async def go() -> Summary:
-        chain = sim_chain() if args.backend == "sim" else eth_chain()
-        async with chain as (backend, asset):
-            seeds = list(range(args.seed, args.seed + args.runs))
-            return await run_campaign(backend, asset, seeds, progress=args.progress)
-
-    t0 = time.monotonic()
-    summary = asyncio.run(go())
-    out = {"backend": args.backend, "seconds": round(time.monotonic() - t0, 1)}
-    out.update(summary.as_dict())
-    print(json.dumps(out, indent=2))
-    ok = summary.funds_lost == 0 and summary.hangs == 0 and summary.untyped_errors == 0
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -158,7 +158,7 @@ def test_a_demo_killed_while_paying_is_restored_by_the_next_run(tmp_path: Path) 
                 break
         else:
             raise AssertionError("the first run never opened its channel")
-        time.sleep(0.5)  # in the middle of the payments
+        time.sleep(1.5)  # in the middle of the payments (100,000 of them: never done by then)
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(30) == -signal.SIGKILL
     finally:

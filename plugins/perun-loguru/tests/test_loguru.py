@@ -90,7 +90,7 @@ async def test_a_client_run_logs_with_channel_peer_phase_and_version(
     # loguru points at the framework's log call, not at the logging machinery.
     transition = next(r for r in mine if r["extra"]["logger"] == "perun.channel")
     assert transition["file"].path.endswith(str(Path("perun_core", "client", "channel.py")))
-    assert transition["function"] == "_set_phase"
+    assert transition["function"] == "_phase_changed"
     assert transition["level"].name == "DEBUG"
 
 
