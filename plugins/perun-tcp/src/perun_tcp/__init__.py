@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from perun_tcp.bus import TcpBus, TcpSubscription
 from perun_tcp.endpoint import Endpoint, EndpointError
-from perun_tcp.framing import ConnectionEndedError, frame, read_frame
+from perun_tcp.framing import ConnectionEndedError, FrameTimeoutError, frame, read_frame
 from perun_tcp.handshake import (
     AUTH_DOMAIN,
     CHALLENGE_LEN,
@@ -30,6 +30,7 @@ __all__ = [
     "ConnectionEndedError",
     "Endpoint",
     "EndpointError",
+    "FrameTimeoutError",
     "HandshakeTimeoutError",
     "TcpBus",
     "TcpSubscription",
