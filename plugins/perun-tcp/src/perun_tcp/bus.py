@@ -83,9 +83,10 @@ _COALESCE: Final = 4
 _DRAIN_ABOVE: Final = 1 << 16
 """Buffered bytes from which ``publish`` awaits the transport's drain (asyncio's default
 high-water mark, where ``drain()`` would start to wait anyway)."""
-_HANDSHAKE_READ_LIMIT: Final = 2 * (HEADER_LEN + HANDSHAKE_MAX_FRAME)
-"""Buffer limit of an accepted connection's reader: an unauthenticated peer cannot make us
-buffer much more than its largest allowed frame (the reader pauses the socket beyond it)."""
+_HANDSHAKE_READ_LIMIT: Final = HEADER_LEN + HANDSHAKE_MAX_FRAME
+"""Buffer limit of an accepted connection's reader: it pauses the socket while more than
+twice this waits unread, so an unauthenticated peer cannot make us buffer more (asyncio's
+default would be 128 KiB)."""
 
 DEFAULT_MAX_CONNECTIONS: Final = 512
 DEFAULT_MAX_UNAUTHENTICATED: Final = 64
