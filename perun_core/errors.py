@@ -17,6 +17,7 @@ Family tree (leaves in brackets)::
     ├── ProtocolError [MalformedMessageError, FrameTooLargeError, MisroutedMessageError, ...]
     ├── FundingTimeoutError, ChannelFundingError
     ├── ChainError
+    ├── ConfigError [ChainConfigError]
     ├── PeerRejectedError [UpdateConflictError]
     ├── RequestTimedOutError
     ├── PersistenceError [StoreLockedError, StoreCorruptError, StoreClosedError]
@@ -404,6 +405,17 @@ class ChainError(PerunError):
 
 class MissingSubStatesError(ChainError):
     """Conclusion needs the states of every locked sub-channel."""
+
+
+class ConfigError(PerunError, ValueError):
+    """A configuration that cannot work: a key missing or malformed, or one that contradicts
+    what it configures."""
+
+
+class ChainConfigError(ConfigError):
+    """A chain backend's configuration contradicts the chain it names (another chain ID,
+    contracts missing or not behaving as configured, other tokens). Raised when the backend
+    is built, before any funds can move."""
 
 
 # --- peers and requests -------------------------------------------------------------------

@@ -35,14 +35,16 @@ from perun_sim.ledger import (
     WithdrawalAuth,
 )
 from perun_sim.remote import RemoteLedger, RemoteTimeout
-from perun_sim.rpc import LedgerConnectionError, LedgerURLError
+from perun_sim.rpc import ClockRangeError, LedgerAuthError, LedgerConnectionError, LedgerURLError
 from perun_sim.wallet import SimAccount, SimWallet
 
 __all__ = [
     "PAYMENT_APP_ID",
+    "ClockRangeError",
     "Dispute",
     "DisputePhase",
     "LedgerAPI",
+    "LedgerAuthError",
     "LedgerConnectionError",
     "LedgerURLError",
     "LocalLedger",

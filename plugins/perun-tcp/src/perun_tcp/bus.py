@@ -2,7 +2,7 @@
 
 One bus serves one wire identity (an :class:`~perun_core.interfaces.Account`). It listens on
 any number of endpoints, dials peers from its address book on the first publish, and keeps
-one authenticated connection per peer pair (PROTOCOL.md §6.3-§6.4).
+one authenticated connection per peer pair.
 
 Ordering across connection changes. When a peer pair ends up with two connections, the
 bus keeps the preferred one and *retires* the other: it sends ``Shutdown`` on it and stops

@@ -1,4 +1,4 @@
-"""The authentication handshake of PROTOCOL.md §6.3.
+"""The authentication handshake of a TCP connection.
 
 Three frames, each a bare codec message (``perun_core.wire.codec.encode``), not an envelope::
 
@@ -66,7 +66,7 @@ class HandshakeTimeoutError(AuthenticationError, TimeoutError):
 def transcript(
     role: Role, dialer: Address, listener: Address, challenge_d: bytes, challenge_l: bytes
 ) -> bytes:
-    """The bytes a side signs to prove control of its address (PROTOCOL.md §6.3).
+    """The bytes a side signs to prove control of its address (see the module docs).
 
     ``"perun-py/auth/v1" ‖ role ‖ u16be(len(dialer)) ‖ dialer ‖ u16be(len(listener)) ‖
     listener ‖ challenge_d ‖ challenge_l``; ``role`` is the ASCII ``"dialer"`` or
