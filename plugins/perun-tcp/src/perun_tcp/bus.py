@@ -746,10 +746,12 @@ class TcpBus(Bus):
         if len(self._all) + len(self._handshakes) >= self.max_connections:
             if not self._displace_oldest():
                 self.refused += 1
-                log.warning(
-                    "refused a connection: %d authenticated connections are open (the limit)",
-                    len(self._all),
-                )
+                if _first_or_power_of_two(self.refused):  # a flood logs a few lines, not one each
+                    log.warning(
+                        "refused a connection (%d so far): %d connections are open (the limit)",
+                        self.refused,
+                        len(self._all),
+                    )
                 sock.close()
                 return
         elif len(self._handshakes) >= self.max_unauthenticated:
@@ -973,6 +975,10 @@ class TcpBus(Bus):
                 conn.send_control(Ping(time.time_ns()))
             wake = min(conn.last_tx + iv, conn.last_rx + 3 * iv)
             await asyncio.sleep(max(wake - loop.time(), iv / 100))
+
+
+def _first_or_power_of_two(n: int) -> bool:
+    return n & (n - 1) == 0
 
 
 def _prefer(new: _Connection, old: _Connection, *, race_window: float) -> bool:

@@ -141,11 +141,17 @@ class Listener:
 
     def _out_of_descriptors(self, sock: socket.socket, err: OSError) -> None:
         self.exhausted += 1
+        # Under a flood this happens for every dialer: log a few lines, not one each.
+        say = log.warning if self.exhausted & (self.exhausted - 1) == 0 else log.debug
         if self._free_one():
             # The freed descriptor is released when its transport is torn down, early in the
             # next loop iteration; the waiting connection keeps the socket readable, so the
             # selector calls us again right after.
-            log.warning("out of file descriptors (%s); dropped an unauthenticated connection", err)
+            say(
+                "out of file descriptors (%s, %d times); dropped an unauthenticated connection",
+                err,
+                self.exhausted,
+            )
             return
         if self._reserve is not None:
             # Nothing to drop: refuse the waiting dialer at once rather than leave it (and
@@ -156,7 +162,7 @@ class Listener:
                 conn, _ = sock.accept()
                 conn.close()
             self._reserve = _open_reserve()
-            log.warning("out of file descriptors (%s); refused a connection", err)
+            say("out of file descriptors (%s, %d times); refused a connection", err, self.exhausted)
             return
         # Not even that: pause this socket briefly instead of spinning on it.
         log.warning("out of file descriptors (%s); not accepting for %g s", err, _RETRY)
