@@ -18,6 +18,7 @@ Family tree (leaves in brackets)::
     ├── FundingTimeoutError, ChannelFundingError
     ├── ChainError [ChainConnectionError, StaleStateError, RefutationClosedError,
     │               TimeoutNotElapsedError, AlreadyConcludedError, StateMismatchError, ...]
+    ├── ConfigError [ChainConfigError]
     ├── PeerRejectedError [UpdateConflictError]
     ├── RequestTimedOutError
     ├── PersistenceError [StoreLockedError, StoreCorruptError, StoreClosedError]
@@ -558,6 +559,17 @@ class InvalidLedgerInputError(ChainError):
 class MissingSubStatesError(ChainError):
     """Conclusion needs the states of every locked sub-channel (Ethereum: "subChannels: too
     short", "subStates: too short")."""
+
+
+class ConfigError(PerunError, ValueError):
+    """A configuration that cannot work: a key missing or malformed, or one that contradicts
+    what it configures."""
+
+
+class ChainConfigError(ConfigError):
+    """A chain backend's configuration contradicts the chain it names (another chain ID,
+    contracts missing or not behaving as configured, other tokens). Raised when the backend
+    is built, before any funds can move."""
 
 
 # --- peers and requests -------------------------------------------------------------------

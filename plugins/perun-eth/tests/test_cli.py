@@ -311,7 +311,9 @@ def test_validate_fails_for_a_broken_record(
         1,
         f"FAIL: the asset holder {record['asset_holder_erc20']} keeps token {record['token']}",
     )
-    check("chain.json", {"chain_id": 5}, 1, "FAIL: the deployment is for chain 5, the node serves")
+    check(
+        "chain.json", {"chain_id": 5}, 1, "FAIL: configured for chain 5, but the node serves chain"
+    )
     check(
         "app.json",
         {"payment_app": eoa_lower},

@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 from coincurve import PrivateKey
 from perun_eth.backend import EthBackend
+from perun_eth.chain import EthChain
 from perun_eth.encoding import eip191_digest, keccak256, recover_digest
 from perun_eth.errors import KeystoreError
+from perun_eth.node import EthNode
 from perun_eth.wallet import EthAccount, EthWallet
 
 from perun_core.channel.types import Address
@@ -37,10 +39,10 @@ def save_fast(w: EthWallet, address: Address, path: Path | str, password: str) -
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[EthBackend]:
-    """A backend for its signature checks only (chain_id given: no node is contacted)."""
-    yield EthBackend.from_config(
-        {"rpc": "http://127.0.0.1:9", "adjudicator": "0x" + "11" * 20, "chain_id": 31337}
-    )
+    """A backend for its signature checks only, built by hand: no node is contacted
+    (``from_config`` would check the configuration against the node first)."""
+    node = EthNode("http://127.0.0.1:9")
+    yield EthBackend(EthChain(node, bytes.fromhex("11" * 20), chain_id=31337))
 
 
 # --- keys --------------------------------------------------------------------------------------

@@ -92,6 +92,8 @@ async def _script(api: LedgerAPI, chan: Chan, eth: Asset, types: bool = False) -
     """A dispute with every kind of refusal on the way; returns each step's outcome (its
     reason, or with ``types`` its error type)."""
     alice, bob = chan.accounts
+    for acc in chan.accounts:
+        api.add_account(acc)  # a served ledger: deposits and withdrawals need the keys
     fid_a = chan.backend.funding_id(chan.id, alice.address)
     fid_b = chan.backend.funding_id(chan.id, bob.address)
     v1, v2, v3 = chan.state(1, [[6, 4]]), chan.state(2, [[5, 5]]), chan.state(3, [[2, 8]])

@@ -57,3 +57,35 @@ def test_a_header_split_across_chunks_is_still_checked() -> None:
 def test_a_zero_length_frame_is_malformed() -> None:
     with pytest.raises(MalformedMessageError, match="empty frame"):
         FrameSplitter(max_size=10).feed(frame(b"x") + b"\x00\x00\x00\x00")
+
+
+@given(
+    st.lists(st.binary(min_size=1, max_size=300), max_size=20),
+    st.lists(st.integers(1, 64), min_size=1, max_size=50),
+    st.integers(1, 100),
+)
+def test_large_frames_collected_on_their_own_come_out_the_same(
+    payloads: list[bytes], cuts: list[int], spill_above: int
+) -> None:
+    stream = b"".join(frame(p) for p in payloads)
+    splitter = FrameSplitter(max_size=300, spill_above=spill_above)
+    out: list[bytes] = []
+    pos, i = 0, 0
+    while pos < len(stream):
+        n = cuts[i % len(cuts)]
+        out += splitter.feed(stream[pos : pos + n])
+        pos, i = min(pos + n, len(stream)), i + 1
+        done = sum(len(frame(p)) for p in out)
+        assert splitter.buffered == pos - done  # exactly the partial frame is held
+    assert out == payloads
+    assert splitter.empty
+
+
+def test_clear_drops_a_partial_frame_of_either_kind() -> None:
+    for spill_above in (10, 1000):
+        splitter = FrameSplitter(max_size=100, spill_above=spill_above)
+        assert splitter.feed(frame(b"x" * 50)[:20]) == []
+        assert splitter.buffered == 20 and not splitter.empty
+        splitter.clear()
+        assert splitter.buffered == 0 and splitter.empty
+        assert splitter.feed(frame(b"y")) == [b"y"]

@@ -20,6 +20,7 @@ from perun_eth import bindings as b
 from perun_eth import encoding
 from perun_eth.adjudicator import DEFAULT_SECONDARY_GRACE, EthAdjudicator
 from perun_eth.chain import ERC20, ETH, EthChain, HolderInfo, checksum, parse_hex_address
+from perun_eth.config_check import RpcReader, check_chain, run_blocking
 from perun_eth.deploy import DeploymentRecord
 from perun_eth.errors import EthConfigError, NodeConnectionError, UnsupportedParamsError
 from perun_eth.funder import EthFunder
@@ -122,7 +123,9 @@ class EthBackend(ChainBackend):
             ``assets``: asset holders, each an address (kind detected through ``token()``)
             or ``{"holder": ..., "token": ...}``; the first is the default asset.
             ``payment_app``: the payment app's address (enables payment-app channels).
-            ``chain_id``: the chain ID (asked from the node when omitted).
+            ``chain_id``: the chain ID (the node must serve it; asked from the node when
+            omitted). Assets given as ``{"holder": ..., "token": ..., "decimals": n}`` also
+            check the token's ``decimals()``.
             ``from_block``: the first block to scan for events (the deployment block).
             ``keys``: private keys (hex) to put in the wallet; ``seeds``: strings whose
             keccak256 is a key; ``keystores``: ``[{"path": ..., "password": ...}]``.
@@ -131,10 +134,17 @@ class EthBackend(ChainBackend):
             transaction options (:class:`~perun_eth.node.TxOptions`).
             ``secondary_grace``: seconds; ``receiver``: where withdrawals go;
             ``faucet_account``: an unlocked dev-node account holding test tokens.
+            ``strict``: the contracts must be our artifacts (not just behave as them).
+
+        Before it returns, the configuration is checked against the node
+        (:mod:`perun_eth.config_check`: the chain ID, the contracts and how they are wired,
+        the tokens), so a backend that exists can never deposit on the wrong terms.
 
         Raises:
             EthConfigError: a key is missing or malformed.
-            NodeConnectionError: ``chain_id`` is omitted and the node cannot be reached.
+            EthChainConfigError: the configuration contradicts the chain (a
+                :class:`~perun_core.errors.ChainConfigError`).
+            NodeConnectionError: the node cannot be reached.
             DeploymentError: the deployment file cannot be read.
         """
         cfg: dict[str, Any] = {}
@@ -150,6 +160,12 @@ class EthBackend(ChainBackend):
             opts = TxOptions(**{k: t(cfg[k]) for k, t in _TX_OPTION_KEYS.items() if k in cfg})
             adjudicator = parse_hex_address(str(cfg["adjudicator"]), "adjudicator")
             holders = [_holder(entry) for entry in cfg.get("assets", ())]
+            decimals = {
+                h.token: int(entry["decimals"])
+                for h, entry in zip(holders, cfg.get("assets", ()), strict=True)
+                if isinstance(entry, Mapping) and entry.get("decimals") is not None and h.token
+            }
+            chain_id_cfg = int(cfg["chain_id"]) if "chain_id" in cfg else None
             payment = cfg.get("payment_app")
             payment_app = parse_hex_address(str(payment), "payment_app") if payment else None
             receiver = (
@@ -159,7 +175,18 @@ class EthBackend(ChainBackend):
             )
         except (TypeError, ValueError) as e:
             raise EthConfigError(f"eth config: {e}") from e
-        chain_id = int(cfg["chain_id"]) if "chain_id" in cfg else fetch_chain_id(rpc)
+        reader = RpcReader(rpc, timeout=min(opts.rpc_timeout, 10.0))
+        chain_id, holders = run_blocking(
+            lambda: check_chain(
+                reader,
+                chain_id=chain_id_cfg,
+                adjudicator=adjudicator,
+                holders=holders,
+                decimals=decimals,
+                apps={"payment app": payment_app},
+                strict=bool(cfg.get("strict", False)),
+            )
+        )
         node = EthNode(rpc, opts)
         chain = EthChain(
             node,
@@ -202,6 +229,22 @@ class EthBackend(ChainBackend):
         if self._peer_config is None:
             raise NotSupportedError("this eth backend was not built from a configuration")
         return dict(self._peer_config)
+
+    async def verify(self, *, strict: bool = False) -> None:
+        """Check the chain this backend drives against the node, as :meth:`from_config` does
+        (for a backend built directly from an :class:`EthChain`).
+
+        Raises:
+            EthChainConfigError: the chain ID, the contracts or the tokens do not fit.
+        """
+        await check_chain(
+            self.node,
+            chain_id=self.chain.chain_id,
+            adjudicator=self.chain.adjudicator,
+            holders=self.chain.holders,
+            apps={"payment app": self._payment_app},
+            strict=strict,
+        )
 
     @classmethod
     def demo_ledger(

@@ -11,7 +11,8 @@ Registered as the ``eth`` command of ``perun`` through the ``perun_register_comm
 or a prompt), or, on anvil only, a fresh throw-away key funded with ``anvil_setBalance``
 (``--dev``). It prints each contract's address, transaction and gas, and the backend
 configuration to use; ``--out`` writes the deployment record that the backend's
-``deployment`` key reads. ``validate`` runs the checks of ETHEREUM.md §7.5.
+``deployment`` key reads. ``validate`` runs the backend's configuration checks on a
+deployment record.
 
 Exit status: 0 success (``validate``: OK), 1 ``validate`` found the deployment unusable
 (FAIL), 2 an error (bad argument, unreachable node, wrong password, reverted deployment),
@@ -83,7 +84,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     v = sub.add_parser(
         "validate",
-        help="check that a deployment behaves as the Perun contracts (ETHEREUM.md §7.5)",
+        help="check that a deployment behaves as the Perun contracts",
         description="Check a deployment record against the node: code present, channelID and "
         "hashState encode as ours, holders wired to the adjudicator and the token.",
     )
@@ -285,35 +286,38 @@ def _load_account(args: argparse.Namespace) -> EthAccount:
 
 
 async def validate_command(args: argparse.Namespace) -> int:
-    """``perun eth validate``: print OK (exit 0) or FAIL with the reason (exit 1)."""
-    from perun_eth.chain import checksum, parse_hex_address
-    from perun_eth.deploy import DeploymentRecord, validate
+    """``perun eth validate``: print OK (exit 0) or FAIL with the reason (exit 1).
+
+    The checks are the backend's configuration check (:func:`perun_eth.config_check.
+    check_chain`), applied to the deployment record.
+    """
+    from perun_eth.chain import ERC20, ETH, HolderInfo, checksum, parse_hex_address
+    from perun_eth.config_check import check_chain
+    from perun_eth.deploy import DeploymentRecord
     from perun_eth.node import EthNode
 
     record = DeploymentRecord.load(args.deployment)
 
-    def address(text: str, what: str) -> str:
-        # Checksummed: web3 refuses other spellings, and a record may be edited by hand.
+    def address(text: str, what: str) -> bytes:
         try:
-            return checksum(parse_hex_address(str(text), what))
+            return parse_hex_address(str(text), what)
         except ValueError as e:
             raise DeploymentError(f"{args.deployment}: {e}", operation="validate") from e
 
-    def optional(text: str | None, what: str) -> str | None:
+    def optional(text: str | None, what: str) -> bytes | None:
         return None if text is None else address(text, what)
 
     adjudicator = address(record.adjudicator, "adjudicator")
-    holders: list[tuple[str, str | None]] = [
-        (address(record.asset_holder_eth, "asset_holder_eth"), None)
-    ]
+    holders = [HolderInfo(address(record.asset_holder_eth, "asset_holder_eth"), ETH)]
     if record.asset_holder_erc20 is not None:
         if record.token is None:
             raise DeploymentError(
                 f"{args.deployment} names an ERC-20 holder but no token", operation="validate"
             )
         holders.append(
-            (
+            HolderInfo(
                 address(record.asset_holder_erc20, "asset_holder_erc20"),
+                ERC20,
                 address(record.token, "token"),
             )
         )
@@ -324,28 +328,23 @@ async def validate_command(args: argparse.Namespace) -> int:
     url = await _reachable(args.rpc)
     node = EthNode(url)
     try:
-        chain_id = await node.chain_id()
         try:
-            if chain_id != record.chain_id:
-                raise DeploymentError(
-                    f"the deployment is for chain {record.chain_id}, the node serves chain "
-                    f"{chain_id}",
-                    operation="validate",
-                )
-            await validate(node, adjudicator, holders, strict=args.strict)
-            for what, app in apps.items():
-                if app and not await node.code(app):
-                    raise DeploymentError(
-                        f"no contract code at the {what} {app}", operation="validate"
-                    )
+            chain_id, _ = await check_chain(
+                node,
+                chain_id=record.chain_id,
+                adjudicator=adjudicator,
+                holders=holders,
+                apps=apps,
+                strict=args.strict,
+            )
         except DeploymentError as e:
             print(f"FAIL: {e.reason}", file=sys.stderr)
             return 1
     finally:
         await node.close()
-    mode = "strict: our bytecode; " if args.strict else ""
+    mode = " (strict: our bytecode)" if args.strict else ""
     print(
-        f"OK: adjudicator {adjudicator} and {len(holders)} asset holder(s) on chain "
-        f"{chain_id} behave as the Perun contracts ({mode}ETHEREUM.md §7.5)"
+        f"OK: adjudicator {checksum(adjudicator)} and {len(holders)} asset holder(s) on chain "
+        f"{chain_id} behave as the Perun contracts{mode}"
     )
     return 0

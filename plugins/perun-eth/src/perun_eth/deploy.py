@@ -5,7 +5,7 @@
 confirmations) and returns a :class:`DeploymentRecord`, which is also the JSON file
 ``perun eth deploy --out`` writes and the backend's ``deployment`` configuration key reads.
 :func:`validate` checks a deployment by behaviour, not bytecode, so foreign deployments of
-ABI-compatible contracts pass.
+ABI-compatible contracts pass (:mod:`perun_eth.config_check` holds the checks).
 """
 
 from __future__ import annotations
@@ -19,15 +19,9 @@ from typing import Any
 
 from eth_abi.abi import encode as abi_encode
 
-from perun_core.channel.allocation import Allocation
-from perun_core.channel.params import Params
-from perun_core.channel.state import State
-from perun_core.channel.types import Address, Asset
-from perun_eth import bindings as b
-from perun_eth.chain import checksum, parse_hex_address
+from perun_eth.chain import parse_hex_address
 from perun_eth.contracts import load_artifact
-from perun_eth.encoding import channel_id, hash_state
-from perun_eth.errors import ContractRevertError, DeploymentError
+from perun_eth.errors import DeploymentError
 from perun_eth.node import EthNode, Receipt
 from perun_eth.wallet import EthAccount
 
@@ -169,22 +163,6 @@ async def deploy(
     )
 
 
-def _probe() -> tuple[Params, State]:
-    a, c = Address(bytes.fromhex("aa" * 20)), Address(bytes.fromhex("cc" * 20))
-    params = Params(
-        challenge_duration=60, participants=(a, c), nonce=0xC0FFEE, app=None, backend="eth"
-    )
-    cid = channel_id(params)
-    state = State(
-        channel_id=cid,
-        version=3,
-        allocation=Allocation((Asset(1, bytes(19) + b"\x01"),), ((5, 7),)),
-        data=b"",
-        is_final=True,
-    )
-    return params, state
-
-
 async def validate(
     node: EthNode,
     adjudicator: str,
@@ -192,7 +170,9 @@ async def validate(
     *,
     strict: bool = False,
 ) -> None:
-    """Check that the contracts at the given addresses behave as the Perun contracts.
+    """Check that the contracts at the given addresses behave as the Perun contracts
+    (:func:`perun_eth.config_check.check_contracts`, which the backend's configuration
+    check and ``perun eth validate`` use too).
 
     Args:
         node: the chain's node.
@@ -201,77 +181,10 @@ async def validate(
         strict: also require the runtime bytecode of our artifacts.
 
     Raises:
-        DeploymentError: what is wrong, naming the contract.
+        DeploymentError: what is wrong, naming the contract (an
+            :class:`~perun_eth.config_check.EthChainConfigError`).
         ValueError: an address is not 20 bytes of hex.
     """
+    from perun_eth.config_check import check_contracts
 
-    adjudicator = checksum(parse_hex_address(adjudicator, "adjudicator"))
-    holders = [
-        (
-            checksum(parse_hex_address(h, "asset holder")),
-            None if t is None else checksum(parse_hex_address(t, "token")),
-        )
-        for h, t in holders
-    ]
-
-    async def present(address: str, what: str) -> bytes:
-        code = await node.code(address)
-        if not code:
-            raise DeploymentError(f"no contract code at the {what} {address}", operation="validate")
-        return code
-
-    code = await present(adjudicator, "adjudicator")
-    params, state = _probe()
-    try:
-        cid = await node.call(adjudicator, b.channel_id_data(params), operation="channelID")
-        sh = await node.call(adjudicator, b.hash_state_data(state), operation="hashState")
-    except ContractRevertError as e:
-        raise DeploymentError(
-            f"{adjudicator} is not a Perun adjudicator ({e.reason})", operation="validate"
-        ) from e
-    if cid != channel_id(params) or sh != hash_state(state):
-        raise DeploymentError(
-            f"the adjudicator at {adjudicator} encodes params or states differently",
-            operation="validate",
-        )
-    if strict and not _same_runtime(code, "Adjudicator"):
-        raise DeploymentError(
-            f"the adjudicator at {adjudicator} is not our artifact (strict mode)",
-            operation="validate",
-        )
-    adj_raw = parse_hex_address(adjudicator)
-    for holder, token in holders:
-        hcode = await present(holder, "asset holder")
-        try:
-            their_adj = b.decode_address(await node.call(holder, b.ADJUDICATOR, operation="adj"))
-        except ContractRevertError as e:
-            raise DeploymentError(
-                f"{holder} is not a Perun asset holder ({e.reason})", operation="validate"
-            ) from e
-        if their_adj != adj_raw:
-            raise DeploymentError(
-                f"the asset holder {holder} belongs to adjudicator {checksum(their_adj)}, "
-                f"not {adjudicator}",
-                operation="validate",
-            )
-        if token is not None:
-            their_token = b.decode_address(await node.call(holder, b.TOKEN, operation="token"))
-            if their_token != parse_hex_address(token):
-                raise DeploymentError(
-                    f"the asset holder {holder} keeps token {checksum(their_token)}, not {token}",
-                    operation="validate",
-                )
-        name = "AssetHolderETH" if token is None else "AssetHolderERC20"
-        if strict and not _same_runtime(hcode, name):
-            raise DeploymentError(
-                f"the asset holder {holder} is not our {name} artifact (strict mode)",
-                operation="validate",
-            )
-
-
-def _same_runtime(code: bytes, name: str) -> bool:
-    """Runtime code equality with the artifact, ignoring immutable placeholders (zeros)."""
-    ref = load_artifact(name).deployed_bytecode
-    if len(ref) != len(code):
-        return False
-    return all(r == c or r == 0 for r, c in zip(ref, code, strict=True))
+    await check_contracts(node, adjudicator, holders, strict=strict)

@@ -42,16 +42,23 @@ if TYPE_CHECKING:
         WithdrawalAuth,
     )
     from perun_sim.remote import RemoteLedger, RemoteTimeout
-    from perun_sim.rpc import LedgerConnectionError, LedgerURLError
+    from perun_sim.rpc import (
+        ClockRangeError,
+        LedgerAuthError,
+        LedgerConnectionError,
+        LedgerURLError,
+    )
     from perun_sim.wallet import SimAccount, SimWallet
 else:
     # Loading the plugin imports this package: its modules are imported on first use.
     __getattr__ = lazy_exports(
         __name__,
         {
+            "ClockRangeError": "perun_sim.rpc",
             "Dispute": "perun_sim.ledger",
             "DisputePhase": "perun_sim.ledger",
             "LedgerAPI": "perun_sim.api",
+            "LedgerAuthError": "perun_sim.rpc",
             "LedgerConnectionError": "perun_sim.rpc",
             "LedgerURLError": "perun_sim.rpc",
             "LocalLedger": "perun_sim.api",
@@ -74,9 +81,11 @@ else:
 
 __all__ = [
     "PAYMENT_APP_ID",
+    "ClockRangeError",
     "Dispute",
     "DisputePhase",
     "LedgerAPI",
+    "LedgerAuthError",
     "LedgerConnectionError",
     "LedgerURLError",
     "LocalLedger",

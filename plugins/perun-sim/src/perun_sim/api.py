@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from perun_core.channel.params import Params
 from perun_core.channel.state import SignedState, State
 from perun_core.channel.types import Address, Asset
-from perun_core.interfaces import EventSubscription, Timeout
+from perun_core.interfaces import Account, EventSubscription, Timeout
 from perun_sim.ledger import Dispute, HoldingKey, SimLedger, WithdrawalAuth
 
 
@@ -139,6 +139,14 @@ class LedgerAPI(ABC):
 
         Returns:
             Whether a holding differs (``False``: the deadline came first).
+        """
+
+    def add_account(self, account: Account) -> None:  # noqa: B027 - optional hook
+        """Let this API move ``account``'s funds (deposit from it, withdraw its holdings).
+
+        A served ledger requires the connection to prove control of the account (see
+        :meth:`RemoteLedger.add_account <perun_sim.remote.RemoteLedger.add_account>`); a
+        local ledger needs nothing.
         """
 
     async def connect(self) -> None:  # noqa: B027 - optional hook

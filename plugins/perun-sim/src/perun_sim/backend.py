@@ -178,6 +178,7 @@ class SimBackend(ChainBackend):
 
     def adjudicator(self, account: Account) -> SimAdjudicator:
         """An adjudicator acting (and withdrawing) as ``account``."""
+        self.api.add_account(account)  # a served ledger: withdrawals of its holdings need its key
         return SimAdjudicator(self.api, account, secondary_grace=self.secondary_grace)
 
     # --- cryptography and encodings -----------------------------------------------------------

@@ -27,6 +27,7 @@ class SimFunder(Funder):
     def __init__(self, ledger: SimLedger | LedgerAPI, account: Account) -> None:
         self.ledger: LedgerAPI = LocalLedger(ledger) if isinstance(ledger, SimLedger) else ledger
         self.account = account
+        self.ledger.add_account(account)  # a served ledger: deposits from it need its key
 
     async def fund(self, request: FundingRequest) -> None:
         """Deposit our share of each asset and wait until every participant has funded.

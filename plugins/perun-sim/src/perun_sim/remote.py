@@ -8,6 +8,12 @@ it. :class:`RemoteLedger` implements :class:`~perun_sim.api.LedgerAPI`, so
     backend = SimBackend.from_config({"url": "tcp://127.0.0.1:7545"})
     await backend.connect()          # optional: the first call connects anyway
 
+Moving an account's funds (``deposit`` from it, ``withdraw`` of its holdings) needs the
+account's key: the server serves those requests only on a connection that proved control of
+the account. :meth:`RemoteLedger.add_account` hands the client the account (its key stays in
+this process); the client then logs in as it, on every connection, before the first such
+request. ``SimBackend.funder(account)`` and ``SimBackend.adjudicator(account)`` do this.
+
 Events are pushed by the server (no polling); a subscription's first event is the most
 recent past one, as on a local ledger. Event timeouts are :class:`RemoteTimeout`: they ask
 the server's clock, so a manual clock moved by any client wakes every waiter.
@@ -29,6 +35,7 @@ from perun_core.channel.state import SignedState, State
 from perun_core.channel.types import Address, Asset
 from perun_core.errors import FrameTooLargeError, MalformedMessageError
 from perun_core.interfaces import (
+    Account,
     AdjudicatorEvent,
     ConcludedEvent,
     EventSubscription,
@@ -160,6 +167,9 @@ class RemoteLedger(LedgerAPI):
         self._pending: dict[int, tuple[asyncio.Future[msgspec.Raw], str]] = {}
         self._subs: dict[int, RemoteEventSubscription] = {}
         self._closed = False
+        self._accounts: dict[Address, Account] = {}
+        self._challenge = b""  # the current connection's, from hello
+        self._logged_in: set[Address] = set()  # on the current connection
 
     @property
     def ledger_id(self) -> int:
@@ -175,6 +185,14 @@ class RemoteLedger(LedgerAPI):
     def connected(self) -> bool:
         """Whether a connection is up."""
         return self._writer is not None and not self._writer.is_closing()
+
+    def add_account(self, account: Account) -> None:
+        """Let this client move ``account``'s funds (deposit from it, withdraw its holdings).
+
+        The key stays here: before the first such request on each connection, the client
+        signs the connection's challenge with it (``login``).
+        """
+        self._accounts[account.address] = account
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -217,7 +235,7 @@ class RemoteLedger(LedgerAPI):
                     f"the sim ledger at {self.url} refused the connection: {e}",
                     operation="connect",
                 ) from None
-            server_id = rpc.unbig(hello[1]) if len(hello) == 4 else None
+            server_id = rpc.unbig(hello[1]) if len(hello) == 5 else None
             if server_id != self._ledger_id:
                 await self._drop("wrong ledger")
                 raise rpc.LedgerConnectionError(
@@ -226,6 +244,8 @@ class RemoteLedger(LedgerAPI):
                     operation="connect",
                 )
             self.server_manual_clock = bool(hello[2])
+            self._challenge = bytes(hello[4]) if len(hello) >= 5 else b""
+            self._logged_in = set()
 
     async def _open(self) -> None:
         if self._kind == "unix":
@@ -247,6 +267,7 @@ class RemoteLedger(LedgerAPI):
 
     async def _drop(self, why: str) -> None:
         writer, self._writer, self._reader = self._writer, None, None
+        self._logged_in = set()
         self._fail_all(why)
         if writer is not None:
             writer.close()
@@ -282,6 +303,7 @@ class RemoteLedger(LedgerAPI):
             why = f"connection broken: {e}"
         if self._reader is reader:
             writer, self._writer, self._reader = self._writer, None, None
+            self._logged_in = set()
             if writer is not None:
                 writer.close()
             self._fail_all(why)
@@ -293,6 +315,8 @@ class RemoteLedger(LedgerAPI):
             ident = msgspec.msgpack.decode(parts[1], type=int) if kind != -1 else 0
         except msgspec.MsgspecError as e:
             raise MalformedMessageError(f"undecodable frame: {e}") from None
+        except RecursionError:
+            raise MalformedMessageError("undecodable frame: nested too deeply") from None
         if kind == rpc.EVENT:
             sub = self._subs.get(ident)
             if sub is not None:
@@ -311,14 +335,14 @@ class RemoteLedger(LedgerAPI):
         else:
             try:
                 err = msgspec.msgpack.decode(parts[2], type=rpc.WError)
-            except msgspec.MsgspecError as e:
+            except (msgspec.MsgspecError, RecursionError) as e:
                 raise MalformedMessageError(f"undecodable error answer: {e}") from None
             fut.set_exception(rpc.error(err))
 
     def _event(self, raw: msgspec.Raw) -> AdjudicatorEvent:
         try:
             w = msgspec.msgpack.decode(raw, type=rpc.WEvent)
-        except msgspec.MsgspecError as e:
+        except (msgspec.MsgspecError, RecursionError) as e:
             raise MalformedMessageError(f"undecodable event: {e}") from None
         timeout = RemoteTimeout(self, rpc.unbig(w.deadline))
         version = rpc.unbig(w.version)
@@ -363,13 +387,27 @@ class RemoteLedger(LedgerAPI):
             ) from None
         try:
             return msgspec.msgpack.decode(raw, type=result_type)
-        except msgspec.MsgspecError as e:
+        except (msgspec.MsgspecError, RecursionError) as e:
             raise MalformedMessageError(f"bad answer to {method}: {e}") from None
 
     async def call(self, method: str, args: list[Any], result_type: Any = Any) -> Any:
         """Connect if needed, then call ``method`` (the raw RPC; prefer the typed methods)."""
         await self.connect()
         return await self._call(method, args, result_type)
+
+    async def _act_as(self, address: Address, method: str, args: list[Any]) -> None:
+        """Call ``method``, which moves ``address``'s funds, logged in as ``address``.
+
+        An account not given to :meth:`add_account` is not logged in: the server then
+        refuses with :class:`~perun_sim.rpc.LedgerAuthError`.
+        """
+        await self.connect()
+        account = self._accounts.get(address)
+        if account is not None and address not in self._logged_in:
+            text = rpc.login_transcript(self._ledger_id, self._challenge, address)
+            await self._call("login", [address.raw, account.sign(text)], None)
+            self._logged_in.add(address)
+        await self._call(method, args, None)
 
     # --- LedgerAPI -----------------------------------------------------------------------------
 
@@ -425,9 +463,13 @@ class RemoteLedger(LedgerAPI):
         await self.call("mint", [address.raw, rpc.w_asset(asset), rpc.big(amount)], None)
 
     async def deposit(self, sender: Address, asset: Asset, fid: bytes, amount: int) -> None:
-        """:meth:`SimLedger.deposit` on the served ledger."""
+        """:meth:`SimLedger.deposit` on the served ledger, logged in as ``sender``.
+
+        Raises:
+            LedgerAuthError: ``sender`` was not given to :meth:`add_account`.
+        """
         args = [sender.raw, rpc.w_asset(asset), fid, rpc.big(amount)]
-        await self.call("deposit", args, None)
+        await self._act_as(sender, "deposit", args)
 
     async def register(
         self, channel: SignedState, sub_channels: Sequence[SignedState] = ()
@@ -462,8 +504,12 @@ class RemoteLedger(LedgerAPI):
         await self.call("conclude_final", args, None)
 
     async def withdraw(self, auth: WithdrawalAuth, sig: bytes) -> None:
-        """:meth:`SimLedger.withdraw` on the served ledger."""
-        await self.call("withdraw", [rpc.w_auth(auth), sig], None)
+        """:meth:`SimLedger.withdraw` on the served ledger, logged in as the participant.
+
+        Raises:
+            LedgerAuthError: ``auth.participant`` was not given to :meth:`add_account`.
+        """
+        await self._act_as(auth.participant, "withdraw", [rpc.w_auth(auth), sig])
 
     async def subscribe(self, cid: bytes) -> EventSubscription:
         """Events of channel ``cid`` pushed by the server: the most recent past one first."""

@@ -14,6 +14,12 @@ kind      array                                  direction
 4 EVENT   ``[4, subscription_id, event]``        server → client
 ========  =====================================  ================
 
+A connection starts with ``hello``, whose answer carries a fresh 32-byte challenge. Requests
+that move an account's funds (``deposit`` from it, ``withdraw`` of its holdings) are served
+only on a connection that has proven control of that account with ``login``: its signature
+over :func:`login_transcript` of that challenge. Everything else (views, the faucet, time,
+disputes, which carry their own signatures) is open to every connection.
+
 Calls are answered in any order (a ``sleep_until`` may wait for minutes while other calls
 are answered); call and subscription IDs are chosen by the client. Values are msgpack arrays
 (:class:`msgspec.Struct` with ``array_like``); integers that do not fit msgpack's 64 bits
@@ -46,8 +52,17 @@ from perun_core.errors import (
 )
 from perun_sim.ledger import Dispute, DisputePhase, WithdrawalAuth
 
-PROTOCOL_VERSION: Final = 1
-"""Version of this protocol; client and server must agree (checked by ``hello``)."""
+PROTOCOL_VERSION: Final = 2
+"""Version of this protocol; client and server must agree (checked by ``hello``). Version 2
+added the challenge to ``hello``'s answer and ``login``."""
+
+MAX_LEDGER_TIME: Final = 2**53 - 1
+"""Latest ledger time a served ledger reaches (some 285 million years): the clock keeps time
+in floating point, which holds whole seconds exactly up to here, and every answer carrying
+the time stays a plain msgpack integer."""
+
+LOGIN_DOMAIN: Final = b"perun-sim/ledger-login/v1"
+CHALLENGE_LEN: Final = 32
 
 DEFAULT_MAX_FRAME: Final = 4 * 1024 * 1024
 """Largest frame either side sends or accepts by default (4 MiB)."""
@@ -72,6 +87,19 @@ class LedgerConnectionError(ChainConnectionError):
 
     def __init__(self, reason: str, *, operation: str | None = None) -> None:
         super().__init__(reason, operation=operation)
+
+
+class LedgerAuthError(ChainError):
+    """A request to move an account's funds on a connection that has not proven control of
+    that account (:meth:`RemoteLedger.add_account <perun_sim.remote.RemoteLedger.add_account>`
+    makes the client prove it), or a ``login`` whose signature does not verify."""
+
+    def __init__(self, reason: str, *, operation: str | None = None) -> None:
+        super().__init__(reason, operation=operation)
+
+
+class ClockRangeError(PerunError, ValueError):
+    """An ``advance`` that would take ledger time past :data:`MAX_LEDGER_TIME`."""
 
 
 class LedgerURLError(PerunError, ValueError):
@@ -113,6 +141,25 @@ def format_tcp_url(host: str, port: int) -> str:
     return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
 
 
+def login_transcript(ledger_id: int, challenge: bytes, address: Address) -> bytes:
+    """What an account signs to prove control of ``address`` on one connection:
+    ``LOGIN_DOMAIN ‖ i256be(ledger_id) ‖ challenge ‖ u16be(len(address)) ‖ address``.
+
+    The challenge is the connection's own (from ``hello``), so a login cannot be replayed
+    on another connection; the ledger ID keeps it from serving on another ledger.
+    """
+    raw = address.raw
+    return b"".join(
+        (
+            LOGIN_DOMAIN,
+            ledger_id.to_bytes(32, "big", signed=True),
+            challenge,
+            len(raw).to_bytes(2, "big"),
+            raw,
+        )
+    )
+
+
 # --- framing -------------------------------------------------------------------------------------
 
 
@@ -141,6 +188,56 @@ async def read_frame(reader: asyncio.StreamReader, max_size: int) -> bytes | Non
 def frame(payload: bytes) -> bytes:
     """``payload`` with its 4-byte big-endian length in front."""
     return len(payload).to_bytes(4, "big") + payload
+
+
+def call_head(payload: bytes) -> tuple[int, str] | None:
+    """``(call_id, method)`` of a call frame, read without decoding its arguments.
+
+    Lets the server answer a call whose arguments cannot be decoded at all (a nesting bomb
+    makes the decoder give up with ``RecursionError`` before it gets to them); ``None`` if
+    the frame does not start like a call.
+    """
+    pos = 0
+
+    def take(n: int) -> bytes:
+        nonlocal pos
+        if pos + n > len(payload):
+            raise IndexError
+        pos += n
+        return payload[pos - n : pos]
+
+    def integer() -> int:
+        b = take(1)[0]
+        if b <= 0x7F:
+            return b
+        if b >= 0xE0:
+            return b - 0x100
+        widths = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8, 0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8}
+        if b not in widths:
+            raise ValueError
+        return int.from_bytes(take(widths[b]), "big", signed=b >= 0xD0)
+
+    try:
+        head = take(1)[0]
+        if head == 0xDC:
+            take(2)
+        elif head == 0xDD:
+            take(4)
+        elif not 0x90 <= head <= 0x9F:
+            return None
+        if integer() != CALL:
+            return None
+        call_id = integer()
+        b = take(1)[0]
+        if 0xA0 <= b <= 0xBF:
+            n = b - 0xA0
+        elif b in (0xD9, 0xDA, 0xDB):
+            n = int.from_bytes(take({0xD9: 1, 0xDA: 2, 0xDB: 4}[b]), "big")
+        else:
+            return None
+        return call_id, take(n).decode("utf-8", "replace")
+    except (IndexError, ValueError):
+        return None
 
 
 # --- value encodings -----------------------------------------------------------------------------
@@ -417,6 +514,8 @@ def w_states(states: Sequence[State]) -> list[WState]:
 
 # --- errors --------------------------------------------------------------------------------------
 
+ERR_AUTH: Final = "auth"
+ERR_CLOCK_RANGE: Final = "clock-range"
 ERR_CHAIN: Final = "chain"
 ERR_MISSING_SUB_STATES: Final = "missing-sub-states"
 ERR_VALUE: Final = "value"
@@ -444,6 +543,10 @@ def w_error(e: BaseException, method: str) -> WError:
     """What the server answers for an exception raised by ``method``."""
     if isinstance(e, MissingSubStatesError):
         return WError(ERR_MISSING_SUB_STATES, str(e), e.reason, e.operation)
+    if isinstance(e, LedgerAuthError):
+        return WError(ERR_AUTH, str(e), e.reason, e.operation or method)
+    if isinstance(e, ClockRangeError):
+        return WError(ERR_CLOCK_RANGE, str(e), None, method)
     if isinstance(e, ChainError):
         return WError(ERR_CHAIN, str(e), e.reason, e.operation, _core_name(type(e)))
     if isinstance(e, MalformedMessageError):
@@ -468,6 +571,10 @@ def error(w: WError) -> Exception:
     """The exception a client raises for an error answer (the server's type where known)."""
     if w.kind == ERR_MISSING_SUB_STATES:
         return MissingSubStatesError(w.reason or w.message, operation=w.operation)
+    if w.kind == ERR_AUTH:
+        return LedgerAuthError(w.reason or w.message, operation=w.operation)
+    if w.kind == ERR_CLOCK_RANGE:
+        return ClockRangeError(w.message)
     if w.kind == ERR_CHAIN:
         cls = getattr(core_errors, w.error or "", None)
         if not (isinstance(cls, type) and issubclass(cls, ChainError)):

@@ -12,8 +12,19 @@ Start one from the shell::
     python -m perun_sim.server --unix /tmp/ledger.sock
 
 It prints ``perun-sim ledger <id> (<clock> clock) listening on <url>`` once per endpoint and
-runs until SIGINT/SIGTERM. The served ledger has no access control: whoever can connect can
-mint and move funds. Serve it on loopback or a private Unix socket only (it is a simulator).
+runs until SIGINT/SIGTERM.
+
+Access. Moving an account's funds — a ``deposit`` from it, a ``withdraw`` of its holdings —
+needs a connection that proved control of the account (``login``: a signature over the
+connection's own challenge, see :mod:`perun_sim.rpc`); other requests are open to every
+connection, as on a chain: views, the faucet (``mint`` creates funds, it takes none), time
+(``advance``: it is a simulator) and disputes (their states carry the participants'
+signatures). Still, serve it on loopback or a private Unix socket only: it is a simulator.
+
+Robustness. Ledger time never passes ``MAX_LEDGER_TIME``: an ``advance`` beyond it is
+answered with :class:`~perun_sim.rpc.ClockRangeError`; arguments nested too deeply to decode are
+answered with a malformed-request error; an answer that cannot be encoded becomes an error
+answer. No request can stop the server from answering the others.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,6 +43,7 @@ from typing import Any, Final
 
 import msgspec
 
+from perun_core.channel.types import Address
 from perun_core.errors import (
     FrameTooLargeError,
     MalformedMessageError,
@@ -45,6 +58,7 @@ from perun_core.interfaces import (
 )
 from perun_sim import rpc
 from perun_sim.clock import SimClock
+from perun_sim.crypto import verify_message
 from perun_sim.ledger import DEFAULT_LEDGER_ID, SimEventSubscription, SimLedger
 
 log = logging.getLogger("perun.sim.server")
@@ -224,9 +238,12 @@ class _Session:
         self.calls: dict[int, asyncio.Task[None]] = {}
         self.subs: dict[int, tuple[SimEventSubscription, asyncio.Task[None]]] = {}
         self.closed = False
+        self.challenge = secrets.token_bytes(rpc.CHALLENGE_LEN)
+        self.accounts: set[Address] = set()  # proven by login on this connection
         # method -> (argument types, handler); arguments are decoded before the call
         self.methods: dict[str, tuple[Any, Handler]] = {
             "hello": (tuple[int], self._hello),
+            "login": (tuple[bytes, bytes], self._login),
             "now": (tuple[()], self._now),
             "sleep_until": (tuple[rpc.Big], self._sleep_until),
             "advance": (tuple[rpc.Big], self._advance),
@@ -304,6 +321,19 @@ class _Session:
             kind = msgspec.msgpack.decode(parts[0], type=int) if parts else -1
         except msgspec.MsgspecError as e:
             raise MalformedMessageError(f"undecodable frame: {e}") from None
+        except RecursionError:
+            # Nested too deeply to even find the call's parts: answer it if it is a call.
+            head = rpc.call_head(payload)
+            if head is None:
+                raise MalformedMessageError("undecodable frame: nested too deeply") from None
+            call_id, method = head
+            if call_id not in self.calls:
+                self._reply_error(
+                    call_id,
+                    MalformedMessageError(f"arguments of {method[:64]} nested too deeply"),
+                    method,
+                )
+            return
         if kind == rpc.CANCEL and len(parts) == 2:
             task = self.calls.get(_decode_id(parts[1]))
             if task is not None:
@@ -334,6 +364,11 @@ class _Session:
                 call_id, MalformedMessageError(f"bad arguments of {method}: {e}"), method
             )
             return
+        except RecursionError:
+            self._reply_error(
+                call_id, MalformedMessageError(f"arguments of {method} nested too deeply"), method
+            )
+            return
         task = asyncio.create_task(self._call(call_id, method, handler, args))
         self.calls[call_id] = task
 
@@ -355,6 +390,10 @@ class _Session:
         except FrameTooLargeError as e:
             self._reply_error(call_id, e, method)
             return
+        except (OverflowError, TypeError, ValueError) as e:  # a result the protocol cannot carry
+            log.exception("the answer to %s from %s cannot be encoded", method, self.peer)
+            self._reply_error(call_id, e, method)
+            return
         await self._drain()
 
     def _reply_error(self, call_id: int, e: BaseException, method: str) -> None:
@@ -373,16 +412,50 @@ class _Session:
                 f"this server speaks version {rpc.PROTOCOL_VERSION}"
             )
         clock = self.ledger.clock
-        return [rpc.PROTOCOL_VERSION, rpc.big(self._ledger_id), clock.is_manual, clock.now()]
+        return [
+            rpc.PROTOCOL_VERSION,
+            rpc.big(self._ledger_id),
+            clock.is_manual,
+            clock.now(),
+            self.challenge,
+        ]
+
+    async def _login(self, who: bytes, sig: bytes) -> None:
+        address = rpc.address(who)
+        text = rpc.login_transcript(self._ledger_id, self.challenge, address)
+        try:
+            ok = verify_message(address, text, sig)
+        except PerunError as e:  # a malformed signature
+            raise rpc.LedgerAuthError(f"login as {address}: {e}", operation="login") from None
+        if not ok:
+            raise rpc.LedgerAuthError(
+                f"login as {address}: the signature does not verify for that account",
+                operation="login",
+            )
+        self.accounts.add(address)
+
+    def _require_account(self, address: Address, operation: str) -> None:
+        if address not in self.accounts:
+            raise rpc.LedgerAuthError(
+                f"{operation} moves the funds of {address}, and this connection has not proven "
+                "control of it (RemoteLedger.add_account(account) logs in)",
+                operation=operation,
+            )
 
     async def _now(self) -> int:
         return self.ledger.clock.now()
 
     async def _sleep_until(self, t: rpc.Big) -> None:
-        await self.ledger.clock.sleep_until(rpc.unbig(t))
+        await self.ledger.clock.sleep_until(_time(rpc.unbig(t)))
 
     async def _advance(self, seconds: rpc.Big) -> int:
-        now = self.ledger.clock.advance(rpc.unbig(seconds))
+        step = rpc.unbig(seconds)
+        clock = self.ledger.clock
+        if step > rpc.MAX_LEDGER_TIME - clock.now():  # negative steps: the clock refuses them
+            raise rpc.ClockRangeError(
+                f"advancing by {step} s would take ledger time past {rpc.MAX_LEDGER_TIME}"
+            )
+        now = clock.advance(step)
         await asyncio.sleep(0)
         return now
 
@@ -406,7 +479,9 @@ class _Session:
         self.ledger.mint(rpc.address(who), rpc.asset(asset), rpc.unbig(amount))
 
     async def _deposit(self, sender: bytes, asset: rpc.WAsset, fid: bytes, amount: rpc.Big) -> None:
-        await self.ledger.deposit(rpc.address(sender), rpc.asset(asset), fid, rpc.unbig(amount))
+        who = rpc.address(sender)
+        self._require_account(who, "deposit")
+        await self.ledger.deposit(who, rpc.asset(asset), fid, rpc.unbig(amount))
 
     async def _register(self, channel: rpc.WSigned, subs: list[rpc.WSigned]) -> None:
         await self.ledger.register(rpc.signed(channel), [rpc.signed(s) for s in subs])
@@ -423,7 +498,9 @@ class _Session:
         await self.ledger.conclude_final(rpc.params(p), rpc.state(s), sigs)
 
     async def _withdraw(self, auth: rpc.WAuth, sig: bytes) -> None:
-        await self.ledger.withdraw(rpc.auth(auth), sig)
+        decoded = rpc.auth(auth)
+        self._require_account(decoded.participant, "withdraw")
+        await self.ledger.withdraw(decoded, sig)
 
     async def _subscribe(self, sub_id: int, cid: bytes) -> None:
         if sub_id in self.subs:
@@ -458,7 +535,13 @@ class _Session:
         self, seen: list[tuple[rpc.WAsset, bytes, rpc.Big]], until: rpc.Big
     ) -> bool:
         keys = {(rpc.asset(a), fid): rpc.unbig(v) for a, fid, v in seen}
-        return await self.ledger.wait_holdings(keys, rpc.unbig(until))
+        return await self.ledger.wait_holdings(keys, _time(rpc.unbig(until)))
+
+
+def _time(t: int) -> int:
+    """A time a client waits for. The clock never passes ``MAX_LEDGER_TIME`` (``advance``
+    refuses to), so a later time is a wait for ever: the same, without huge numbers."""
+    return min(t, rpc.MAX_LEDGER_TIME + 1)
 
 
 def _decode_id(raw: msgspec.Raw) -> int:

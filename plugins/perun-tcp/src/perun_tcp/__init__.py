@@ -20,7 +20,7 @@ from perun_core.lazy import lazy_exports
 if TYPE_CHECKING:
     from perun_tcp.bus import TcpBus, TcpSubscription
     from perun_tcp.endpoint import Endpoint, EndpointError
-    from perun_tcp.framing import ConnectionEndedError, frame, read_frame
+    from perun_tcp.framing import ConnectionEndedError, FrameTimeoutError, frame, read_frame
     from perun_tcp.handshake import (
         AUTH_DOMAIN,
         CHALLENGE_LEN,
@@ -38,6 +38,7 @@ else:
             "ConnectionEndedError": "perun_tcp.framing",
             "Endpoint": "perun_tcp.endpoint",
             "EndpointError": "perun_tcp.endpoint",
+            "FrameTimeoutError": "perun_tcp.framing",
             "HandshakeTimeoutError": "perun_tcp.handshake",
             "TcpBus": "perun_tcp.bus",
             "TcpSubscription": "perun_tcp.bus",
@@ -54,6 +55,7 @@ __all__ = [
     "ConnectionEndedError",
     "Endpoint",
     "EndpointError",
+    "FrameTimeoutError",
     "HandshakeTimeoutError",
     "TcpBus",
     "TcpSubscription",

@@ -2,7 +2,7 @@
 
 One bus serves one wire identity (an :class:`~perun_core.interfaces.Account`). It listens on
 any number of endpoints, dials peers from its address book on the first publish, and keeps
-one authenticated connection per peer pair (PROTOCOL.md §6.3-§6.4).
+one authenticated connection per peer pair.
 
 Ordering across connection changes. When a peer pair ends up with two connections, the
 bus keeps the preferred one and *retires* the other: it sends ``Shutdown`` on it and stops
@@ -17,6 +17,14 @@ Which one is preferred:
 * otherwise the newer one. A peer dials only when it has no usable connection, so a new
   connection next to an established one means the peer lost the old one (it restarted, or
   the old one is half-open) and only the new one can reach it.
+
+Resource limits. Accepted connections are capped in total (``max_connections``) and while
+unauthenticated (``max_unauthenticated``); a newcomer beyond a cap displaces the oldest
+unauthenticated connection, so silent dialers cannot lock honest ones out for a handshake
+timeout. After authentication a frame is limited in size (``max_frame_size``) and in time
+(``frame_timeout`` from its first byte). Running out of file descriptors is handled in
+:mod:`perun_tcp.listener` without pausing the listener. A closed connection releases its
+buffers at once (see :meth:`perun_tcp.inbox.Inbox.release`).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final
@@ -59,9 +68,10 @@ from perun_core.wire.messages import (
 )
 from perun_tcp import handshake
 from perun_tcp.endpoint import Endpoint, as_endpoint
-from perun_tcp.framing import ConnectionEndedError, FrameSplitter, frame
-from perun_tcp.handshake import Verifier
+from perun_tcp.framing import HEADER_LEN, ConnectionEndedError, FrameSplitter, frame
+from perun_tcp.handshake import HANDSHAKE_MAX_FRAME, Verifier
 from perun_tcp.inbox import Inbox
+from perun_tcp.listener import Listener, bind_tcp, bind_unix
 
 log = logging.getLogger("perun_tcp")
 
@@ -73,6 +83,14 @@ _COALESCE: Final = 4
 _DRAIN_ABOVE: Final = 1 << 16
 """Buffered bytes from which ``publish`` awaits the transport's drain (asyncio's default
 high-water mark, where ``drain()`` would start to wait anyway)."""
+_HANDSHAKE_READ_LIMIT: Final = HEADER_LEN + HANDSHAKE_MAX_FRAME
+"""Buffer limit of an accepted connection's reader: it pauses the socket while more than
+twice this waits unread, so an unauthenticated peer cannot make us buffer more (asyncio's
+default would be 128 KiB)."""
+
+DEFAULT_MAX_CONNECTIONS: Final = 512
+DEFAULT_MAX_UNAUTHENTICATED: Final = 64
+DEFAULT_FRAME_TIMEOUT: Final = 30.0
 
 
 class TcpSubscription(Subscription):
@@ -164,6 +182,7 @@ class _Connection:
         self.dialer = dialer
         self.seq = seq
         self.where = where
+        self.inbox: Inbox | None = None
         self.drained = asyncio.Event()  # the peer will send nothing more on this connection
         self.sent_shutdown = False
         self.closed = False
@@ -239,7 +258,33 @@ class _Connection:
         for t in self.tasks:
             if t is not current:
                 t.cancel()
+        # Drop what would keep this connection's objects in reference cycles (a cancelled
+        # task's traceback holds its frame, and that frame holds us), and the buffers.
+        self.tasks = []
+        self.gate = []
+        if self.inbox is not None:
+            self.inbox.release()
         self.bus._forget(self)
+
+
+class _Handshake:
+    """An accepted connection that has not authenticated yet (can be dropped any time)."""
+
+    __slots__ = ("sock", "task", "transport")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.transport: asyncio.Transport | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def drop(self) -> None:
+        """Close it at once (no goodbye: it has not earned one)."""
+        if self.transport is not None:
+            self.transport.abort()
+        else:
+            self.sock.close()
+        if self.task is not None:
+            self.task.cancel()
 
 
 class TcpBus(Bus):
@@ -262,6 +307,13 @@ class TcpBus(Bus):
         backoff_max: cap of the delay between attempts.
         drain_timeout: seconds a retired connection may take to be closed by the peer.
         close_timeout: seconds :meth:`close` waits for peers to acknowledge ``Shutdown``.
+        max_connections: connections at most (authenticated, retired and handshaking ones,
+            dialed ones included); an accepted one beyond it displaces the oldest
+            unauthenticated connection, or is closed if there is none.
+        max_unauthenticated: accepted connections still in their handshake at most; a new
+            one beyond it displaces the oldest.
+        frame_timeout: seconds a frame may take from its first byte to its last after
+            authentication; a slower one closes its connection.
 
     Endpoints are strings ``tcp://host:port``, ``tcp://[::1]:port`` or ``unix:///path`` (or
     :class:`~perun_tcp.endpoint.Endpoint`). Ping, Pong, Shutdown and the handshake messages
@@ -285,6 +337,9 @@ class TcpBus(Bus):
         backoff_max: float = 2.0,
         drain_timeout: float = 5.0,
         close_timeout: float = 2.0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_unauthenticated: int = DEFAULT_MAX_UNAUTHENTICATED,
+        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
     ) -> None:
         if not 0 < max_frame_size <= MAX_FRAME_LIMIT:
             raise ValueError(
@@ -292,12 +347,15 @@ class TcpBus(Bus):
             )
         if dial_attempts < 1:
             raise ValueError("dial_attempts must be at least 1")
+        if not 1 <= max_unauthenticated <= max_connections:
+            raise ValueError("need 1 <= max_unauthenticated <= max_connections")
         for label, value in (
             ("handshake_timeout", handshake_timeout),
             ("connect_timeout", connect_timeout),
             ("idle_interval", idle_interval),
             ("drain_timeout", drain_timeout),
             ("close_timeout", close_timeout),
+            ("frame_timeout", frame_timeout),
         ):
             if not value > 0:
                 raise ValueError(f"{label} must be positive, got {value}")
@@ -315,6 +373,15 @@ class TcpBus(Bus):
         self.backoff_max = backoff_max
         self.drain_timeout = drain_timeout
         self.close_timeout = close_timeout
+        self.max_connections = max_connections
+        self.max_unauthenticated = max_unauthenticated
+        self.frame_timeout = frame_timeout
+        self.displaced = 0
+        """Unauthenticated connections closed to make room for newer ones (or for a file
+        descriptor)."""
+        self.refused = 0
+        """Accepted connections closed at once because ``max_connections`` authenticated
+        connections were open."""
         self._peers: dict[Address, Endpoint] = {}
         for addr, ep in (peers or {}).items():
             self.add_peer(addr, ep)
@@ -322,7 +389,8 @@ class TcpBus(Bus):
         self._all: set[_Connection] = set()
         self._locks: dict[Address, asyncio.Lock] = {}
         self._incoming: dict[Address, set[asyncio.Event]] = {}
-        self._servers: list[tuple[asyncio.Server, Endpoint]] = []
+        self._handshakes: dict[_Handshake, None] = {}  # oldest first
+        self._servers: list[tuple[Listener, Endpoint]] = []
         self._sub: TcpSubscription | None = None
         self._backlog: list[Envelope] = []
         self._handlers: list[ConnectHandler] = []
@@ -353,6 +421,9 @@ class TcpBus(Bus):
         """The endpoint known for ``address``, if any."""
         return self._peers.get(address)
 
+    def _listener(self, socks: list[socket.socket]) -> Listener:
+        return Listener(socks, self._on_socket, self._displace_oldest)
+
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
         """The endpoints this bus listens on (with the real port of ``port=0`` listeners)."""
@@ -365,10 +436,9 @@ class TcpBus(Bus):
             OSError: the address cannot be bound.
         """
         self._check_open()
-        server = await asyncio.start_server(self._accept, host, port)
-        bound = server.sockets[0].getsockname()
-        ep = Endpoint.tcp(host, int(bound[1]))
-        self._servers.append((server, ep))
+        socks = bind_tcp(host, port)
+        ep = Endpoint.tcp(host, int(socks[0].getsockname()[1]))
+        self._servers.append((self._listener(socks), ep))
         log.info("%s listening on %s", self.address.short(), ep)
         return ep
 
@@ -380,9 +450,8 @@ class TcpBus(Bus):
         """
         self._check_open()
         text = os.fspath(path)
-        server = await asyncio.start_unix_server(self._accept, text)
         ep = Endpoint.unix(text)
-        self._servers.append((server, ep))
+        self._servers.append((self._listener([bind_unix(text)]), ep))
         log.info("%s listening on %s", self.address.short(), ep)
         return ep
 
@@ -493,8 +562,11 @@ class TcpBus(Bus):
         if self._closed:
             return
         self._closed = True
-        for server, _ in self._servers:
-            server.close()
+        for listener, _ in self._servers:
+            listener.close()
+        for hs in list(self._handshakes):
+            hs.drop()
+        self._handshakes.clear()
         conns = list(self._all)
         for c in conns:
             c.send_shutdown("the peer's bus is closing")
@@ -510,9 +582,7 @@ class TcpBus(Bus):
             t.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        for server, ep in self._servers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), self.close_timeout)
+        for _, ep in self._servers:
             if ep.kind == "unix":
                 with contextlib.suppress(OSError):
                     os.unlink(ep.path)
@@ -535,6 +605,21 @@ class TcpBus(Bus):
     def connection_count(self, peer: Address) -> int:
         """Open connections to ``peer``, including retired ones still draining."""
         return sum(1 for c in self._all if c.peer == peer and not c.closed)
+
+    @property
+    def handshakes(self) -> int:
+        """Accepted connections still in their handshake (not authenticated yet)."""
+        return len(self._handshakes)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of unfinished incoming frames held for all authenticated connections."""
+        return sum(c.inbox.splitter.buffered for c in self._all if c.inbox is not None)
+
+    @property
+    def connections(self) -> int:
+        """Authenticated connections open right now (retired ones included)."""
+        return len(self._all)
 
     # --- internals ----------------------------------------------------------------------------
 
@@ -576,10 +661,14 @@ class TcpBus(Bus):
         cur = self._current.get(peer)
         if cur is not None and cur.usable:
             return cur
-        # The peer is dialing us right now: use that connection instead of a second one.
-        for ev in list(self._incoming.get(peer, ())):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ev.wait(), self.handshake_timeout)
+        # The peer has just proven itself on a connection it dialed and only the acceptance
+        # Ping is left to send: use that connection instead of dialing a second one. (A
+        # handshake in which the address is merely claimed never makes us wait.)
+        waits = [asyncio.ensure_future(ev.wait()) for ev in self._incoming.get(peer, ())]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=self.handshake_timeout)
+            for w in pending:
+                w.cancel()
         cur = self._current.get(peer)
         if cur is not None and cur.usable:
             return cur
@@ -636,12 +725,12 @@ class TcpBus(Bus):
             raise
         self._register(reader, writer, peer, dialer=self.address, where=str(ep))
 
-    def _hello(self, peer: Address) -> asyncio.Event:
+    def _proven(self, peer: Address) -> asyncio.Event:
         ev = asyncio.Event()
         self._incoming.setdefault(peer, set()).add(ev)
         return ev
 
-    def _hello_done(self, peer: Address, ev: asyncio.Event) -> None:
+    def _proven_done(self, peer: Address, ev: asyncio.Event) -> None:
         evs = self._incoming.get(peer)
         if evs is not None:
             evs.discard(ev)
@@ -649,32 +738,85 @@ class TcpBus(Bus):
                 del self._incoming[peer]
         ev.set()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._track(task)  # close() cancels handshakes still in progress
+    def _on_socket(self, sock: socket.socket) -> None:
+        """A connection came in (called by the listener; enforces the connection caps)."""
+        if self._closed:
+            sock.close()
+            return
+        if len(self._all) + len(self._handshakes) >= self.max_connections:
+            if not self._displace_oldest():
+                self.refused += 1
+                if _first_or_power_of_two(self.refused):  # a flood logs a few lines, not one each
+                    log.warning(
+                        "refused a connection (%d so far): %d connections are open (the limit)",
+                        self.refused,
+                        len(self._all),
+                    )
+                sock.close()
+                return
+        elif len(self._handshakes) >= self.max_unauthenticated:
+            self._displace_oldest()
+        hs = _Handshake(sock)
+        self._handshakes[hs] = None
+        hs.task = asyncio.get_running_loop().create_task(self._adopt(hs), name="tcp-accept")
+        self._track(hs.task)
+
+    def _displace_oldest(self) -> bool:
+        """Drop the oldest unauthenticated connection; whether there was one."""
+        for hs in self._handshakes:
+            del self._handshakes[hs]
+            self.displaced += 1
+            log.debug("dropping an unauthenticated connection to make room")
+            hs.drop()
+            return True
+        return False
+
+    async def _adopt(self, hs: _Handshake) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=_HANDSHAKE_READ_LIMIT)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        try:
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, hs.sock)
+        except OSError as e:
+            self._handshakes.pop(hs, None)
+            hs.sock.close()
+            log.debug("an accepted connection broke before its handshake: %r", e)
+            return
+        if hs not in self._handshakes:  # displaced meanwhile
+            transport.abort()
+            return
+        assert isinstance(transport, asyncio.Transport)
+        hs.transport = transport
+        await self._accept(reader, asyncio.StreamWriter(transport, protocol, reader, loop), hs)
+
+    async def _accept(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hs: _Handshake
+    ) -> None:
         where = _peername(writer)
 
-        def on_hello(claimed: Address) -> Callable[[], None]:
-            ev = self._hello(claimed)
-            return lambda: self._hello_done(claimed, ev)
+        def on_proof(peer: Address) -> Callable[[], None]:
+            ev = self._proven(peer)
+            return lambda: self._proven_done(peer, ev)
 
         adopted = False
         try:
             if self._closed:
                 return
             peer = await handshake.accept(
-                reader, writer, self._account, self._verify, self.handshake_timeout, on_hello
+                reader, writer, self._account, self._verify, self.handshake_timeout, on_proof
             )
-            self._register(reader, writer, peer, dialer=peer, where=where)
-            adopted = True
+            if hs in self._handshakes:  # not displaced meanwhile
+                del self._handshakes[hs]
+                self._register(reader, writer, peer, dialer=peer, where=where)
+                adopted = True
         except (ProtocolError, TimeoutError) as e:
             log.warning("refused incoming connection from %s: %s: %s", where, type(e).__name__, e)
         except OSError as e:
             log.debug("incoming connection from %s ended during the handshake: %r", where, e)
         finally:
+            self._handshakes.pop(hs, None)
             if not adopted:
-                writer.close()
+                writer.close()  # after the refusal's Shutdown, if one was written
 
     def _register(
         self,
@@ -736,11 +878,12 @@ class TcpBus(Bus):
 
         # Frames are handled in the transport's data callback (see perun_tcp.inbox); this
         # task only handles what has to wait for a retired connection, and the end.
-        inbox = Inbox(
+        inbox = conn.inbox = Inbox(
             FrameSplitter(self.max_frame_size),
             lambda payload: self._on_frame(conn, payload),
             lambda: bool(conn.gate),
             received,
+            self.frame_timeout,
         )
         attached = inbox.attach(conn.reader, conn.writer.transport)
         try:
@@ -832,6 +975,10 @@ class TcpBus(Bus):
                 conn.send_control(Ping(time.time_ns()))
             wake = min(conn.last_tx + iv, conn.last_rx + 3 * iv)
             await asyncio.sleep(max(wake - loop.time(), iv / 100))
+
+
+def _first_or_power_of_two(n: int) -> bool:
+    return n & (n - 1) == 0
 
 
 def _prefer(new: _Connection, old: _Connection, *, race_window: float) -> bool:

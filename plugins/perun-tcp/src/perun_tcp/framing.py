@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import mmap
 from typing import Final
 
-from perun_core.errors import FrameTooLargeError, MalformedMessageError
+from perun_core.errors import FrameTooLargeError, MalformedMessageError, ProtocolError
 
 HEADER_LEN: Final = 4
+
+
+class FrameTimeoutError(ProtocolError, TimeoutError):
+    """A frame was not complete within the frame timeout after its first byte arrived.
+
+    Without it a peer could keep a connection, and the partial frame buffered for it, alive
+    for ever by sending one byte now and then.
+    """
 
 
 class ConnectionEndedError(ConnectionError):
@@ -25,6 +34,11 @@ def frame(payload: bytes) -> bytes:
     return len(payload).to_bytes(HEADER_LEN, "big") + payload
 
 
+SPILL_ABOVE: Final = 1 << 16
+"""Frames of at least this many bytes are collected in memory of their own (see
+:class:`FrameSplitter`)."""
+
+
 class FrameSplitter:
     """Splits a byte stream, fed in chunks of any size, into frame payloads.
 
@@ -32,18 +46,42 @@ class FrameSplitter:
     frame: under load one read carries many frames. A frame's announced length is checked
     against ``max_size`` as soon as its header is in, so at most one read chunk beyond the
     current frame is ever buffered.
+
+    A large frame (``spill_above`` bytes or more) that does not arrive in one chunk is
+    collected in an anonymous memory map of its announced size: pages are committed only as
+    bytes arrive, and :meth:`clear` returns them to the operating system at once. (Grown in
+    the heap instead, the buffers of many unfinished frames could stay resident long after
+    their connections closed, depending on how the allocator reuses freed memory.)
     """
 
-    __slots__ = ("_buf", "max_size")
+    __slots__ = ("_big", "_big_have", "_buf", "max_size", "spill_above")
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(self, max_size: int, spill_above: int = SPILL_ABOVE) -> None:
         self.max_size = max_size
+        self.spill_above = spill_above
         self._buf = bytearray()
+        self._big: mmap.mmap | None = None  # the payload of the large frame being received
+        self._big_have = 0
 
     @property
     def empty(self) -> bool:
         """Whether no partial frame is buffered (the stream is at a frame boundary)."""
-        return not self._buf
+        return not self._buf and self._big is None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of the partial frame held (its header included)."""
+        if self._big is not None:
+            return HEADER_LEN + self._big_have
+        return len(self._buf)
+
+    def clear(self) -> None:
+        """Drop the partial frame, releasing its memory at once."""
+        self._buf = bytearray()
+        if self._big is not None:
+            self._big.close()
+            self._big = None
+            self._big_have = 0
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add ``data``; returns the payloads of the frames completed by it, in order.
@@ -52,9 +90,24 @@ class FrameSplitter:
             FrameTooLargeError: a frame announces more than ``max_size`` bytes.
             MalformedMessageError: a zero-length frame.
         """
+        out: list[bytes] = []
+        big = self._big
+        if big is not None:
+            have, need = self._big_have, len(big) - self._big_have
+            view = memoryview(data)
+            if len(view) < need:
+                big[have : have + len(view)] = view
+                self._big_have = have + len(view)
+                return out
+            big[have:] = view[:need]
+            out.append(big[:])
+            big.close()
+            self._big, self._big_have = None, 0
+            data = view[need:].tobytes()
+            if not data:
+                return out
         buf = self._buf
         buf += data
-        out: list[bytes] = []
         pos, end = 0, len(buf)
         while end - pos >= HEADER_LEN:
             size = int.from_bytes(buf[pos : pos + HEADER_LEN], "big")
@@ -64,10 +117,17 @@ class FrameSplitter:
                 raise MalformedMessageError("empty frame (length 0)")
             start = pos + HEADER_LEN
             if end - start < size:
+                if size >= self.spill_above:
+                    big = mmap.mmap(-1, size)
+                    big[: end - start] = buf[start:end]
+                    self._big, self._big_have = big, end - start
+                    pos = end
                 break
             out.append(bytes(buf[start : start + size]))
             pos = start + size
-        if pos:
+        if pos == end:
+            self._buf = bytearray()  # a fresh one: an emptied bytearray keeps its allocation
+        elif pos:
             del buf[:pos]
         return out
 

@@ -1,4 +1,4 @@
-"""The authentication handshake of PROTOCOL.md §6.3.
+"""The authentication handshake of a TCP connection.
 
 Three frames, each a bare codec message (``perun_core.wire.codec.encode``), not an envelope::
 
@@ -66,7 +66,7 @@ class HandshakeTimeoutError(AuthenticationError, TimeoutError):
 def transcript(
     role: Role, dialer: Address, listener: Address, challenge_d: bytes, challenge_l: bytes
 ) -> bytes:
-    """The bytes a side signs to prove control of its address (PROTOCOL.md §6.3).
+    """The bytes a side signs to prove control of its address (see the module docs).
 
     ``"perun-py/auth/v1" ‖ role ‖ u16be(len(dialer)) ‖ dialer ‖ u16be(len(listener)) ‖
     listener ‖ challenge_d ‖ challenge_l``; ``role`` is the ASCII ``"dialer"`` or
@@ -188,13 +188,14 @@ async def accept(
     account: Account,
     verify: Verifier,
     timeout: float,
-    on_hello: Callable[[Address], Callable[[], None]] | None = None,
+    on_proof: Callable[[Address], Callable[[], None]] | None = None,
 ) -> Address:
     """Run the listener's side; returns the dialer's proven address.
 
     Args:
-        on_hello: called with the (not yet proven) claimed dialer address once ``AuthHello``
-            arrived; it returns a callable run when the handshake ends either way.
+        on_proof: called with the dialer's address once its ``AuthConfirm`` verified (an
+            address merely claimed in ``AuthHello`` proves nothing: anyone can send one);
+            it returns a callable run when the handshake ends either way.
 
     Raises:
         AuthenticationError: the dialer named another recipient, its signature does not
@@ -230,8 +231,6 @@ async def accept(
                 _refuse(writer, "you claim my own address")
                 raise AuthenticationError(f"a dialer claims our own address {me}; refusing")
             peer = hello.sender
-            if on_hello is not None:
-                done = on_hello(peer)
             challenge_l = secrets.token_bytes(CHALLENGE_LEN)
             sig = account.sign(transcript("listener", peer, me, hello.challenge, challenge_l))
             _send(writer, AuthReply(WIRE_VERSION, me, peer, challenge_l, sig))
@@ -244,6 +243,8 @@ async def accept(
             except AuthenticationError:
                 _refuse(writer, "authentication failed")
                 raise
+            if on_proof is not None:
+                done = on_proof(peer)
             # The acceptance Ping tells the dialer its proof was accepted (see module docs).
             writer.write(frame(codec.encode_envelope(Envelope(me, peer, Ping(time.time_ns())))))
             await writer.drain()

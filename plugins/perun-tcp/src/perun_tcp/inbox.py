@@ -9,6 +9,12 @@ which is one event-loop turn per received batch on each side, i.e. two per round
 Frames that cannot be handled at once (a retired connection's frames must come first, see
 ``perun_tcp.bus``) wait in :attr:`Inbox.frames`, in order, for the reader task; later chunks
 queue behind them, and the socket is paused while more than :data:`MAX_QUEUED` wait.
+
+A frame must be complete within ``frame_timeout`` seconds of its first byte, or the inbox
+fails with :class:`~perun_tcp.framing.FrameTimeoutError` (otherwise a peer dripping a byte now
+and then would hold the connection and its partial frame for ever). :meth:`Inbox.release`
+drops every buffer and reference when the connection closes, so nothing waits for the cyclic
+garbage collector.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from collections.abc import Callable
 from typing import Final
 
 from perun_core.errors import ProtocolError
-from perun_tcp.framing import FrameSplitter
+from perun_tcp.framing import FrameSplitter, FrameTimeoutError
 
 MAX_QUEUED: Final = 4096
 """Queued frames above which the transport stops reading until the reader task catches up."""
@@ -34,6 +40,8 @@ class Inbox:
             read no further (the peer shut it down). May raise :class:`ProtocolError`.
         blocked: whether frames must wait for the reader task now (checked per frame).
         on_data: called with nothing for every chunk received (liveness bookkeeping).
+        frame_timeout: seconds a frame may take from its first byte to its last (``None``:
+            no limit).
     """
 
     def __init__(
@@ -42,6 +50,7 @@ class Inbox:
         handle: Callable[[bytes], bool],
         blocked: Callable[[], bool],
         on_data: Callable[[], None],
+        frame_timeout: float | None = None,
     ) -> None:
         self.splitter = splitter
         self.frames: collections.deque[bytes] = collections.deque()
@@ -54,6 +63,11 @@ class Inbox:
         self._waiter: asyncio.Future[None] | None = None
         self._transport: asyncio.ReadTransport | None = None
         self._paused = False
+        self._reader: asyncio.StreamReader | None = None
+        self._loop = asyncio.get_running_loop()
+        self._frame_timeout = frame_timeout
+        self._frame_start = 0.0  # loop time the partial frame's first byte arrived
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def done(self) -> bool:
@@ -75,6 +89,7 @@ class Inbox:
         reader.feed_data = self.feed  # type: ignore[method-assign, assignment]
         reader.feed_eof = self.end  # type: ignore[method-assign]
         reader.set_exception = self.fail  # type: ignore[method-assign]
+        self._reader = reader
         held = bytes(buffered)
         buffered.clear()
         resume = getattr(reader, "_maybe_resume_transport", None)
@@ -94,11 +109,20 @@ class Inbox:
         if self.done:
             return
         self._on_data()
+        splitter = self.splitter
+        was_partial = not splitter.empty
         try:
-            payloads = self.splitter.feed(data)
+            payloads = splitter.feed(data)
         except ProtocolError as e:
             self.fail(e)
             return
+        if not splitter.empty and self._frame_timeout is not None:
+            if payloads or not was_partial:  # a new frame began in this chunk
+                self._frame_start = self._loop.time()
+            if self._timer is None:
+                self._timer = self._loop.call_at(
+                    self._frame_start + self._frame_timeout, self._frame_due
+                )
         if self.frames:
             self._queue(payloads, 0)
             return
@@ -116,6 +140,41 @@ class Inbox:
                 self.stopped = True
                 self._wake()
                 return
+
+    def _frame_due(self) -> None:
+        """The timer of the partial frame (one timer, moved on lazily as frames complete)."""
+        self._timer = None
+        if self.done or self.splitter.empty or self._frame_timeout is None:
+            return
+        due = self._frame_start + self._frame_timeout
+        if self._loop.time() < due:  # the frame it was set for completed; a later one is due
+            self._timer = self._loop.call_at(due, self._frame_due)
+            return
+        self.fail(
+            FrameTimeoutError(
+                f"a frame was not complete {self._frame_timeout:g} s after its first byte"
+            )
+        )
+
+    def release(self) -> None:
+        """The connection is closed: drop buffers, timers and every reference (also the
+        reader's to us), so that the memory is freed now and not by the cyclic collector."""
+        self.stopped = True
+        self.splitter.clear()
+        self.frames.clear()
+        self.error = None  # its traceback holds the reading task's frame, which holds us
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            for name in ("feed_data", "feed_eof", "set_exception"):
+                reader.__dict__.pop(name, None)
+        self._handle = _ignore_frame
+        self._blocked = _never
+        self._on_data = _nothing
+        self._transport = None
+        self._wake()
 
     def end(self) -> None:
         """The stream ended."""
@@ -144,6 +203,8 @@ class Inbox:
             self._paused = False
             if self._transport is not None and not self._transport.is_closing():
                 self._transport.resume_reading()
+            if not self.splitter.empty:  # we held the partial frame up, not the peer
+                self._frame_start = self._loop.time()
 
     def _queue(self, payloads: list[bytes], start: int) -> None:
         self.frames.extend(payloads[start:])
@@ -156,3 +217,15 @@ class Inbox:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+
+def _ignore_frame(payload: bytes) -> bool:
+    return False
+
+
+def _never() -> bool:
+    return False
+
+
+def _nothing() -> None:
+    pass
