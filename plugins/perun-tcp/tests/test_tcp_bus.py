@@ -491,7 +491,7 @@ async def test_half_open_connection_is_replaced_by_the_peers_new_one(
         for t in old.tasks:
             t.cancel()
         b._all.discard(old)
-        b._forget(old)
+        b.forget(old)
         await asyncio.sleep(0.3)  # past the race window of two handshake timeouts
         await b.publish(numbered(bob.address, alice.address, 2))
         assert await recv(sub_a) == numbered(bob.address, alice.address, 2)

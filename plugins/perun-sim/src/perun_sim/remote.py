@@ -104,7 +104,8 @@ class RemoteEventSubscription(EventSubscription):
         self._queue: asyncio.Queue[AdjudicatorEvent | None] = asyncio.Queue()
         self._closed = False
 
-    def _push(self, ev: AdjudicatorEvent | None) -> None:
+    def push(self, ev: AdjudicatorEvent | None) -> None:
+        """Queue an event (``None``: the end) for :meth:`next` (called by the ledger)."""
         if not self._closed:
             self._queue.put_nowait(ev)
 
@@ -124,7 +125,7 @@ class RemoteEventSubscription(EventSubscription):
             return
         self._closed = True
         self._queue.put_nowait(None)
-        await self._ledger._unsubscribe(self)
+        await self._ledger.unsubscribe(self)
 
 
 class RemoteLedger(LedgerAPI):
@@ -286,7 +287,7 @@ class RemoteLedger(LedgerAPI):
                 )
         subs, self._subs = self._subs, {}
         for sub in subs.values():
-            sub._push(None)
+            sub.push(None)
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         why = "the server closed the connection"
@@ -320,7 +321,7 @@ class RemoteLedger(LedgerAPI):
         if kind == rpc.EVENT:
             sub = self._subs.get(ident)
             if sub is not None:
-                sub._push(self._event(parts[2]))
+                sub.push(self._event(parts[2]))
             return
         if kind not in (rpc.RESULT, rpc.ERROR):
             raise MalformedMessageError(f"unexpected message kind {kind}")
@@ -525,7 +526,8 @@ class RemoteLedger(LedgerAPI):
             raise
         return sub
 
-    async def _unsubscribe(self, sub: RemoteEventSubscription) -> None:
+    async def unsubscribe(self, sub: RemoteEventSubscription) -> None:
+        """Stop delivering to ``sub`` (called by the subscription when it closes)."""
         if self._subs.pop(sub.sub_id, None) is None or not self.connected:
             return
         with contextlib.suppress(rpc.LedgerConnectionError):

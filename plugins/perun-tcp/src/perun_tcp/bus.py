@@ -110,7 +110,8 @@ class TcpSubscription(Subscription):
         """Whether the subscription (or its bus) was closed."""
         return self._closed
 
-    def _deliver(self, env: Envelope) -> None:
+    def deliver(self, env: Envelope) -> None:
+        """Hand an envelope to the receiver, or queue it for :meth:`next` (called by the bus)."""
         receiver = self._receiver
         if receiver is None:
             self._queue.put_nowait(env)
@@ -135,7 +136,7 @@ class TcpSubscription(Subscription):
         while not self._queue.empty():
             env = self._queue.get_nowait()
             if env is not None:
-                self._deliver(env)
+                self.deliver(env)
         return True
 
     async def next(self) -> Envelope | None:
@@ -159,7 +160,7 @@ class TcpSubscription(Subscription):
             if env is not None:
                 left.append(env)
         self._queue.put_nowait(None)
-        self._bus._unsubscribed(self, left)
+        self._bus.unsubscribed(self, left)
 
 
 class _Connection:
@@ -264,7 +265,7 @@ class _Connection:
         self.gate = []
         if self.inbox is not None:
             self.inbox.release()
-        self.bus._forget(self)
+        self.bus.forget(self)
 
 
 class _Handshake:
@@ -629,11 +630,12 @@ class TcpBus(Bus):
 
     def _deliver(self, env: Envelope) -> None:
         if self._sub is not None:
-            self._sub._deliver(env)
+            self._sub.deliver(env)
         elif not self._closed:
             self._backlog.append(env)
 
-    def _unsubscribed(self, sub: TcpSubscription, left: list[Envelope]) -> None:
+    def unsubscribed(self, sub: TcpSubscription, left: list[Envelope]) -> None:
+        """A subscription closed (called by it); ``left`` is what it never handed out."""
         if self._sub is sub:
             self._sub = None
             if not self._closed:
@@ -864,7 +866,8 @@ class TcpBus(Bus):
         for h in self._handlers:
             self._spawn(h, peer)
 
-    def _forget(self, conn: _Connection) -> None:
+    def forget(self, conn: _Connection) -> None:
+        """Drop a closed connection from the bookkeeping (called by the connection)."""
         self._all.discard(conn)
         if self._current.get(conn.peer) is conn:
             del self._current[conn.peer]
