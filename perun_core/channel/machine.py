@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from perun_core.channel.params import Params
-from perun_core.channel.phase import Phase, check_transition
+from perun_core.channel.phase import ALLOWED_TRANSITIONS, Phase, check_transition
 from perun_core.channel.state import State, Transaction
 from perun_core.channel.types import Address
 from perun_core.channel.validation import next_version
@@ -227,6 +227,18 @@ class Machine:
         self._staging = st.with_sig(idx, sig)
         return SigAdded(st.state.version, idx, sig)
 
+    def complete(self, tx: Transaction) -> Enabled:
+        """Add the last signatures and enable: ``tx`` is the staged state, fully signed.
+
+        One transition for the common case (the peer's acceptance, or our own signature on
+        the peer's proposal), without a write per signature.
+        """
+        st = self._staging
+        if st is None or (tx.state is not st.state and tx.state != st.state):
+            raise PhaseTransitionError(self._phase, self._phase, channel_id=self.params.id)
+        self._staging = tx
+        return self.enable()
+
     def enable(self) -> Enabled:
         """Make the fully signed staged transaction current.
 
@@ -239,10 +251,14 @@ class Machine:
             to = Phase.FUNDING
         else:
             to = Phase.FINAL if st.state.is_final else Phase.ACTING
-        check_transition(self._phase, to, channel_id=self.params.id)
+        frm = self._phase
+        if to not in ALLOWED_TRANSITIONS[frm]:
+            raise PhaseTransitionError(frm, to, channel_id=self.params.id)
         self._current = st
         self._staging = None
-        self._go(to)
+        self._phase = to  # checked above (every update passes here: one check, not two)
+        if self.listener is not None:
+            self.listener(frm, to)
         return Enabled(st, to)
 
     def discard(self) -> tuple[int, PhaseChanged]:

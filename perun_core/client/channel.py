@@ -53,6 +53,10 @@ class Channel:
     accepting a proposal, or from restore.
 
     Attributes:
+        id: the channel ID.
+        params: the channel's parameters.
+        idx: our participant index.
+        peers: every participant's wire address, by index.
         machine: the channel's record and state machine (internal to the client's
             protocols; read it, never change it from application code).
         rt: the protocols' per-channel bookkeeping (internal).
@@ -60,7 +64,19 @@ class Channel:
     """
 
     # Slots: a client may hold 100,000 idle channels.
-    __slots__ = ("__weakref__", "_engine", "_op_lock", "_slot_owner", "io", "machine", "rt")
+    __slots__ = (
+        "__weakref__",
+        "_engine",
+        "_op_lock",
+        "_slot_owner",
+        "id",
+        "idx",
+        "io",
+        "machine",
+        "params",
+        "peers",
+        "rt",
+    )
 
     def __init__(self, engine: Engine, record: ChannelRecord) -> None:
         self._engine = engine
@@ -75,6 +91,11 @@ class Channel:
             needs_sync=record.needs_sync,
             listener=self._phase_changed,
         )
+        # Immutable for the channel's life: plain attributes, read on every update.
+        self.params: Params = record.params
+        self.id: bytes = record.params.id
+        self.idx: int = record.idx
+        self.peers: tuple[Address, ...] = record.peers
         self.rt = ChannelRuntime()
         self.io = OrderedIO(record.params.id, engine.client.persister, engine.track)
         self._op_lock: asyncio.Lock | None = None  # created by the first operation
@@ -92,26 +113,6 @@ class Channel:
         self.rt.pulse()
 
     # --- read-only snapshots -----------------------------------------------------------------
-
-    @property
-    def params(self) -> Params:
-        """The channel's parameters."""
-        return self.machine.params
-
-    @property
-    def idx(self) -> int:
-        """Our participant index."""
-        return self.machine.idx
-
-    @property
-    def peers(self) -> tuple[Address, ...]:
-        """Every participant's wire address, by index."""
-        return self.machine.peers
-
-    @property
-    def id(self) -> bytes:
-        """The channel ID."""
-        return self.machine.params.id
 
     @property
     def phase(self) -> Phase:

@@ -388,8 +388,7 @@ class UpdateProtocol:
         ch.rt.own = None
         was_sync = m.needs_sync
         synced = m.set_needs_sync(False)
-        m.add_sig(ch.peer_idx, msg.sig)
-        enabled = m.enable()
+        enabled = m.complete(own.tx.with_sig(ch.peer_idx, msg.sig))
         tx = enabled.current
         self.engine.publish_to_watcher(ch, tx)
         write = ch.io.writer(enabled, synced)
@@ -620,10 +619,9 @@ class UpdateProtocol:
         m = ch.machine
         old = m.current.state if m.current is not None else None
         sig = self.client.backend.sign_state(self.client.account, msg.state)
-        m.add_sig(ch.idx, sig)
         staged = m.staging
-        assert staged is not None and staged.fully_signed
-        tx = staged
+        assert staged is not None
+        tx = staged.with_sig(ch.idx, sig)
         phase = Phase.FINAL if tx.state.is_final else Phase.ACTING
         version = msg.state.version
         io = ch.io
@@ -636,7 +634,7 @@ class UpdateProtocol:
             await io.write_now((Enabled(tx, phase),))
             written = True
             if ch.rt.peer is pending and not pending.aborted:
-                m.enable()
+                m.complete(tx)
                 self.engine.publish_to_watcher(ch, tx)
                 self._finish_peer(ch, pending)
                 await self.engine.send(ch.peer, ChannelUpdateAcc(ch.id, version, sig))
