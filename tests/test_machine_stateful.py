@@ -235,7 +235,7 @@ class TwoParties(RuleBasedStateMachine):
             assert theirs is not None and mine is not None
             if theirs.state.version > mine.state.version:
                 assert theirs.fully_signed
-                me.write(me.m.adopt(theirs))
+                me.write(*me.m.adopt(theirs))
             elif theirs.state.version == mine.state.version:
                 assert theirs.state == mine.state, "diverged"
         for me, other in ((a, b), (b, a)):

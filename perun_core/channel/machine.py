@@ -291,15 +291,24 @@ class Machine:
             return self.phase_record()
         return None
 
-    def adopt(self, tx: Transaction) -> Enabled:
+    def adopt(self, tx: Transaction) -> tuple[Enabled, PhaseChanged | None]:
         """Make a newer fully signed transaction (from a sync round) current.
 
-        The caller verified every signature. The staged transaction, if any, is replaced.
-        In dispute phases the phase follows the ledger, not the adoption.
+        The caller verified every signature. The staged transaction, if any, is replaced
+        (its version burns unless it is the adopted state). In dispute phases the phase
+        follows the ledger, not the adoption. Returns the writes: the new current state,
+        and the floor if it moved.
         """
         cur = self._current
         if not tx.fully_signed or (cur is not None and tx.state.version <= cur.state.version):
             raise PhaseTransitionError(self._phase, self._phase, channel_id=self.params.id)
+        st = self._staging
+        burned: PhaseChanged | None = None
+        if st is not None and st.state.version > self._floor and st.state != tx.state:
+            # A staged state the adoption replaces is dropped: its version burns, so it can
+            # never be signed again with other content.
+            self._floor = st.state.version
+            burned = self.phase_record()
         self._current = tx
         self._staging = None
         if self._phase == Phase.INIT_SIGNING:
@@ -308,7 +317,9 @@ class Machine:
             if tx.state.is_final and self._phase == Phase.ACTING:
                 self._go(Phase.SIGNING)  # FINAL is reached only through SIGNING
             self._go(Phase.FINAL if tx.state.is_final else Phase.ACTING)
-        return Enabled(tx, self._phase)
+        if burned is not None:
+            burned = self.phase_record()  # the phase it ends in, with the new floor
+        return Enabled(tx, self._phase), burned
 
     def funded(self) -> PhaseChanged:
         """Funding completed: FUNDING → ACTING."""

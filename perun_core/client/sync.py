@@ -204,7 +204,7 @@ class SyncProtocol:
                 completed = own.future
         self._discard_pending(ch, msg, adopted=theirs.state.version)
         was_init = ch.machine.phase == Phase.INIT_SIGNING
-        ch.io.write(ch.machine.adopt(theirs))
+        ch.io.write(*ch.machine.adopt(theirs))
         engine.publish_to_watcher(ch, theirs)
         if was_init and ch.rt.v0_sig is not None and not ch.rt.v0_sig.done():
             sig0 = theirs.sigs[0]
