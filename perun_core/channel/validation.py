@@ -1,4 +1,4 @@
-"""Pure validation of allocations, initial states and updates (PROTOCOL.md §2).
+"""Pure validation of allocations, initial states and updates (see docs/concepts.md).
 
 Every check raises the typed error of the rule it enforces; nothing here does I/O, so the
 rules are testable on their own and shared by the client, the sim ledger and other backends.
@@ -195,7 +195,7 @@ def check_update(
         new: the proposed state.
         actor_idx: the actor index the proposal names.
         expected_actor: the index the actor must have (the sender's, or our own).
-        version_floor: the highest burned version (PROTOCOL.md §5.3.4).
+        version_floor: the highest burned version (see docs/protocols.md).
         app: the channel's app, or ``None``.
         allow_locked_change: the caller checks the locked funds itself (sub-channel funding
             and settlement updates).

@@ -1,4 +1,4 @@
-"""Opening a ledger channel: proposal, acceptance, v0 signatures and funding (PROTOCOL.md §5.1).
+"""Opening a ledger channel: proposal, acceptance, v0 signatures and funding.
 
 Proposer P is participant 0, responder R participant 1. Nothing is deposited before the
 initial state carries both signatures, so a failed funding can always be recovered.

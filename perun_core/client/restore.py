@@ -1,4 +1,4 @@
-"""Restore: rebuild every persisted channel when a client starts (PROTOCOL.md §5.8).
+"""Restore: rebuild every persisted channel when a client starts (see docs/protocols.md).
 
 Each channel comes back in its phase; half-done steps are finished or rolled back:
 

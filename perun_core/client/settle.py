@@ -1,4 +1,4 @@
-"""Settlement: cooperative first, the dispute path as fallback (PROTOCOL.md §5.4, §5.5)."""
+"""Settlement: cooperative first, the dispute path as fallback (see docs/protocols.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Channel sync: after a reconnect, a timeout or a restart both parties exchange their view
-of a channel and continue from the highest fully signed version (PROTOCOL.md §5.7).
+of a channel and continue from the highest fully signed version (see docs/protocols.md).
 
 Each side sends one ``ChannelSync`` per round (and answers one it receives first). On the
 peer's message: a newer fully signed state that carries our own valid signature is adopted;

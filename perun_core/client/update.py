@@ -1,4 +1,4 @@
-"""Off-chain updates: proposer, responder and the collision rule (PROTOCOL.md §5.3).
+"""Off-chain updates: proposer, responder and the collision rule (see docs/protocols.md).
 
 Collision rule (both parties propose at once): each side answers the other's proposal with
 ``Rej{CONFLICT}`` and burns both versions; the party with the lower participant index then
@@ -406,7 +406,7 @@ class UpdateProtocol:
         elif fut.cancelled():
             pass  # the proposer's wait was just cancelled; it hands over to sync
         elif fut.exception() is not None or was_sync:
-            # A late acceptance after a timeout still enables the state (PROTOCOL §5.3.1.7).
+            # A late acceptance after a timeout still enables the state (see docs/protocols.md).
             self.engine.notify_update(ch, None, tx.state)
 
     def on_rej(self, ch: Channel, msg: ChannelUpdateRej) -> None:

@@ -1,4 +1,4 @@
-"""The Adjudicator: disputes, conclusion and withdrawal on the ledger (PROTOCOL.md §4, §5.5)."""
+"""The Adjudicator: disputes, conclusion and withdrawal on the ledger."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Funder: deposits a party's share of a channel on the ledger (PROTOCOL.md §5.2)."""
+"""The Funder: deposits a party's share of a channel on the ledger (see docs/protocols.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The funder conformance suite: what every :class:`~perun_core.interfaces.Funder` must do
-(PROTOCOL.md §5.2).
+(see docs/protocols.md).
 
 Use it by subclassing :class:`FunderConformance` in a test module and providing fixtures:
 

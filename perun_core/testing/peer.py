@@ -332,7 +332,7 @@ async def _reconnect(bus: Any, me: Address, peers: set[Address]) -> None:
     """Bring up the connection to every peer of a restored channel.
 
     Channels restored from the store sync when a connection to their peer comes up
-    (PROTOCOL.md §5.7); until then an update of ours waits for that sync. A restarted
+    (see docs/protocols.md); until then an update of ours waits for that sync. A restarted
     process is the one that knows it must reconnect, so it dials: a ``Ping`` (consumed by the
     peer's bus) opens the connection and both clients start the sync from ``on_connect``.
     """
@@ -349,7 +349,7 @@ def _view(ch: Channel) -> dict[str, Any]:
         "version": ch.state.version,
         "balances": [list(r) for r in ch.state.balances],
         "phase": ch.phase.name,
-        # no sync round pending or running (PROTOCOL.md §5.7)
+        # no sync round pending or running (see docs/protocols.md)
         "synced": ch.synced,
     }
 

@@ -1,4 +1,4 @@
-"""The persister conformance suite (PROTOCOL.md §5.8): every event, every restorer, exactness.
+"""The persister conformance suite (see docs/protocols.md): every event, every restorer, exactness.
 
 Use it by subclassing :class:`PersisterConformance` in a test module and overriding fixtures:
 

@@ -20,7 +20,7 @@ Sections (all in one run; ``--only`` picks some):
                Repeated with each persister: memory, LevelDB and RocksDB (default options:
                crash-safe against a killed process).
 ``gas``        gas per operation on anvil (the ``perun-eth`` gas test's scenario) beside the
-               reference figures of ETHEREUM.md §8.
+               reference figures in docs/plugins/ethereum-contracts.md.
 ``scale``      100,000 channels in one client: persister write rate, restore time from
                LevelDB and memory per idle channel (measured in a fresh process).
 ``startup``    a fresh ``perun plugins`` with every installed plugin and with the built-ins
@@ -739,7 +739,7 @@ class _SilentSubscription(Subscription):
 class _SilentPeersBus(Bus):
     """Every peer is reachable and takes what we send, but never answers.
 
-    The scale test's restored client sends each channel's sync message (PROTOCOL.md §5.7)
+    The scale test's restored client sends each channel's sync message (see docs/protocols.md)
     and then holds the channel idle, waiting for the peer, as after a restart with the peers
     online but slow; an unreachable peer would leave a failed send behind instead.
     """

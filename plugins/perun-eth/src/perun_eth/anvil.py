@@ -136,7 +136,7 @@ class AnvilNode:
 
     Attributes:
         chain_id: the chain ID the node reports.
-        hardfork: the EVM hardfork (``"prague"``: the one the gas figures of ETHEREUM.md use).
+        hardfork: the EVM hardfork (``"prague"``: the one the reference gas figures use).
         binary: the anvil executable (default: :func:`find_anvil`).
         extra_args: more command-line arguments (e.g. ``["--block-time", "1"]``).
     """

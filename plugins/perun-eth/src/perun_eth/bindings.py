@@ -1,4 +1,4 @@
-"""Calldata and view calls of the Perun contracts (ETHEREUM.md §3), encoded with eth_abi.
+"""Calldata and view calls of the Perun contracts, encoded with eth_abi.
 
 Only the functions of the reference interface are used, so these bindings drive our own
 deployment and any ABI-compatible one alike. Calldata is built from the selectors and the ABI
@@ -36,7 +36,7 @@ def _selector(signature: str) -> bytes:
     return keccak256(signature.encode())[:4]
 
 
-# The canonical forms of ETHEREUM.md §3 (tuples expanded).
+# The canonical signatures of the contract functions (tuples expanded).
 REGISTER: Final = _selector(f"register({SIGNED_STATE_ABI},{SIGNED_STATE_ABI}[])")
 PROGRESS: Final = _selector(f"progress({PARAMS_ABI},{STATE_ABI},{STATE_ABI},uint256,bytes)")
 CONCLUDE: Final = _selector(f"conclude({PARAMS_ABI},{STATE_ABI},{STATE_ABI}[])")

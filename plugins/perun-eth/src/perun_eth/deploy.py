@@ -1,4 +1,4 @@
-"""Deploying the contracts, and checking a deployment someone else made (ETHEREUM.md §7.5).
+"""Deploying the contracts, and checking a deployment someone else made.
 
 :func:`deploy` sends every contract of :data:`~perun_eth.contracts.CONTRACT_NAMES` through
 :meth:`EthNode.transact <perun_eth.node.EthNode.transact>` (estimated gas, managed nonces,

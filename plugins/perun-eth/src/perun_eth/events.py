@@ -1,4 +1,4 @@
-"""Adjudicator events by polling logs (ETHEREUM.md §7.2), and timeouts in block time.
+"""Adjudicator events by polling logs, and timeouts in block time.
 
 One :class:`LogPoller` per chain polls ``eth_getLogs`` for the adjudicator's ``ChannelUpdate``
 events in block ranges of at most :data:`MAX_RANGE` blocks, only up to

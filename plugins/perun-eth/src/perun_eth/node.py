@@ -1,7 +1,7 @@
 """The connection to one Ethereum node: RPC with retries, transactions, revert reasons.
 
-Everything the funder, adjudicator and deploy command send goes through :meth:`EthNode.transact`
-(ETHEREUM.md §7.1): a pre-flight ``eth_estimateGas`` that turns a revert into a typed error
+Everything the funder, adjudicator and deploy command send goes through :meth:`EthNode.transact`:
+a pre-flight ``eth_estimateGas`` that turns a revert into a typed error
 before anything is signed, a limit of estimate times ``gas_multiplier`` capped at the block gas
 limit, EIP-1559 fees (legacy ``gasPrice`` where the chain has no base fee), one
 :class:`NonceManager` per sender, replacement with +12.5 % fees when a transaction is not mined
@@ -133,7 +133,7 @@ def _is_transient(e: BaseException) -> bool:
 
 
 class NonceManager:
-    """Hands out one sender's nonces in order (ETHEREUM.md §7.1).
+    """Hands out one sender's nonces in order (see docs/plugins/ethereum-contracts.md).
 
     Starts from the node's pending count; :meth:`reserve` is used under :attr:`lock`, which
     the sender holds from reserving until the node accepted (or definitely refused) the

@@ -13,7 +13,7 @@ envelopes reach the subscriber in publish order and none are dropped by the swit
 Which one is preferred:
 
 * both dialed at once (the older one is younger than the race window of two handshake
-  timeouts): the one whose dialer has the lower wire address, on both sides (§6.4);
+  timeouts): the one whose dialer has the lower wire address, on both sides;
 * otherwise the newer one. A peer dials only when it has no usable connection, so a new
   connection next to an established one means the peer lost the old one (it restarted, or
   the old one is half-open) and only the new one can reach it.

@@ -11,8 +11,8 @@ Both challenges are 32 fresh random bytes, so a signature is bound to one handsh
 be replayed; the role tag keeps the listener's signature from serving as a dialer's one.
 A side that refuses the handshake sends ``Shutdown{reason}`` (best effort) and closes.
 
-After a valid ``AuthConfirm`` the listener sends a ``Ping`` envelope — an ordinary message of
-§6.4, the first frame of the authenticated connection — and the dialer waits for it before it
+After a valid ``AuthConfirm`` the listener sends a ``Ping`` envelope — an ordinary message,
+the first frame of the authenticated connection — and the dialer waits for it before it
 uses the connection. Without it a dialer whose proof was refused would not learn so before
 writing its first envelopes into a connection that is about to close; with it, the refusal
 (a bare ``Shutdown``) surfaces as :class:`AuthenticationError` from the dial.
