@@ -372,7 +372,7 @@ class ProposalProtocol:
         if responder.task is not None:
             try:
                 await asyncio.shield(responder.task)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - any failure of the accepting task is logged, the dispatcher lives on
                 log.info(
                     "accepting a proposal from %s failed: %s",
                     env.sender,

@@ -197,7 +197,7 @@ def read_trace(path: str | os.PathLike[str]) -> list[tuple[str, int]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m perun_core.testing.crash``: the test peer with a crashing persister."""
-    from perun_core.testing.peer import main as peer_main
+    from perun_core.testing.peer import main as peer_main  # noqa: PLC0415 - the peer's client stack loads only when run as a program
 
     spec = os.environ.get(CRASH_ENV, "").strip()
     point = CrashPoint.parse(spec) if spec else None

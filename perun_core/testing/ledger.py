@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -47,13 +46,6 @@ def require(backend: ChainBackend, *capabilities: str) -> None:
             f"{backend.name!r} declares {sorted(backend.capabilities)}",
             pytrace=False,
         )
-
-
-async def until(cond: Callable[[], bool], timeout: float = EVENT_TIMEOUT) -> None:
-    """Wait (event-loop ticks, bounded) until ``cond()`` holds."""
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.005)
 
 
 async def next_event(sub: EventSubscription, timeout: float = EVENT_TIMEOUT) -> AdjudicatorEvent:

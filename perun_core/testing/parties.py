@@ -15,6 +15,7 @@ from perun_core.interfaces.chain import ChainBackend
 from perun_core.interfaces.funder import Funder
 from perun_core.interfaces.persister import Persister
 from perun_core.interfaces.wallet import Account
+from perun_core.persistence.memory import MemoryPersister
 
 
 @dataclass
@@ -66,8 +67,6 @@ class PartyFactory:
         persister: Persister | None = None,
     ) -> Party:
         """A started party; ``accept`` installs a proposal handler accepting everything."""
-        from perun_core.persistence.memory import MemoryPersister
-
         acct = account if account is not None else self.backend.wallet().new_account()
         if account is None:
             for asset in self.backend.default_assets():

@@ -442,7 +442,7 @@ async def _run(args: argparse.Namespace, wrap_persister: PersisterWrapper | None
                     _emit({"ok": True})
                     break
                 answer = await peer_state.handle(request)
-            except Exception as e:  # every failure is reported to the parent, not fatal
+            except Exception as e:  # noqa: BLE001 - every failure is reported to the parent, not fatal
                 _emit({"ok": False, "error": f"{type(e).__name__}: {e}"})
             else:
                 _emit({"ok": True, **answer})

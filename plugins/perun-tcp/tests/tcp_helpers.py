@@ -84,13 +84,6 @@ async def closed_by_peer(
         writer.close()
 
 
-async def until(cond: Any, timeout: float = 5.0) -> None:
-    """Wait (bounded) until ``cond()`` is true."""
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.005)
-
-
 def ipv6_loopback() -> bool:
     """Whether ``::1`` can be bound here."""
     if not socket.has_ipv6:

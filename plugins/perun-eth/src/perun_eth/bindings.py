@@ -268,6 +268,6 @@ def states_in_calldata(data: bytes) -> list[CalledState]:
         if sel == CONCLUDE_FINAL:
             p, st, sigs = abi_decode([PARAMS_ABI, STATE_ABI, "bytes[]"], body)
             return [CalledState(state_from_abi(st, _app(p[3])), tuple(bytes(x) for x in sigs))]
-    except Exception:
+    except Exception:  # noqa: BLE001 - not decodable: a foreign call that shares a selector
         return []  # not decodable: a foreign call that shares a selector
     return []

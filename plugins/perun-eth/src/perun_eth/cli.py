@@ -112,7 +112,7 @@ async def run(args: argparse.Namespace) -> int:
 # --- deploy -------------------------------------------------------------------------------------
 
 
-async def deploy_command(args: argparse.Namespace) -> int:
+async def deploy_command(args: argparse.Namespace) -> int:  # noqa: C901 - the command's steps in the order it reports them
     """``perun eth deploy``: see the module docstring."""
     from perun_eth.chain import checksum, parse_hex_address
     from perun_eth.deploy import deploy

@@ -122,7 +122,7 @@ def revert_reason(err: ContractLogicError) -> str:
 
 def _is_transient(e: BaseException) -> bool:
     """Connection problems, timeouts and rate limits: worth retrying."""
-    import aiohttp
+    import aiohttp  # noqa: PLC0415 - only when an RPC call failed; keeps importing the node light
 
     if isinstance(e, aiohttp.ClientResponseError):
         return e.status in (429, 502, 503, 504)
@@ -354,7 +354,7 @@ class EthNode:
                         "eth_maxPriorityFeePerGas", lambda: self.w3.eth.max_priority_fee
                     )
                 )
-            except Exception:
+            except Exception:  # noqa: BLE001 - the fee-tip RPC is optional: any failure falls back to 1 gwei
                 tip = 10**9
         return {"maxFeePerGas": 2 * int(base) + tip, "maxPriorityFeePerGas": tip}
 
@@ -446,7 +446,7 @@ class EthNode:
         )
 
     async def _send_signed(self, sender: EthAccount, tx: dict[str, Any], operation: str) -> str:
-        from eth_account import Account as _Signer
+        from eth_account import Account as _Signer  # noqa: PLC0415 - eth_account is heavy; loaded at the first transaction
 
         unsigned = {k: v for k, v in tx.items() if k != "from"}
         if "maxFeePerGas" in unsigned:
@@ -530,7 +530,7 @@ class EthNode:
                 await _run_to_end(self.w3.eth.call(call, at))  # type: ignore[arg-type]
             except ContractLogicError as e:
                 return revert_reason(e) or "reverted without a reason"
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - the replay only explains a failure; any error becomes the explanation
                 return f"failed (replay impossible: {e})"
         return "failed (out of gas, or reverted only inside its block)"
 

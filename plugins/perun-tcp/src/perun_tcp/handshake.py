@@ -91,7 +91,7 @@ def transcript(
 def _verify(verify: Verifier, who: Address, message: bytes, sig: bytes, what: str) -> None:
     try:
         ok = verify(who, message, sig)
-    except Exception as e:  # a verifier may raise on malformed signatures: still a refusal
+    except Exception as e:  # noqa: BLE001 - a verifier may raise on malformed signatures: still a refusal
         raise AuthenticationError(f"{what}: signature of {who} is malformed: {e}") from None
     if not ok:
         raise AuthenticationError(
