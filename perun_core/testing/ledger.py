@@ -48,7 +48,7 @@ def require(backend: ChainBackend, *capabilities: str) -> None:
         )
 
 
-async def next_event(sub: EventSubscription, timeout: float = EVENT_TIMEOUT) -> AdjudicatorEvent:
+async def next_event(sub: EventSubscription, timeout: float = EVENT_TIMEOUT) -> AdjudicatorEvent:  # noqa: ASYNC109 - every wait has a deadline; this one takes it as an argument
     """The next event of ``sub`` (it must not end)."""
     ev = await asyncio.wait_for(sub.next(), timeout)
     assert ev is not None, "the subscription ended"

@@ -184,7 +184,7 @@ class PeerProcess:
                 ) from None
             raise
 
-    async def call(self, cmd: str, *, timeout: float = 30.0, **args: Any) -> dict[str, Any]:
+    async def call(self, cmd: str, *, timeout: float = 30.0, **args: Any) -> dict[str, Any]:  # noqa: ASYNC109 - every wait has a deadline; this one takes it as an argument
         """Send one command and return its answer.
 
         Raises:
@@ -209,7 +209,7 @@ class PeerProcess:
             raise PeerProcessError(f"peer {cmd} failed: {answer.get('error', answer)}")
         return answer
 
-    async def close(self, timeout: float = 10.0) -> int | None:
+    async def close(self, timeout: float = 10.0) -> int | None:  # noqa: ASYNC109 - every wait has a deadline; this one takes it as an argument
         """Ask the child to quit; kill it (by PID) if it does not exit within ``timeout``.
 
         Returns:

@@ -19,7 +19,7 @@ POLL_INTERVAL = 0.005
 
 async def until(
     cond: Callable[[], object],
-    timeout: float = 5.0,
+    timeout: float = 5.0,  # noqa: ASYNC109 - every wait has a deadline; this one takes it as an argument
     *,
     what: str | None = None,
     interval: float = POLL_INTERVAL,

@@ -418,7 +418,7 @@ class _Child:
             raise RuntimeError(f"child {self.proc.pid} exited ({await self.proc.wait()})")
         return line.decode()
 
-    async def call(self, cmd: str, timeout: float = 60, **args: Any) -> dict[str, Any]:
+    async def call(self, cmd: str, timeout: float = 60, **args: Any) -> dict[str, Any]:  # noqa: ASYNC109 - every wait has a deadline; this one takes it as an argument
         assert self.proc.stdin is not None
         self.proc.stdin.write((json.dumps({"cmd": cmd, **args}) + "\n").encode())
         await self.proc.stdin.drain()
@@ -427,7 +427,7 @@ class _Child:
             raise RuntimeError(f"child {cmd} failed: {answer}")
         return answer
 
-    async def quit(self, timeout: float = 20) -> None:
+    async def quit(self, timeout: float = 20) -> None:  # noqa: ASYNC109 - every wait has a deadline; this one takes it as an argument
         if self.proc.returncode is None:
             with contextlib.suppress(Exception):
                 await self.call("quit", timeout)
@@ -435,7 +435,7 @@ class _Child:
                 await asyncio.wait_for(self.proc.wait(), timeout)
         await self.kill()
 
-    async def terminate(self, timeout: float = 10) -> None:
+    async def terminate(self, timeout: float = 10) -> None:  # noqa: ASYNC109 - every wait has a deadline; this one takes it as an argument
         if self.proc.returncode is None:
             self.proc.terminate()  # SIGTERM to its PID
             with contextlib.suppress(TimeoutError):

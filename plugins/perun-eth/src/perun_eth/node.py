@@ -467,7 +467,7 @@ class EthNode:
             raise ChainError(f"the node refused the transaction: {e}", operation=operation) from e
         return "0x" + bytes(h).hex()
 
-    async def _wait_receipt(self, hashes: Sequence[str], timeout: float) -> Any:
+    async def _wait_receipt(self, hashes: Sequence[str], timeout: float) -> Any:  # noqa: ASYNC109 - every wait has a deadline; this one takes it as an argument
         """The receipt of any of ``hashes`` (replacements of one nonce), or ``None``."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
