@@ -41,7 +41,7 @@ const SETTINGS = {
 // Optimizer runs per contract where the default does not fit: the runs weigh deployment
 // (code size, 200 gas a byte) against execution. Chosen so that both the deployment and the
 // transactions of each contract stay within 0.85x of the reference figures where that is
-// possible (ETHEREUM.md §8; measured by plugins/perun-eth/tests/test_gas.py).
+// possible (reference figures in docs/plugins/ethereum-contracts.md; measured by plugins/perun-eth/tests/test_gas.py).
 const RUNS = {
   Adjudicator: 1000,
   PerunToken: 2000,

@@ -11,7 +11,7 @@ Family tree (leaves in brackets)::
     ├── NotSupportedError [UnsupportedFeatureError]
     ├── InvalidStateError [InvalidAllocationError, InvalidInitialStateError, ...]
     ├── InvalidTransitionError
-    │   ├── InvalidUpdateError  (rules U1-U13 of PROTOCOL.md §2, one leaf per rule)
+    │   ├── InvalidUpdateError  (update rules U1-U13, one leaf per rule)
     │   └── PhaseTransitionError
     ├── SignatureError [InvalidSignatureError, MalformedSignatureError]
     ├── ProtocolError [MalformedMessageError, FrameTooLargeError, MisroutedMessageError, ...]
@@ -178,7 +178,7 @@ class InvalidTransitionError(InvalidStateError):
 
 
 class InvalidUpdateError(InvalidTransitionError):
-    """An update (local, remote or forced) breaks one of the rules U1-U13 of PROTOCOL.md §2."""
+    """An update (local, remote or forced) breaks one of the update rules U1-U13."""
 
     rule = "invalid-update"
 
@@ -576,7 +576,7 @@ class ChainConfigError(ConfigError):
 
 
 class RejectCode:
-    """Rejection codes of ``ChannelProposalRej``/``ChannelUpdateRej`` (PROTOCOL.md §6.5)."""
+    """Rejection codes of ``ChannelProposalRej``/``ChannelUpdateRej`` (see docs/wire-format.md)."""
 
     REJECTED = 1
     INVALID = 2

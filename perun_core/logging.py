@@ -108,20 +108,20 @@ def channel_extra(ch: _ChannelLike, *, phase: Phase | None = None) -> dict[str, 
     """
     try:
         cid: bytes | None = ch.id
-    except Exception:
+    except Exception:  # noqa: BLE001 - a log line's context must never make the logging call fail
         cid = None
     try:
         peer: Address | None = ch.peer
-    except Exception:
+    except Exception:  # noqa: BLE001 - a log line's context must never make the logging call fail
         peer = None
     try:
         current = phase if phase is not None else ch.phase
-    except Exception:
+    except Exception:  # noqa: BLE001 - a log line's context must never make the logging call fail
         current = None
     try:
         tx = ch.transaction
         version = tx.state.version if tx is not None else None
-    except Exception:
+    except Exception:  # noqa: BLE001 - a log line's context must never make the logging call fail
         version = None
     return log_extra(cid, peer, current, version)
 

@@ -677,7 +677,7 @@ async def _one(spec: Spec, tmp: Path) -> Result:
             await _nothing_left(run)
             if spec.then is not None and run.restarts < 2:
                 result.outcome.append("(recovery made no write)")
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - the campaign records any failure of a run with its traceback
             result.error = "".join(traceback.format_exception(e, limit=-6))
         finally:
             if run.victim is not None:

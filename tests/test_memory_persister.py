@@ -1,4 +1,4 @@
-"""The in-memory persister: event sequences of PROTOCOL.md §5.8 and what restore returns."""
+"""The in-memory persister: persistence event sequences and what restore returns."""
 
 from __future__ import annotations
 

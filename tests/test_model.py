@@ -1,10 +1,10 @@
-"""Data-model invariants (PROTOCOL.md §0-§3), checked with random allocations and updates.
+"""Data-model invariants (see docs/concepts.md), checked with random allocations and updates.
 
 Random channels have 1-4 participants, 1-3 assets, 0-3 locked sub-allocations and balances
 anywhere in ``[0, 2**256)``. A random valid update must pass ``check_update``; a random
 invalid one must raise exactly the typed error of the rule it breaks, carrying the channel
 ID, the version and the rule name; when several rules are broken at once the first one in the
-order of PROTOCOL.md §2 wins.
+rule order wins.
 """
 
 from __future__ import annotations
@@ -673,7 +673,7 @@ def test_allocation_limits(sim: SimBackend) -> None:
         check_allocation(Allocation(one, [[MAX]], [SubAlloc(b"\x01" * 32, (1,), (0,))]), 1)
 
 
-# --- several broken rules: the first in PROTOCOL.md §2 order wins ----------------------------
+# --- several broken rules: the first in rule order wins ----------------------------------------
 
 RULES: list[tuple[str, type[InvalidUpdateError]]] = [
     ("U2", ChannelIDMismatchError),
@@ -803,7 +803,7 @@ def test_app_refusing_the_initial_state(sim: SimBackend) -> None:
 # --- phases -----------------------------------------------------------------------------------
 
 P = Phase
-# PROTOCOL.md §3, written out again here so the table in phase.py is checked, not reused.
+# The phase transitions, written out again here so the table in phase.py is checked, not reused.
 ALLOWED = {
     (P.INIT_ACTING, P.INIT_SIGNING),
     (P.INIT_SIGNING, P.FUNDING),

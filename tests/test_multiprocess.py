@@ -218,7 +218,7 @@ async def test_a_restarted_peer_process_recovers_the_channel_from_its_store(
         seen = await bob.call("channel", timeout=10)
         assert seen["id"] == ch.id.hex() and seen["version"] == 10
         # Bob's first operation syncs the restored channel first: his payment dials Alice,
-        # the connection comes up, both exchange their views (PROTOCOL.md §5.7), then he
+        # the connection comes up, both exchange their views (see docs/protocols.md), then he
         # pays. (An update of Alice's arriving before that sync would be refused with
         # SYNC_REQUIRED and had to be retried.)
         net += await _pay_both_ways(ch, bob, 10, bob_first=True)

@@ -7,7 +7,7 @@ import {Sig} from "./Sig.sol";
 
 /// @title Adjudicator
 /// @notice Resolves channel disputes on chain and pushes the final outcome of a channel to the
-///         asset holders of this chain (ETHEREUM.md §6).
+///         asset holders of this chain (see docs/plugins/ethereum-contracts.md).
 /// @dev A dispute goes DISPUTE (refutable until `timeout`) → FORCEEXEC (app channels only,
 ///      each `progress` restarts the window) → CONCLUDED. Every change emits `ChannelUpdate`.
 contract Adjudicator {

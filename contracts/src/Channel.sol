@@ -3,7 +3,7 @@ pragma solidity 0.8.37;
 
 /// @title Channel
 /// @notice The ABI types of perun-py's Ethereum backend and their canonical hashes.
-/// @dev Field order and types fix the ABI encodings that participants sign (ETHEREUM.md §2, §4);
+/// @dev Field order and types fix the ABI encodings that participants sign (see docs/plugins/ethereum-contracts.md);
 ///      changing anything here breaks compatibility with every other Perun deployment.
 library Channel {
     struct Params {

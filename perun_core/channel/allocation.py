@@ -1,4 +1,4 @@
-"""Allocations: who owns how much of which asset in a channel (PROTOCOL.md §1.2)."""
+"""Allocations: who owns how much of which asset in a channel (see docs/concepts.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Apps: rules that constrain channel transitions (PROTOCOL.md §1.4).
+"""Apps: rules that constrain channel transitions (see docs/concepts.md).
 
 A channel without an app (``params.app is None``) accepts every transition that passes the
 generic update rules. An app adds a rule checked off-chain on every update (and, for backends

@@ -1,4 +1,4 @@
-"""Constants and limits of the data model (PROTOCOL.md §0)."""
+"""Constants and limits of the data model (see docs/concepts.md)."""
 
 from __future__ import annotations
 

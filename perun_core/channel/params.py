@@ -1,4 +1,4 @@
-"""Channel parameters: fixed when a channel is created (PROTOCOL.md §1.1)."""
+"""Channel parameters: fixed when a channel is created (see docs/concepts.md)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class Params:
         self.check()
 
     def check(self) -> None:
-        """Validate the limits of PROTOCOL.md §0 (raises :class:`InvalidStateError`)."""
+        """Validate the data-model limits (raises :class:`InvalidStateError`)."""
         if not 1 <= self.challenge_duration < limits.CHALLENGE_DURATION_BOUND:
             raise InvalidStateError(
                 f"challenge_duration {self.challenge_duration} not in [1, 2**32)",

@@ -1,4 +1,4 @@
-"""Channel phases and the transitions between them (PROTOCOL.md §3)."""
+"""Channel phases and the transitions between them (see docs/concepts.md)."""
 
 from __future__ import annotations
 

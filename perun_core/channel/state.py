@@ -1,4 +1,4 @@
-"""States, transactions and signed states (PROTOCOL.md §1.3)."""
+"""States, transactions and signed states (see docs/concepts.md)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,12 @@
-"""Pure validation of allocations, initial states and updates (PROTOCOL.md §2).
+"""Pure validation of allocations, initial states and updates (see docs/concepts.md).
 
 Every check raises the typed error of the rule it enforces; nothing here does I/O, so the
 rules are testable on their own and shared by the client, the sim ledger and other backends.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from perun_core.channel import limits
 from perun_core.channel.allocation import Allocation
@@ -53,11 +55,19 @@ def check_allocation(
         NegativeBalanceError: a free or locked amount is negative.
         BalanceOverflowError: an amount or a per-asset total is not below 2**256.
     """
-    cid, ver = channel_id, version
 
     def malformed(message: str) -> InvalidAllocationError:
-        return InvalidAllocationError(message, channel_id=cid, version=ver)
+        return InvalidAllocationError(message, channel_id=channel_id, version=version)
 
+    _check_balance_rows(alloc, num_parts, malformed)
+    _check_suballoc_shapes(alloc, num_parts, channel_id, malformed)
+    _check_amounts(alloc, channel_id, version)
+
+
+def _check_balance_rows(
+    alloc: Allocation, num_parts: int, malformed: Callable[[str], InvalidAllocationError]
+) -> None:
+    """U6 for the assets and the free balances: counts, distinct assets, integers."""
     n_assets = len(alloc.assets)
     if not 1 <= n_assets <= limits.MAX_ASSETS:
         raise malformed(f"{n_assets} assets; 1..{limits.MAX_ASSETS} allowed")
@@ -71,6 +81,16 @@ def check_allocation(
         for p, b in enumerate(row):
             if not _is_int(b):
                 raise malformed(f"balance [{a}][{p}] is not an integer")
+
+
+def _check_suballoc_shapes(
+    alloc: Allocation,
+    num_parts: int,
+    channel_id: bytes | None,
+    malformed: Callable[[str], InvalidAllocationError],
+) -> None:
+    """U6 for the sub-allocations: count, distinct IDs, balances per asset, index maps."""
+    n_assets = len(alloc.assets)
     if len(alloc.locked) > limits.MAX_SUBALLOCS:
         raise malformed(f"more than {limits.MAX_SUBALLOCS} sub-allocations")
     seen: set[bytes] = set()
@@ -86,6 +106,11 @@ def check_allocation(
             or len(set(s.index_map)) != len(s.index_map)
         ):
             raise malformed("a sub-allocation's index map must hold distinct participant indices")
+
+
+def _check_amounts(alloc: Allocation, cid: bytes | None, ver: int | None) -> None:
+    """U7, once the shape is known to be right: no negative amount, every amount and
+    per-asset total below 2**256."""
     for a, row in enumerate(alloc.balances):
         for p, b in enumerate(row):
             if b < 0:
@@ -111,6 +136,30 @@ def check_allocation(
             raise BalanceOverflowError(
                 f"total of asset {a} is not below 2**256", channel_id=cid, version=ver
             )
+
+
+def _check_conserved(
+    old_alloc: Allocation,
+    new_alloc: Allocation,
+    allow_locked_change: bool,
+    cid: bytes | None,
+    ver: int,
+) -> None:
+    """An update keeps the assets, each asset's total and (unless allowed) the locked funds."""
+    if new_alloc.assets != old_alloc.assets:
+        raise AssetsChangedError("assets changed", channel_id=cid, version=ver)
+    for a, (o, n) in enumerate(zip(old_alloc.totals(), new_alloc.totals(), strict=True)):
+        if o != n:
+            raise TotalsMismatchError(
+                f"total of asset {a} changed from {o} to {n}",
+                asset=a,
+                old=o,
+                new=n,
+                channel_id=cid,
+                version=ver,
+            )
+    if not allow_locked_change and new_alloc.locked != old_alloc.locked:
+        raise LockedFundsChangedError("locked funds changed", channel_id=cid, version=ver)
 
 
 def _is_int(x: object) -> bool:
@@ -195,7 +244,7 @@ def check_update(
         new: the proposed state.
         actor_idx: the actor index the proposal names.
         expected_actor: the index the actor must have (the sender's, or our own).
-        version_floor: the highest burned version (PROTOCOL.md §5.3.4).
+        version_floor: the highest burned version (see docs/protocols.md).
         app: the channel's app, or ``None``.
         allow_locked_change: the caller checks the locked funds itself (sub-channel funding
             and settlement updates).
@@ -222,21 +271,7 @@ def check_update(
         )
     _check_app_data(app, new)
     check_allocation(new.allocation, params.num_parts, channel_id=cid, version=ver)
-    old_alloc, new_alloc = current.allocation, new.allocation
-    if new_alloc.assets != old_alloc.assets:
-        raise AssetsChangedError("assets changed", channel_id=cid, version=ver)
-    for a, (o, n) in enumerate(zip(old_alloc.totals(), new_alloc.totals(), strict=True)):
-        if o != n:
-            raise TotalsMismatchError(
-                f"total of asset {a} changed from {o} to {n}",
-                asset=a,
-                old=o,
-                new=n,
-                channel_id=cid,
-                version=ver,
-            )
-    if not allow_locked_change and new_alloc.locked != old_alloc.locked:
-        raise LockedFundsChangedError("locked funds changed", channel_id=cid, version=ver)
+    _check_conserved(current.allocation, new.allocation, allow_locked_change, cid, ver)
     if not 0 <= actor_idx < params.num_parts or actor_idx != expected_actor:
         raise ActorMismatchError(
             f"actor index {actor_idx} does not match the proposer ({expected_actor})",

@@ -358,7 +358,7 @@ class Channel:
         finally:
             self._release_slot()
 
-    async def wait_phase(self, *phases: Phase, timeout: float | None = None) -> Phase:
+    async def wait_phase(self, *phases: Phase, timeout: float | None = None) -> Phase:  # noqa: ASYNC109 - every wait has a deadline; this one takes it as an argument
         """Wait until the channel is in one of ``phases``; returns that phase."""
         async with asyncio.timeout(timeout):
             while self.machine.phase not in phases:

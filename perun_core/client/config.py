@@ -1,4 +1,4 @@
-"""Client configuration: timeouts and limits (PROTOCOL.md §0 defaults)."""
+"""Client configuration: timeouts and limits (defaults in docs/concepts.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Disputes: registering on the ledger, following its events, concluding and withdrawing
-(PROTOCOL.md §5.5).
+(see docs/protocols.md).
 
 The watcher reports every ledger event of a channel here, synchronously and in ledger order.
 A registration (ours or the peer's) ends off-chain updates: a pending update is discarded

@@ -126,7 +126,8 @@ class Engine:
 
     def add_channel(self, record: ChannelRecord) -> Channel:
         """Create the channel object of ``record`` and keep it."""
-        from perun_core.client.channel import Channel
+        # channel.py imports this module: a top-level import would be a cycle.
+        from perun_core.client.channel import Channel  # noqa: PLC0415
 
         ch = Channel(self, record)
         self.channels[ch.id] = ch

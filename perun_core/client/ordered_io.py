@@ -128,7 +128,7 @@ class OrderedIO:
                 except asyncio.CancelledError:
                     if not prev.cancelled():
                         raise  # we were cancelled, not the earlier I/O
-                except Exception:
+                except Exception:  # noqa: BLE001 - the earlier I/O's failure belongs to its own caller; ours runs regardless
                     pass
             await work()
         finally:

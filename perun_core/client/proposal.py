@@ -1,4 +1,4 @@
-"""Opening a ledger channel: proposal, acceptance, v0 signatures and funding (PROTOCOL.md §5.1).
+"""Opening a ledger channel: proposal, acceptance, v0 signatures and funding.
 
 Proposer P is participant 0, responder R participant 1. Nothing is deposited before the
 initial state carries both signatures, so a failed funding can always be recovered.
@@ -372,7 +372,7 @@ class ProposalProtocol:
         if responder.task is not None:
             try:
                 await asyncio.shield(responder.task)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - any failure of the accepting task is logged, the dispatcher lives on
                 log.info(
                     "accepting a proposal from %s failed: %s",
                     env.sender,

@@ -1,4 +1,4 @@
-"""Restore: rebuild every persisted channel when a client starts (PROTOCOL.md §5.8).
+"""Restore: rebuild every persisted channel when a client starts (see docs/protocols.md).
 
 Each channel comes back in its phase; half-done steps are finished or rolled back:
 
@@ -25,6 +25,7 @@ from perun_core.logging import channel_extra
 
 if TYPE_CHECKING:
     from perun_core.channel.state import Transaction
+    from perun_core.client.channel import Channel
     from perun_core.client.engine import Engine
     from perun_core.interfaces.persister import ChannelRecord
 
@@ -98,32 +99,38 @@ async def restore_channels(engine: Engine) -> int:
             shared.record(rec)
             ch = engine.add_channel(rec)
             restored += 1
-            if rec.phase == Phase.SIGNING:
-                # A fully signed staged state is enabled (we crashed between signing and
-                # enabling); otherwise it stays our pending view and sync decides.
-                await ch.io.write_now((ch.machine.recover_signing(),))
-                if ch.machine.current is not None and ch.machine.current is rec.staging:
-                    engine.publish_to_watcher(ch, ch.machine.current)
-            if rec.current is not None:
-                engine.publish_to_watcher(ch, rec.current)
-            if ch.machine.phase in (Phase.ACTING, Phase.FINAL, Phase.INIT_SIGNING):
-                engine.sync.expect(ch)  # the peer may hold newer signatures
-            if rec.phase == Phase.FUNDING:
-                engine.spawn(engine.proposals.resume_funding(ch))
-            elif rec.phase == Phase.INIT_SIGNING:
-                ch.machine.set_needs_sync(True)
-            elif rec.phase == Phase.REGISTERING:
-                engine.spawn(engine.disputes.settle(ch))
-            elif rec.phase == Phase.WITHDRAWING:
-                # Through the channel's operation slot: a settle() the user calls meanwhile
-                # waits for this one instead of withdrawing and removing the record twice.
-                engine.spawn(ch.settle())
-            if ch.machine.phase not in (Phase.FUNDING, Phase.INIT_SIGNING):
-                engine.announce(ch)  # funding channels are announced once funded
-            log.info(
-                "restored channel 0x%s in %s",
-                ch.id.hex()[:12],
-                ch.machine.phase.name,
-                extra=channel_extra(ch),
-            )
+            await _resume(engine, ch, rec)
     return restored
+
+
+async def _resume(engine: Engine, ch: Channel, rec: ChannelRecord) -> None:
+    """Take up a restored channel where it stood: finish a crashed signing step, watch it,
+    schedule its sync and whatever its phase still needs, and announce it."""
+    if rec.phase == Phase.SIGNING:
+        # A fully signed staged state is enabled (we crashed between signing and
+        # enabling); otherwise it stays our pending view and sync decides.
+        await ch.io.write_now((ch.machine.recover_signing(),))
+        if ch.machine.current is not None and ch.machine.current is rec.staging:
+            engine.publish_to_watcher(ch, ch.machine.current)
+    if rec.current is not None:
+        engine.publish_to_watcher(ch, rec.current)
+    if ch.machine.phase in (Phase.ACTING, Phase.FINAL, Phase.INIT_SIGNING):
+        engine.sync.expect(ch)  # the peer may hold newer signatures
+    if rec.phase == Phase.FUNDING:
+        engine.spawn(engine.proposals.resume_funding(ch))
+    elif rec.phase == Phase.INIT_SIGNING:
+        ch.machine.set_needs_sync(True)
+    elif rec.phase == Phase.REGISTERING:
+        engine.spawn(engine.disputes.settle(ch))
+    elif rec.phase == Phase.WITHDRAWING:
+        # Through the channel's operation slot: a settle() the user calls meanwhile
+        # waits for this one instead of withdrawing and removing the record twice.
+        engine.spawn(ch.settle())
+    if ch.machine.phase not in (Phase.FUNDING, Phase.INIT_SIGNING):
+        engine.announce(ch)  # funding channels are announced once funded
+    log.info(
+        "restored channel 0x%s in %s",
+        ch.id.hex()[:12],
+        ch.machine.phase.name,
+        extra=channel_extra(ch),
+    )

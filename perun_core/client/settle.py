@@ -1,4 +1,4 @@
-"""Settlement: cooperative first, the dispute path as fallback (PROTOCOL.md §5.4, §5.5)."""
+"""Settlement: cooperative first, the dispute path as fallback (see docs/protocols.md)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class SettleProtocol:
             ch.rt.settling = False
 
     @staticmethod
-    async def _wait_moved_on(ch: Channel, version: int, timeout: float) -> None:
+    async def _wait_moved_on(ch: Channel, version: int, timeout: float) -> None:  # noqa: ASYNC109 - every wait has a deadline; this one takes it as an argument
         """Wait (bounded) until the channel has a newer state or left ACTING."""
         try:
             async with asyncio.timeout(timeout):

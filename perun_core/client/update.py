@@ -1,4 +1,4 @@
-"""Off-chain updates: proposer, responder and the collision rule (PROTOCOL.md §5.3).
+"""Off-chain updates: proposer, responder and the collision rule (see docs/protocols.md).
 
 Collision rule (both parties propose at once): each side answers the other's proposal with
 ``Rej{CONFLICT}`` and burns both versions; the party with the lower participant index then
@@ -405,7 +405,7 @@ class UpdateProtocol:
         elif fut.cancelled():
             pass  # the proposer's wait was just cancelled; it hands over to sync
         elif fut.exception() is not None or was_sync:
-            # A late acceptance after a timeout still enables the state (PROTOCOL §5.3.1.7).
+            # A late acceptance after a timeout still enables the state (see docs/protocols.md).
             self.engine.notify_update(ch, None, tx.state)
 
     def on_rej(self, ch: Channel, msg: ChannelUpdateRej) -> None:
@@ -431,32 +431,40 @@ class UpdateProtocol:
 
     # --- responder -----------------------------------------------------------------------------
 
-    def on_update(self, ch: Channel, env: Envelope, msg: ChannelUpdate) -> None:
-        """A peer proposal arrived (called synchronously by the dispatcher, in order)."""
-        st = msg.state
+    def _deferred_or_refused(self, ch: Channel, env: Envelope, version: int) -> bool:
+        """Whether a peer proposal cannot be considered now: queued while the channel is
+        funding, or refused for a collision, a pending proposal or a needed sync (the
+        answers are sent here)."""
         if ch.machine.phase in (Phase.INIT_SIGNING, Phase.FUNDING):
             if len(ch.rt.funding_queue) < self.client.config.funding_queue:
                 ch.rt.funding_queue = (*ch.rt.funding_queue, env)
             else:
-                self.send_rej(ch, st.version, RejectCode.NOT_READY, "funding queue full")
-            return
+                self.send_rej(ch, version, RejectCode.NOT_READY, "funding queue full")
+            return True
         own = ch.rt.own
         if own is not None and not own.future.done():
             # Collision: both sent before receiving. Burn both versions, refuse the peer's.
             # Our own proposal fails at once (the peer's CONFLICT answer to it is then
             # ignored); if it is not on the wire yet, it never will be.
-            ch.io.write(ch.machine.burn(max(own.tx.state.version, st.version)))
+            ch.io.write(ch.machine.burn(max(own.tx.state.version, version)))
             own.conflicted = True
             self._resolve_conflict(ch, own)
-            self.send_rej(ch, st.version, RejectCode.CONFLICT, "concurrent update")
-            return
+            self.send_rej(ch, version, RejectCode.CONFLICT, "concurrent update")
+            return True
         if ch.rt.peer is not None:
-            self.send_rej(ch, st.version, RejectCode.CONFLICT, "a proposal is pending")
-            return
+            self.send_rej(ch, version, RejectCode.CONFLICT, "a proposal is pending")
+            return True
         if ch.machine.needs_sync or not ch.rt.sync_done.is_set():
-            self.send_rej(ch, st.version, RejectCode.SYNC_REQUIRED, "sync required")
+            self.send_rej(ch, version, RejectCode.SYNC_REQUIRED, "sync required")
             if not ch.rt.sync_sent:
                 self.engine.spawn(self.engine.sync.start(ch))
+            return True
+        return False
+
+    def on_update(self, ch: Channel, env: Envelope, msg: ChannelUpdate) -> None:
+        """A peer proposal arrived (called synchronously by the dispatcher, in order)."""
+        st = msg.state
+        if self._deferred_or_refused(ch, env, st.version):
             return
         try:
             check_updatable(ch)
@@ -492,7 +500,7 @@ class UpdateProtocol:
             self.send_rej(ch, st.version, RejectCode.INVALID, str(e))
             self.engine.notify_invalid(ch, e)
             return
-        except Exception as e:  # a malformed signature or anything unexpected: refuse, live on
+        except Exception as e:  # noqa: BLE001 - a malformed signature or anything unexpected: refuse, live on
             log.info("refused update from %s: %s", env.sender, e, extra=channel_extra(ch))
             self.send_rej(ch, st.version, RejectCode.INVALID, f"{type(e).__name__}: {e}")
             if isinstance(e, PerunError):

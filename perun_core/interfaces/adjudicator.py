@@ -1,14 +1,15 @@
-"""The Adjudicator: disputes, conclusion and withdrawal on the ledger (PROTOCOL.md §4, §5.5)."""
+"""The Adjudicator: disputes, conclusion and withdrawal on the ledger."""
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 from perun_core.channel.params import Params
 from perun_core.channel.state import SignedState, State, Transaction
+from perun_core.errors import MissingSubStatesError
+from perun_core.queues import ClosableQueue
 
 
 class Timeout(ABC):
@@ -146,31 +147,27 @@ class QueuedChannelEvents(ChannelEvents):
     """
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[tuple[bytes, AdjudicatorEvent] | None] = asyncio.Queue()
-        self._closed = False
+        self._queue: ClosableQueue[tuple[bytes, AdjudicatorEvent]] = ClosableQueue()
+
+    @property
+    def _closed(self) -> bool:
+        """Whether the stream was closed (for implementations)."""
+        return self._queue.closed
 
     def push(self, channel_id: bytes, event: AdjudicatorEvent) -> None:
         """Hand one event of ``channel_id`` to :meth:`next` (for implementations)."""
-        if not self._closed:
-            self._queue.put_nowait((channel_id, event))
+        self._queue.put((channel_id, event))
 
     def _end(self) -> bool:
         """Close the stream and wake its readers; ``False`` if it was closed already."""
-        if self._closed:
+        if self._queue.closed:
             return False
-        self._closed = True
-        self._queue.put_nowait(None)
+        self._queue.close()
         return True
 
     async def next(self) -> tuple[bytes, AdjudicatorEvent] | None:
         """The next ``(channel_id, event)``, or ``None`` once closed."""
-        if self._closed:
-            return None
-        item = await self._queue.get()
-        if item is None or self._closed:
-            self._queue.put_nowait(None)  # wake any other task blocked in next()
-            return None
-        return item
+        return await self._queue.get()
 
 
 def sub_states_preorder(
@@ -182,8 +179,6 @@ def sub_states_preorder(
     Raises:
         MissingSubStatesError: a locked sub-channel's state is not in ``given``.
     """
-    from perun_core.errors import MissingSubStatesError
-
     out: list[SignedState] = []
 
     def collect(s: State) -> None:
@@ -245,6 +240,6 @@ class Adjudicator(ABC):
         task) per added channel. A backend that can watch many channels at once (one log
         filter, one ledger callback) overrides it to make watching cheap per channel.
         """
-        from perun_core.watcher.events import PerChannelEvents
+        from perun_core.watcher.events import PerChannelEvents  # noqa: PLC0415 - import cycle: the watcher builds on this interface
 
         return PerChannelEvents(self)

@@ -1,4 +1,4 @@
-"""The Bus: delivers envelopes between wire addresses (PROTOCOL.md §6)."""
+"""The Bus: delivers envelopes between wire addresses (see docs/wire-format.md)."""
 
 from __future__ import annotations
 

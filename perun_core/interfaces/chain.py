@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Self, TypeVar
 from perun_core.channel.params import Params
 from perun_core.channel.state import State
 from perun_core.channel.types import Address, Asset
+from perun_core.errors import NotSupportedError
 from perun_core.interfaces.adjudicator import Adjudicator
 from perun_core.interfaces.funder import Funder
 from perun_core.interfaces.wallet import Account, Wallet
@@ -113,26 +114,18 @@ class ChainBackend(ABC):
 
     async def balance_of(self, address: Address, asset: Asset) -> int:
         """On-ledger balance of ``address`` in ``asset`` (capability ``"balances"``)."""
-        from perun_core.errors import NotSupportedError
-
         raise NotSupportedError(f"backend {self.name!r} cannot report ledger balances")
 
     async def faucet(self, address: Address, asset: Asset, amount: int) -> None:
         """Credit ``amount`` of ``asset`` to ``address`` (test ledgers; capability ``"faucet"``)."""
-        from perun_core.errors import NotSupportedError
-
         raise NotSupportedError(f"backend {self.name!r} has no faucet")
 
     async def advance_time(self, seconds: int) -> None:
         """Move ledger time forward (test ledgers; capability ``"time_travel"``)."""
-        from perun_core.errors import NotSupportedError
-
         raise NotSupportedError(f"backend {self.name!r} cannot move ledger time")
 
     async def ledger_time(self) -> int:
         """The ledger's current time in seconds (capability ``"time_travel"``)."""
-        from perun_core.errors import NotSupportedError
-
         raise NotSupportedError(f"backend {self.name!r} cannot report ledger time")
 
     async def close(self) -> None:  # noqa: B027 - optional hook
@@ -147,8 +140,6 @@ class ChainBackend(ABC):
         Raises:
             NotSupportedError: this backend's ledger cannot be shared this way.
         """
-        from perun_core.errors import NotSupportedError
-
         raise NotSupportedError(f"backend {self.name!r} cannot hand its ledger to another process")
 
     @classmethod

@@ -1,4 +1,4 @@
-"""The Funder: deposits a party's share of a channel on the ledger (PROTOCOL.md §5.2)."""
+"""The Funder: deposits a party's share of a channel on the ledger (see docs/protocols.md)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from perun_core.channel.allocation import Balances
 from perun_core.channel.params import Params
 from perun_core.channel.state import State
+from perun_core.errors import InvalidFundingAgreementError
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +41,6 @@ class FundingRequest:
                 one entry per participant.
             ValueError: ``idx`` is not a participant index.
         """
-        from perun_core.errors import InvalidFundingAgreementError
-
         n = self.params.num_parts
         rows = len(self.state.allocation.assets)
         if len(self.agreement) != rows or any(len(row) != n for row in self.agreement):

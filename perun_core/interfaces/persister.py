@@ -1,4 +1,4 @@
-"""The Persister: durable channel records (PROTOCOL.md §5.8).
+"""The Persister: durable channel records (see docs/protocols.md).
 
 The client calls the event methods in protocol order; calls for one channel are serialized,
 and each is one atomic write. The restorer methods return the records written.

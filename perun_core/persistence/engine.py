@@ -171,7 +171,7 @@ class EngineStore(KeyValueStore):
                         f.cancel()
                     self._pending.clear()
                     raise
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001 - every waiter of the failed batch gets the store's error, whatever it is
                     for _, f in group:
                         if not f.done():
                             f.set_exception(e)

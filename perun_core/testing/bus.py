@@ -122,7 +122,7 @@ def sized_envelope(sender: Address, recipient: Address, size: int) -> Envelope:
     raise ValueError(f"no envelope of exactly {size} bytes found")
 
 
-async def recv(sub: Subscription, timeout: float = TIMEOUT) -> Envelope:
+async def recv(sub: Subscription, timeout: float = TIMEOUT) -> Envelope:  # noqa: ASYNC109 - every wait has a deadline; this one takes it as an argument
     """The next envelope of ``sub``; fails the test if none comes within ``timeout``."""
     async with asyncio.timeout(timeout):
         env = await sub.next()

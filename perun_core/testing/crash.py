@@ -1,7 +1,7 @@
 """Crash injection for persistence tests: kill the process at the N-th persister event.
 
 A :class:`CrashingPersister` wraps any persister. It counts the calls of each persistence
-event (PROTOCOL.md §5.8) and, at the configured :class:`CrashPoint`, ends the process with
+event (see docs/protocols.md) and, at the configured :class:`CrashPoint`, ends the process with
 ``SIGKILL`` — the one signal nothing in the process can intercept, so nothing is flushed or
 cleaned up — either right *before* the N-th call of an event reaches the store or right
 *after* it returned. With ``before`` the step's write is lost; with ``after`` it is on disk but
@@ -197,7 +197,7 @@ def read_trace(path: str | os.PathLike[str]) -> list[tuple[str, int]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m perun_core.testing.crash``: the test peer with a crashing persister."""
-    from perun_core.testing.peer import main as peer_main
+    from perun_core.testing.peer import main as peer_main  # noqa: PLC0415 - the peer's client stack loads only when run as a program
 
     spec = os.environ.get(CRASH_ENV, "").strip()
     point = CrashPoint.parse(spec) if spec else None

@@ -40,17 +40,11 @@ from perun_core.interfaces.adjudicator import (
 from perun_core.interfaces.funder import Funder, FundingRequest
 from perun_core.testing.adjudicator import refused
 from perun_core.testing.parties import PartyFactory, open_channel
+from perun_core.testing.waiting import until
 
 CHALLENGE = 60
 QUICK = ClientConfig(update_timeout=0.5, proposal_timeout=5)
 CHEATER = ClientConfig(update_timeout=5, proposal_timeout=5, watch=False, auto_settle=False)
-
-
-async def _until(cond: Any, timeout: float = 5.0) -> None:
-    """Wait (event-loop ticks, bounded) until ``cond()`` is true."""
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.005)
 
 
 class _NeverFunds(Funder):
@@ -85,7 +79,7 @@ class DisputeConformance:
         # Mallory registers the version-0 state, in which she still owns 100.
         adj_m = backend.adjudicator(mallory.account)
         await adj_m.register(AdjudicatorReq(ch_m.params, stale, 0))
-        await _until(lambda: len(events) >= 2)
+        await until(lambda: len(events) >= 2)
         assert isinstance(events[0], RegisteredEvent) and events[0].version == 0
         assert isinstance(events[1], RegisteredEvent) and events[1].version == 20
         assert events[1].timeout.deadline == events[0].timeout.deadline  # refuting keeps it
@@ -93,7 +87,7 @@ class DisputeConformance:
         assert watcher is not None
         # The refutation counts once its transaction is confirmed, which on a real chain can
         # come after the ledger's event for it.
-        await _until(lambda: watcher.refutations == 1)
+        await until(lambda: watcher.refutations == 1)
         assert ch_c.phase == Phase.REGISTERED
         with pytest.raises(ChannelRegisteredError):
             await ch_c.send(1)
@@ -107,7 +101,7 @@ class DisputeConformance:
         await refused(adj_m.withdraw(AdjudicatorReq(ch_m.params, stale, 0)), StateMismatchError)
         await backend.advance_time(CHALLENGE + 1)
         await ch_c.wait_phase(Phase.WITHDRAWN, timeout=5)  # Carol's client settles itself
-        await _until(lambda: isinstance(events[-1], ConcludedEvent))
+        await until(lambda: isinstance(events[-1], ConcludedEvent))
         assert [type(e).__name__ for e in events] == [
             "RegisteredEvent",
             "RegisteredEvent",
@@ -194,12 +188,12 @@ class DisputeConformance:
         opening = asyncio.create_task(
             open_channel(frida, fred, asset, (100, 50), challenge_duration=CHALLENGE)
         )
-        await _until(lambda: bool(frida.client.channels) and bool(fred.errors))
+        await until(lambda: bool(frida.client.channels) and bool(fred.errors))
         err_fred = fred.errors[0]
         assert isinstance(err_fred, ChannelFundingError)
         # Frida's deposit may still be on its way to a ledger in another process.
         async with asyncio.timeout(5):
-            while await backend.balance_of(frida.account.address, asset) != funds - 100:
+            while await backend.balance_of(frida.account.address, asset) != funds - 100:  # noqa: ASYNC110 - the ledger may be in another process: no event to await, so poll it
                 await asyncio.sleep(0.005)
         await backend.advance_time(CHALLENGE + 1)  # Frida's funding deadline passes
         with pytest.raises(ChannelFundingError) as err:

@@ -1,5 +1,5 @@
 """The funder conformance suite: what every :class:`~perun_core.interfaces.Funder` must do
-(PROTOCOL.md §5.2).
+(see docs/protocols.md).
 
 Use it by subclassing :class:`FunderConformance` in a test module and providing fixtures:
 
@@ -57,7 +57,7 @@ class FunderConformance:
             return bal_a[0] == FUNDS - 10
 
         async with asyncio.timeout(10):
-            while not await deposited():
+            while not await deposited():  # noqa: ASYNC110 - deposits show only on the ledger: poll it, bounded
                 await asyncio.sleep(0.01)
         assert not funding.done()  # it waits for Bob
         await backend.advance_time(CHALLENGE + 1)

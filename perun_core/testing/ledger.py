@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -49,14 +48,7 @@ def require(backend: ChainBackend, *capabilities: str) -> None:
         )
 
 
-async def until(cond: Callable[[], bool], timeout: float = EVENT_TIMEOUT) -> None:
-    """Wait (event-loop ticks, bounded) until ``cond()`` holds."""
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.005)
-
-
-async def next_event(sub: EventSubscription, timeout: float = EVENT_TIMEOUT) -> AdjudicatorEvent:
+async def next_event(sub: EventSubscription, timeout: float = EVENT_TIMEOUT) -> AdjudicatorEvent:  # noqa: ASYNC109 - every wait has a deadline; this one takes it as an argument
     """The next event of ``sub`` (it must not end)."""
     ev = await asyncio.wait_for(sub.next(), timeout)
     assert ev is not None, "the subscription ended"

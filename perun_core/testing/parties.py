@@ -15,6 +15,7 @@ from perun_core.interfaces.chain import ChainBackend
 from perun_core.interfaces.funder import Funder
 from perun_core.interfaces.persister import Persister
 from perun_core.interfaces.wallet import Account
+from perun_core.persistence.memory import MemoryPersister
 
 
 @dataclass
@@ -34,7 +35,7 @@ class Party:
         """The party's wire address."""
         return self.client.address
 
-    async def next_channel(self, timeout: float = 5.0) -> Channel:
+    async def next_channel(self, timeout: float = 5.0) -> Channel:  # noqa: ASYNC109 - every wait has a deadline; this one takes it as an argument
         """The next channel announced to this party."""
         return await asyncio.wait_for(self.new_channels.get(), timeout)
 
@@ -66,8 +67,6 @@ class PartyFactory:
         persister: Persister | None = None,
     ) -> Party:
         """A started party; ``accept`` installs a proposal handler accepting everything."""
-        from perun_core.persistence.memory import MemoryPersister
-
         acct = account if account is not None else self.backend.wallet().new_account()
         if account is None:
             for asset in self.backend.default_assets():

@@ -184,7 +184,7 @@ class PeerProcess:
                 ) from None
             raise
 
-    async def call(self, cmd: str, *, timeout: float = 30.0, **args: Any) -> dict[str, Any]:
+    async def call(self, cmd: str, *, timeout: float = 30.0, **args: Any) -> dict[str, Any]:  # noqa: ASYNC109 - every wait has a deadline; this one takes it as an argument
         """Send one command and return its answer.
 
         Raises:
@@ -209,7 +209,7 @@ class PeerProcess:
             raise PeerProcessError(f"peer {cmd} failed: {answer.get('error', answer)}")
         return answer
 
-    async def close(self, timeout: float = 10.0) -> int | None:
+    async def close(self, timeout: float = 10.0) -> int | None:  # noqa: ASYNC109 - every wait has a deadline; this one takes it as an argument
         """Ask the child to quit; kill it (by PID) if it does not exit within ``timeout``.
 
         Returns:
@@ -332,7 +332,7 @@ async def _reconnect(bus: Any, me: Address, peers: set[Address]) -> None:
     """Bring up the connection to every peer of a restored channel.
 
     Channels restored from the store sync when a connection to their peer comes up
-    (PROTOCOL.md §5.7); until then an update of ours waits for that sync. A restarted
+    (see docs/protocols.md); until then an update of ours waits for that sync. A restarted
     process is the one that knows it must reconnect, so it dials: a ``Ping`` (consumed by the
     peer's bus) opens the connection and both clients start the sync from ``on_connect``.
     """
@@ -349,7 +349,7 @@ def _view(ch: Channel) -> dict[str, Any]:
         "version": ch.state.version,
         "balances": [list(r) for r in ch.state.balances],
         "phase": ch.phase.name,
-        # no sync round pending or running (PROTOCOL.md §5.7)
+        # no sync round pending or running (see docs/protocols.md)
         "synced": ch.synced,
     }
 
@@ -442,7 +442,7 @@ async def _run(args: argparse.Namespace, wrap_persister: PersisterWrapper | None
                     _emit({"ok": True})
                     break
                 answer = await peer_state.handle(request)
-            except Exception as e:  # every failure is reported to the parent, not fatal
+            except Exception as e:  # noqa: BLE001 - every failure is reported to the parent, not fatal
                 _emit({"ok": False, "error": f"{type(e).__name__}: {e}"})
             else:
                 _emit({"ok": True, **answer})

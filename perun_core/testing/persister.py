@@ -1,4 +1,4 @@
-"""The persister conformance suite (PROTOCOL.md §5.8): every event, every restorer, exactness.
+"""The persister conformance suite (see docs/protocols.md): every event, every restorer, exactness.
 
 Use it by subclassing :class:`PersisterConformance` in a test module and overriding fixtures:
 
@@ -62,6 +62,8 @@ from perun_core.errors import (
 )
 from perun_core.interfaces.persister import ChannelRecord, Persister
 from perun_core.persistence.kv import KeyValueStore
+from perun_core.persistence.kv_persister import KVPersister
+from perun_core.plugins import load_plugins
 
 __all__ = [
     "DurableStoreConformance",
@@ -158,8 +160,6 @@ async def open_and_pay(store: Persister, p: Params) -> ChannelRecord:
 
 async def kv_keys(store: Persister) -> list[bytes] | None:
     """Every key of a key-value persister's store (``None`` for other persisters)."""
-    from perun_core.persistence.kv_persister import KVPersister
-
     if not isinstance(store, KVPersister):
         return None
     return [k async for k, _ in store.store.iterate()]
@@ -862,8 +862,6 @@ class DurableStoreConformance:
     def open_store(
         self, persister_name: str, store_options: dict[str, Any]
     ) -> Callable[..., Persister]:
-        from perun_core.plugins import load_plugins
-
         factory = load_plugins(only=[persister_name]).persister(persister_name)
 
         def open_(path: object, **kw: Any) -> Persister:
@@ -897,7 +895,7 @@ class DurableStoreConformance:
         first = open_store(path)
         await first.channel_created(created(params(1)))
         await first.close()
-        holder = subprocess.Popen(
+        holder = subprocess.Popen(  # noqa: ASYNC220 - starting the lock holder is brief; it is then awaited without blocking
             [sys.executable, "-c", _LOCK_HOLDER, persister_name, path, json.dumps(store_options)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -936,7 +934,6 @@ class DurableStoreConformance:
     async def test_an_unreadable_record_is_reported_as_corrupt(
         self, open_store: Callable[..., Persister], tmp_path: Path
     ) -> None:
-        from perun_core.persistence.kv_persister import KVPersister
 
         store = open_store(str(tmp_path / "db"))
         try:
@@ -955,7 +952,6 @@ class DurableStoreConformance:
     async def test_a_store_of_another_schema_is_refused(
         self, open_store: Callable[..., Persister], tmp_path: Path
     ) -> None:
-        from perun_core.persistence.kv_persister import KVPersister
 
         path = str(tmp_path / "db")
         store = open_store(path)
@@ -1019,7 +1015,7 @@ class DurableStoreConformance:
                 acked[fields[0]] = int(fields[1])  # a torn last line was never acknowledged
 
         for _round in range(3):
-            child = subprocess.Popen(
+            child = subprocess.Popen(  # noqa: ASYNC220 - starting the child is brief; it is then awaited without blocking
                 [
                     sys.executable,
                     "-c",

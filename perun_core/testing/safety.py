@@ -38,20 +38,11 @@ from perun_core.interfaces.funder import Funder, FundingRequest
 from perun_core.persistence.memory import MemoryPersister
 from perun_core.testing.faults import FailingPersister, FaultyBus
 from perun_core.testing.parties import Party, PartyFactory, open_channel
+from perun_core.testing.waiting import until
 from perun_core.wire import messages as wire
 
 CHALLENGE = 60
 QUICK = ClientConfig(update_timeout=0.5, proposal_timeout=5, sync_timeout=2)
-
-
-async def until(cond: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    """Wait (bounded) until ``cond()`` is true."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not cond():
-                await asyncio.sleep(0.005)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 def _from(party: Party, kind: type[wire.Message]) -> Any:
@@ -139,7 +130,9 @@ class FundSafetyConformance:
                 "alice", config=QUICK, account=alice.account, persister=alice.persister
             )
             ch_a2 = await alice2.next_channel()
-            await until(lambda: not ch_a2.record().needs_sync, what="the restart's sync round")
+            await until(
+                lambda: not ch_a2.record().needs_sync, 10.0, what="the restart's sync round"
+            )
             await asyncio.sleep(0.3)
             before = bus.count(wire.ChannelSync)
             await asyncio.sleep(0.3)
@@ -196,7 +189,9 @@ class FundSafetyConformance:
             with pytest.raises(InvalidSignatureError):
                 await ch_a.send(7)
             # Bob enabled it; sync brings Alice to the same state, then both pay on.
-            await until(lambda: ch_a.state == ch_b.state, what="sync after the bad acceptance")
+            await until(
+                lambda: ch_a.state == ch_b.state, 10.0, what="sync after the bad acceptance"
+            )
             assert ch_a.phase == ch_b.phase == Phase.ACTING
             await ch_a.send(1)
             await ch_b.send(2)
@@ -228,7 +223,7 @@ class FundSafetyConformance:
             bob.client.on_update_proposal(register_instead)
             settle_a = asyncio.ensure_future(ch_a.settle())
             await asyncio.wait_for(registered.wait(), 10)
-            await until(lambda: ch_a.phase >= Phase.REGISTERED, what="Alice sees the dispute")
+            await until(lambda: ch_a.phase >= Phase.REGISTERED, 10.0, what="Alice sees the dispute")
             await backend.advance_time(CHALLENGE + 1)
             await asyncio.wait_for(settle_a, 60)
             if ch_b.phase != Phase.WITHDRAWN:
@@ -270,7 +265,7 @@ class FundSafetyConformance:
                 )
             except PhaseTransitionError as e:  # pragma: no cover - the regression
                 raise AssertionError(f"a registration raised a programming error: {e}") from e
-            await until(lambda: ch_a.phase >= Phase.REGISTERED, what="Alice sees the dispute")
+            await until(lambda: ch_a.phase >= Phase.REGISTERED, 10.0, what="Alice sees the dispute")
             await backend.advance_time(CHALLENGE + 1)
             for ch in (ch_a, ch_b):
                 if ch.phase != Phase.WITHDRAWN:
@@ -370,7 +365,7 @@ class FundSafetyConformance:
             assert store.failed == ["enabled"]
             assert bus.count(wire.ChannelUpdateAcc, sender=bob.address) == 0
             assert ch_b.state == before_b and ch_a.state == before_b
-            await until(lambda: ch_b.version_floor >= 1, what="the burned version")
+            await until(lambda: ch_b.version_floor >= 1, 10.0, what="the burned version")
             await ch_a.send(5)  # both skip the burned version
             assert ch_a.state == ch_b.state and ch_a.state.version >= 2
             assert ch_a.balances[0] == (95, 105)

@@ -1,4 +1,4 @@
-"""The local watchtower: follows the ledger and refutes stale registrations (PROTOCOL.md §5.6).
+"""The local watchtower: follows the ledger and refutes stale registrations (see docs/protocols.md).
 
 The client hands the watcher every newly enabled, fully signed transaction. The watcher
 follows the adjudicator's events of every watched channel through one stream; when a state

@@ -53,7 +53,7 @@ _LAZY = frozenset({"LocalBus", "LocalSubscription"})
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from perun_core.wire import local_bus
+        from perun_core.wire import local_bus  # noqa: PLC0415 - lazy attribute: importing the wire package must not load the bus
 
         return getattr(local_bus, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The binary wire codec (PROTOCOL.md §6.1; the format is documented in ``docs/wire-format.md``).
+"""The binary wire codec (the format is documented in ``docs/wire-format.md``).
 
 Every encoding is one header byte, the codec version
 (:data:`~perun_core.wire.messages.WIRE_VERSION`), followed by one MessagePack value: an array
@@ -7,7 +7,7 @@ with a fixed field order, never a map. A message is ``[type_code, field, ...]``;
 big-endian byte strings without leading zero bytes (zero is the empty string); addresses, assets
 (:meth:`Asset.encode`), AppIDs, IDs and signatures are byte strings.
 
-Decoding is strict: anything but a well-formed value within the limits of PROTOCOL.md §0 raises
+Decoding is strict: anything but a well-formed value within the data-model limits raises
 :class:`~perun_core.errors.MalformedMessageError` naming the type code and the field, and input
 above the size limit is refused before it is parsed (:class:`FrameTooLargeError`). Encoding runs
 the same checks, so ``decode(encode(m)) == m`` for every message that encodes at all.

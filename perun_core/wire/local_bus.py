@@ -17,6 +17,7 @@ from typing import ClassVar
 from perun_core.channel.types import Address
 from perun_core.errors import PeerDisconnectedError, ProtocolError
 from perun_core.interfaces.bus import Bus, ConnectHandler, Subscription
+from perun_core.queues import ClosableQueue
 from perun_core.wire.codec import (
     DEFAULT_MAX_SIZE,
     MAX_FRAME_LIMIT,
@@ -34,34 +35,26 @@ class LocalSubscription(Subscription):
     def __init__(self, bus: LocalBus, address: Address) -> None:
         self.address = address
         self._bus = bus
-        # None in the queue wakes a pending next() on close.
-        self._queue: asyncio.Queue[Envelope | None] = asyncio.Queue()
-        self._closed = False
+        self._queue: ClosableQueue[Envelope] = ClosableQueue()
 
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called (by the owner or by the bus)."""
-        return self._closed
+        return self._queue.closed
 
     def deliver(self, env: Envelope) -> None:
         """Queue an envelope for :meth:`next` (called by the bus)."""
-        self._queue.put_nowait(env)
+        self._queue.put(env)
 
     async def next(self) -> Envelope | None:
         """The next envelope in arrival order, or ``None`` once closed."""
-        if self._closed:
-            return None
-        env = await self._queue.get()
-        if env is None:
-            self._queue.put_nowait(None)  # wake any other pending next() as well
-        return env
+        return await self._queue.get()
 
     def close(self) -> None:
         """Stop receiving; a pending :meth:`next` returns ``None``; the address can resubscribe."""
-        if self._closed:
+        if self._queue.closed:
             return
-        self._closed = True
-        self._queue.put_nowait(None)
+        self._queue.close()
         self._bus.unsubscribed(self)
 
 

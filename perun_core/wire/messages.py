@@ -1,4 +1,4 @@
-"""The wire message catalogue (PROTOCOL.md §6.5).
+"""The wire message catalogue (see docs/wire-format.md).
 
 Messages are frozen dataclasses over the data model. Each has a fixed ``code`` (its type tag
 on the wire); :mod:`perun_core.wire.codec` turns them into bytes and back.

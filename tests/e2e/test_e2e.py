@@ -8,7 +8,6 @@ persisted records (a durable persister is closed and reopened from disk).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
 from e2e_support import E2E
@@ -18,16 +17,10 @@ from perun_core.client import ClientConfig
 from perun_core.interfaces.adjudicator import AdjudicatorReq, ConcludedEvent, RegisteredEvent
 from perun_core.interfaces.persister import ChannelRecord
 from perun_core.testing.parties import open_channel
+from perun_core.testing.waiting import until
 
 CHALLENGE = 60
 CHEATER = ClientConfig(update_timeout=5, proposal_timeout=5, watch=False, auto_settle=False)
-
-
-async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait (bounded) until ``cond()`` holds."""
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.005)
 
 
 def comparable(record: ChannelRecord) -> ChannelRecord:
@@ -65,7 +58,7 @@ async def test_happy_path_fifty_payments_then_settle(e2e: E2E) -> None:
     # own, when it saw the conclusion, may still be writing: wait, bounded).
     for party in (alice, bob):
         async with asyncio.timeout(5):
-            while await party.persister.restore_channel(ch_a.id) is not None:
+            while await party.persister.restore_channel(ch_a.id) is not None:  # noqa: ASYNC110 - the store has no notifications: poll it, bounded
                 await asyncio.sleep(0.01)
 
 
@@ -82,16 +75,16 @@ async def test_stale_registration_is_refuted_by_the_watchtower(e2e: E2E) -> None
     assert ch_c.balances[0] == (0, 101)
     # Mallory registers version 0, where she still owns 100; Carol's watchtower refutes.
     await e2e.backend.adjudicator(mallory.account).register(AdjudicatorReq(ch_m.params, stale, 0))
-    await until(lambda: len(events) >= 2)
+    await until(lambda: len(events) >= 2, 10.0)
     assert isinstance(events[0], RegisteredEvent) and events[0].version == 0
     assert isinstance(events[1], RegisteredEvent) and events[1].version == 20
     watcher = carol.client.watcher
     assert watcher is not None
     # Counted once the refutation is confirmed, which can come after the ledger's event.
-    await until(lambda: watcher.refutations == 1)
+    await until(lambda: watcher.refutations == 1, 10.0)
     await e2e.backend.advance_time(CHALLENGE + 1)
     await ch_c.wait_phase(Phase.WITHDRAWN, timeout=10)
-    await until(lambda: isinstance(events[-1], ConcludedEvent))
+    await until(lambda: isinstance(events[-1], ConcludedEvent), 10.0)
     await ch_m.settle()
     assert await e2e.balance(carol) == e2e.funds - 1 + 101
     assert await e2e.balance(mallory) == e2e.funds - 100

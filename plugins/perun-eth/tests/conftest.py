@@ -89,7 +89,7 @@ def pytest_terminal_summary(
         return
     from gas_reference import REFERENCE
 
-    terminalreporter.section("perun-eth gas per operation (ours vs. ETHEREUM.md §8)")
+    terminalreporter.section("perun-eth gas per operation (ours vs. the reference contracts)")
     for name, used in sorted(gas.items()):
         ref = REFERENCE.get(name)
         ratio = f"{used / ref:5.2f}x" if ref else "     "

@@ -26,7 +26,7 @@ from web3.logs import DISCARD
 from perun_core.channel import Allocation, Asset, Params, State, SubAlloc
 from perun_core.channel.types import Address
 
-# Keys of ETHEREUM.md §5.
+# Keys of the encoding test vector (docs/plugins/ethereum-contracts.md).
 ALICE_KEY = keccak256(b"perun-acceptance/alice")
 BOB_KEY = keccak256(b"perun-acceptance/bob")
 CAROL_KEY = keccak256(b"perun-tests/carol")

@@ -1,4 +1,4 @@
-"""Gas used by the reference Perun contracts (ETHEREUM.md §8), by operation name."""
+"""Gas used by the reference Perun contracts, by operation name."""
 
 from __future__ import annotations
 

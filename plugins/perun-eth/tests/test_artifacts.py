@@ -1,5 +1,5 @@
-"""The committed artifacts: reproducible from contracts/, and ABI-compatible with ETHEREUM.md §3
-(function selectors and event topics computed from the artifacts' ABIs)."""
+"""The committed artifacts: reproducible from contracts/, and ABI-compatible with the
+documented interface (function selectors and event topics computed from the artifacts' ABIs)."""
 
 from __future__ import annotations
 

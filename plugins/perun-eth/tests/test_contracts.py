@@ -1,4 +1,4 @@
-"""The contracts on a real anvil node: happy paths, every revert rule of ETHEREUM.md §6, the
+"""The contracts on a real anvil node: happy paths, every documented revert rule, the
 outcome rules and the timing rules (exact boundaries, via block timestamps)."""
 
 from __future__ import annotations

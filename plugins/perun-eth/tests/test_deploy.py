@@ -1,4 +1,4 @@
-"""Deploying with :func:`perun_eth.deploy.deploy` and validating deployments (ETHEREUM.md §7.5).
+"""Deploying with :func:`perun_eth.deploy.deploy` and validating deployments.
 
 Runs on a node of this module's own (``module_anvil``), so the contract and gas tests of the
 session node are not disturbed. Scenarios: our own async deployment and one made by someone

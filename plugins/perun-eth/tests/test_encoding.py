@@ -1,4 +1,4 @@
-"""The pure encodings and signatures of perun_eth.encoding: the ETHEREUM.md §5 test vector,
+"""The pure encodings and signatures of perun_eth.encoding: the documented test vector,
 agreement with eth_abi's generic encoder, and the refusal of malformed input."""
 
 from __future__ import annotations

@@ -273,7 +273,7 @@ async def test_a_mined_failure_carries_its_replayed_reason(
     first = asyncio.create_task(node.transact(ch.a, adj, data, operation="concludeFinal"))
     second = asyncio.create_task(node.transact(ch.b, adj, data, operation="concludeFinal"))
     async with asyncio.timeout(10):  # until both are in the pool
-        while sum(len(v) for v in (await node.request("txpool_content"))["pending"].values()) < 2:
+        while sum(len(v) for v in (await node.request("txpool_content"))["pending"].values()) < 2:  # noqa: ASYNC110 - the node's tx pool has no notifications: poll it
             await asyncio.sleep(0.01)
     await node.request("evm_mine")
     results = await asyncio.gather(first, second, return_exceptions=True)
@@ -297,7 +297,7 @@ async def test_a_transaction_not_mined_in_time_is_replaced_with_higher_fees(
         to = checksum(bytes.fromhex("22" * 20))
         sending = asyncio.create_task(node.transact(acct, to, b"", value=1, operation="pay"))
         async with asyncio.timeout(10):
-            while await _pending_tip(node, acct) <= 10**9:  # wait for a replacement
+            while await _pending_tip(node, acct) <= 10**9:  # noqa: ASYNC110 - the node's tx pool has no notifications: poll it
                 await asyncio.sleep(0.05)
         await node.request("evm_mine")
         receipt = await asyncio.wait_for(sending, 10)
@@ -406,7 +406,7 @@ async def test_a_receipt_counts_once_it_has_enough_confirmations(
         to = checksum(bytes.fromhex("44" * 20))
         sending = asyncio.create_task(node.transact(acct, to, b"", value=1, operation="pay"))
         async with asyncio.timeout(10):
-            while await node.balance(to) == 0:  # mined (automine) ...
+            while await node.balance(to) == 0:  # noqa: ASYNC110 - the node's balances have no notifications: poll them
                 await asyncio.sleep(0.02)
         await asyncio.sleep(0.2)
         assert not sending.done()  # ... but only one block deep

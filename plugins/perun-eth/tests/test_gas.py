@@ -1,4 +1,4 @@
-"""Gas per operation on anvil, compared with the reference contracts (ETHEREUM.md §8).
+"""Gas per operation on anvil, compared with the reference contracts.
 
 Gas is deterministic for a given transaction, so the comparison is asserted: every operation
 must use no more gas than the reference, and those of ``AT_TARGET`` at most ``TARGET_RATIO``

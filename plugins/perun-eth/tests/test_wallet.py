@@ -1,6 +1,6 @@
 """The Ethereum wallet: keys in every accepted form, signatures, encrypted keystore files.
 
-Scenarios: an operator loads the §5 acceptance keys and gets the documented addresses; a key
+Scenarios: an operator loads the test-vector keys and gets the documented addresses; a key
 pasted with or without ``0x`` (or as bytes) is the same account; a typo'd key is refused; a
 keystore file survives a round trip (pbkdf2 and scrypt), and a wrong password, a missing or a
 garbage file each give a KeystoreError; saving never overwrites and leaves an owner-only file.
@@ -27,7 +27,7 @@ from perun_core.channel.types import Address
 
 ALICE_KEY = keccak256(b"perun-acceptance/alice")
 BOB_KEY = keccak256(b"perun-acceptance/bob")
-ALICE = "0xC325649e8f5aae5ffB4a0fb6e32d97689019210E"  # ETHEREUM.md §5
+ALICE = "0xC325649e8f5aae5ffB4a0fb6e32d97689019210E"  # the encoding test vector
 BOB = "0x0BD779D2753029B52d1FEfD26f62B52c104E27c7"
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 

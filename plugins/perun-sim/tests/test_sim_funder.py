@@ -15,19 +15,12 @@ from perun_core.errors import (
     InvalidFundingAgreementError,
 )
 from perun_core.interfaces import FundingRequest
+from perun_core.testing.waiting import until
 
 
 def request(chan: Chan, idx: int, balances: list[list[int]], **kw: object) -> FundingRequest:
     st = chan.state(0, balances)
     return FundingRequest(chan.params, st, idx, st.allocation.balances, **kw)  # type: ignore[arg-type]
-
-
-async def until(cond, timeout: float = 1.0) -> None:  # type: ignore[no-untyped-def]
-    async def spin() -> None:
-        while not cond():
-            await asyncio.sleep(0)
-
-    await asyncio.wait_for(spin(), timeout)
 
 
 @pytest.fixture
@@ -71,7 +64,7 @@ async def test_funding_waits_for_the_peer_without_polling(
 ) -> None:
     bals = [[100, 50]]
     a = asyncio.create_task(backend.funder(alice).fund(request(chan, 0, bals)))
-    await until(lambda: clock.sleepers == 1)  # Alice deposited and now sleeps
+    await until(lambda: clock.sleepers == 1, 1.0, interval=0)  # Alice deposited and now sleeps
     assert ledger.tx_count("deposit") == 1
     assert not a.done()
     await backend.funder(bob).fund(request(chan, 1, bals))
@@ -90,7 +83,7 @@ async def test_peer_that_never_funds_is_named_after_the_ledger_deadline(
     chan = make_chan(assets=[eth, prn])
     bals = [[100, 50], [0, 7]]
     task = asyncio.create_task(backend.funder(alice).fund(request(chan, 0, bals)))
-    await until(lambda: clock.sleepers == 1)
+    await until(lambda: clock.sleepers == 1, 1.0, interval=0)
     clock.advance(D - 1)
     await asyncio.sleep(0.01)
     assert not task.done()  # one second before the deadline: still waiting
@@ -107,7 +100,7 @@ async def test_custom_funding_timeout(
     backend: SimBackend, clock: SimClock, chan: Chan, alice: SimAccount
 ) -> None:
     task = asyncio.create_task(backend.funder(alice).fund(request(chan, 0, [[1, 1]], timeout=5)))
-    await until(lambda: clock.sleepers == 1)
+    await until(lambda: clock.sleepers == 1, 1.0, interval=0)
     clock.advance(5)
     with pytest.raises(FundingTimeoutError):
         await asyncio.wait_for(task, 1)
@@ -163,7 +156,7 @@ async def test_egoistic_funder_deposits_only_after_the_others(
 ) -> None:
     bals = [[100, 50]]
     ego = asyncio.create_task(backend.funder(alice).fund(request(chan, 0, bals, egoistic=True)))
-    await until(lambda: clock.sleepers == 1)
+    await until(lambda: clock.sleepers == 1, 1.0, interval=0)
     assert ledger.holdings_of(eth, chan.id, alice.address) == 0  # waits for Bob first
     bob_task = asyncio.create_task(backend.funder(bob).fund(request(chan, 1, bals)))
     await asyncio.wait_for(asyncio.gather(ego, bob_task), 1)
@@ -182,7 +175,7 @@ async def test_egoistic_funder_never_deposits_if_the_peer_does_not(
     ego = asyncio.create_task(
         backend.funder(alice).fund(request(chan, 0, [[100, 50]], egoistic=True))
     )
-    await until(lambda: clock.sleepers == 1)
+    await until(lambda: clock.sleepers == 1, 1.0, interval=0)
     clock.advance(D)
     with pytest.raises(FundingTimeoutError) as ei:
         await asyncio.wait_for(ego, 1)

@@ -1,4 +1,4 @@
-"""The sim ledger enforces PROTOCOL.md §4 with the Ethereum reason strings (ETHEREUM.md §6).
+"""The sim ledger enforces the ledger rules with the Ethereum reason strings.
 
 Alice and Bob fund a channel; Mallory (as either of them) tries every stale, early or
 forged transaction; the ledger refuses each with the contract's reason and changes nothing.

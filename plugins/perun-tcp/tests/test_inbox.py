@@ -17,6 +17,7 @@ from perun_tcp.framing import FrameSplitter, frame
 from perun_tcp.inbox import MAX_QUEUED, Inbox
 
 from perun_core.errors import FrameTooLargeError
+from perun_core.testing.waiting import until
 
 
 @dataclass
@@ -49,23 +50,17 @@ async def pipe() -> AsyncIterator[Pipe]:
         w.close()
 
 
-async def settle(cond: object, timeout: float = 5) -> None:
-    async with asyncio.timeout(timeout):
-        while not (cond() if callable(cond) else cond):
-            await asyncio.sleep(0.001)
-
-
 async def test_frames_are_handled_as_they_arrive_including_what_the_reader_held(
     pipe: Pipe,
 ) -> None:
     # Bytes that arrived before the takeover (e.g. right behind the handshake) come first.
     pipe.writer.write(frame(b"one") + frame(b"two")[:3])
-    await settle(lambda: len(pipe.reader._buffer) == 10)  # type: ignore[attr-defined]
+    await until(lambda: len(pipe.reader._buffer) == 10, interval=0.001)  # type: ignore[attr-defined]
     inbox = pipe.inbox()
     assert inbox.attach(pipe.reader, pipe.transport)
     assert pipe.handled == [b"one"]
     pipe.writer.write(frame(b"two")[3:] + frame(b"three"))
-    await settle(lambda: len(pipe.handled) == 3)
+    await until(lambda: len(pipe.handled) == 3, interval=0.001)
     assert pipe.handled == [b"one", b"two", b"three"]
     assert not inbox.frames and not inbox.done
     assert pipe.chunks >= 2
@@ -82,7 +77,7 @@ async def test_blocked_frames_wait_in_order_and_later_chunks_queue_behind_them(
     assert list(inbox.frames) == [b"a", b"b"] and pipe.handled == []
     pipe.blocked = False  # no longer blocked, but older frames wait: order comes first
     pipe.writer.write(frame(b"c"))
-    await settle(lambda: len(inbox.frames) == 3)
+    await until(lambda: len(inbox.frames) == 3, interval=0.001)
     assert list(inbox.frames) == [b"a", b"b", b"c"] and pipe.handled == []
 
 
@@ -103,7 +98,7 @@ async def test_an_oversized_frame_is_an_error_and_nothing_after_it_is_handled(
     inbox = pipe.inbox()
     assert inbox.attach(pipe.reader, pipe.transport)
     pipe.writer.write(frame(b"ok"))
-    await settle(lambda: pipe.handled == [b"ok"])
+    await until(lambda: pipe.handled == [b"ok"], interval=0.001)
     pipe.writer.write((5000).to_bytes(4, "big") + b"z" * 10)
     await asyncio.wait_for(inbox.wait(), 5)
     assert isinstance(inbox.error, FrameTooLargeError)
@@ -117,7 +112,7 @@ async def test_end_of_stream_is_reported_also_when_it_came_before_the_takeover(
 ) -> None:
     pipe.writer.write(frame(b"last"))
     pipe.writer.write_eof()
-    await settle(lambda: getattr(pipe.reader, "_eof", False))
+    await until(lambda: getattr(pipe.reader, "_eof", False), interval=0.001)
     inbox = pipe.inbox()
     assert inbox.attach(pipe.reader, pipe.transport)
     assert pipe.handled == [b"last"] and inbox.eof and inbox.splitter.empty
@@ -131,7 +126,7 @@ async def test_the_socket_pauses_while_too_many_frames_wait_and_resumes_after(
     assert isinstance(pipe.transport, asyncio.ReadTransport)
     pipe.blocked = True
     pipe.writer.write(b"".join(frame(b"%d" % i) for i in range(MAX_QUEUED + 10)))
-    await settle(lambda: not pipe.transport.is_reading())
+    await until(lambda: not pipe.transport.is_reading(), interval=0.001)
     assert len(inbox.frames) > MAX_QUEUED
     inbox.frames.clear()  # what the bus's reader task does once it may deliver them
     inbox.caught_up()

@@ -15,11 +15,12 @@ from hypothesis import strategies as st
 from perun_sim.wallet import SimAccount
 from perun_tcp import TcpBus, frame
 from perun_tcp.handshake import HANDSHAKE_MAX_FRAME
-from tcp_helpers import closed_by_peer, identity, open_raw, raw_authenticated, until
+from tcp_helpers import closed_by_peer, identity, open_raw, raw_authenticated
 
 from perun_core.errors import MalformedMessageError
 from perun_core.interfaces.bus import Subscription
 from perun_core.testing.bus import assert_quiet, numbered, recv
+from perun_core.testing.waiting import until
 from perun_core.wire.codec import decode_envelope
 
 _FIXTURES = settings(

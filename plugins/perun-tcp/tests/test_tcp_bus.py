@@ -21,7 +21,6 @@ from tcp_helpers import (
     open_raw,
     raw_authenticated,
     send_envelope,
-    until,
 )
 
 from perun_core.channel.types import Address
@@ -34,6 +33,7 @@ from perun_core.errors import (
 from perun_core.interfaces.bus import Subscription
 from perun_core.registry import BusRegistry
 from perun_core.testing.bus import assert_quiet, numbered, recv
+from perun_core.testing.waiting import until
 from perun_core.wire import codec
 from perun_core.wire.messages import (
     WIRE_VERSION,

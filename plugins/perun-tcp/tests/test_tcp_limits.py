@@ -24,12 +24,13 @@ from perun_sim.crypto import verify_message
 from perun_sim.wallet import SimAccount
 from perun_tcp import TcpBus, frame
 from perun_tcp import handshake as hs
-from tcp_helpers import QUICK, closed_by_peer, identity, make_bus, open_raw, until
+from tcp_helpers import QUICK, closed_by_peer, identity, make_bus, open_raw
 
 from perun_core.channel.allocation import Allocation
 from perun_core.client import Channel, Client, ClientConfig, LedgerChannelProposal
 from perun_core.persistence.memory import MemoryPersister
 from perun_core.testing.bus import numbered, recv
+from perun_core.testing.waiting import until
 from perun_core.wire import codec
 from perun_core.wire.messages import WIRE_VERSION, AuthHello
 

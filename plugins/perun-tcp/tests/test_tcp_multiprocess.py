@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from perun_sim.wallet import SimAccount
 from perun_tcp import Endpoint, TcpBus
-from tcp_helpers import identity, make_bus, until
+from tcp_helpers import identity, make_bus
 
 from perun_core.channel.types import Address
 from perun_core.interfaces.bus import Subscription
 from perun_core.testing.bus import numbered, recv
+from perun_core.testing.waiting import until
 
 PEER_SCRIPT = Path(__file__).with_name("tcp_echo_peer.py")
 

@@ -195,7 +195,7 @@ def _record(
     saved.save(root)
 
 
-async def run_durable(
+async def run_durable(  # noqa: C901 - the demo's script, step by step, as the user reads it on screen
     *,
     payments: int,
     deposit: int,
@@ -220,7 +220,7 @@ async def run_durable(
             "or on a new --db PATH",
             path=str(root),
         )
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - one directory at start-up, before any channel runs
     first = saved is None
     if saved is None:
         saved = _DemoFile(

@@ -89,7 +89,7 @@ def _start_lock() -> Iterator[None]:
     closes that window.
     """
     try:
-        import fcntl
+        import fcntl  # noqa: PLC0415 - POSIX only, and only needed here
     except ImportError:  # pragma: no cover - not on Linux; anvil-linux-amd64 needs Linux
         yield
         return
@@ -104,7 +104,7 @@ def _start_lock() -> Iterator[None]:
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     """Ask Linux to SIGKILL the child when the parent dies (prctl PR_SET_PDEATHSIG)."""
-    import ctypes
+    import ctypes  # noqa: PLC0415 - Linux only (prctl), and only needed here
 
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
@@ -136,7 +136,7 @@ class AnvilNode:
 
     Attributes:
         chain_id: the chain ID the node reports.
-        hardfork: the EVM hardfork (``"prague"``: the one the gas figures of ETHEREUM.md use).
+        hardfork: the EVM hardfork (``"prague"``: the one the reference gas figures use).
         binary: the anvil executable (default: :func:`find_anvil`).
         extra_args: more command-line arguments (e.g. ``["--block-time", "1"]``).
     """

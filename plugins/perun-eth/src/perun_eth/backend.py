@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Self
 from perun_core.channel.params import Params
 from perun_core.channel.state import State
 from perun_core.channel.types import Address, Asset
-from perun_core.errors import InvalidStateError, NotSupportedError
+from perun_core.errors import ChainError, InvalidStateError, NotSupportedError
 from perun_core.interfaces import Account, ChainBackend
 from perun_core.interfaces.chain import TransactionHook
 from perun_eth import bindings as b
@@ -23,6 +23,7 @@ from perun_eth.chain import ERC20, ETH, EthChain, HolderInfo, checksum, parse_he
 from perun_eth.config_check import RpcReader, check_chain, run_blocking
 from perun_eth.deploy import DeploymentRecord
 from perun_eth.errors import EthConfigError, NodeConnectionError, UnsupportedParamsError
+from perun_eth.events import LogPoller
 from perun_eth.funder import EthFunder
 from perun_eth.node import EthNode, ReceiptHook, TxOptions
 from perun_eth.wallet import EthAccount, EthWallet
@@ -253,7 +254,7 @@ class EthBackend(ChainBackend):
         """A fresh anvil on a free 127.0.0.1 port with the contracts deployed, and a backend
         on it whose first asset is the PerunToken (``perun demo --backend eth``); anvil is
         stopped by its PID on exit. See :func:`perun_eth.demo.demo_ledger`."""
-        from perun_eth.demo import demo_ledger
+        from perun_eth.demo import demo_ledger  # noqa: PLC0415 - import cycle: demo.py imports this module
 
         return demo_ledger(cls, on_transaction)
 
@@ -407,8 +408,6 @@ class EthBackend(ChainBackend):
                 if receipt is None:
                     await asyncio.sleep(node.options.poll_interval)
             if int(receipt["status"], 16) != 1:
-                from perun_core.errors import ChainError
-
                 raise ChainError(
                     f"faucet account {source} could not send {amount} tokens",
                     tx=tx,
@@ -427,8 +426,6 @@ class EthBackend(ChainBackend):
 
     async def close(self) -> None:
         """Stop event polling and close the node connection."""
-        from perun_eth.events import LogPoller
-
         if isinstance(self.chain.log_poller, LogPoller):
             await self.chain.log_poller.close()
         await self.node.close()

@@ -1,4 +1,4 @@
-"""Calldata and view calls of the Perun contracts (ETHEREUM.md §3), encoded with eth_abi.
+"""Calldata and view calls of the Perun contracts, encoded with eth_abi.
 
 Only the functions of the reference interface are used, so these bindings drive our own
 deployment and any ABI-compatible one alike. Calldata is built from the selectors and the ABI
@@ -36,7 +36,7 @@ def _selector(signature: str) -> bytes:
     return keccak256(signature.encode())[:4]
 
 
-# The canonical forms of ETHEREUM.md §3 (tuples expanded).
+# The canonical signatures of the contract functions (tuples expanded).
 REGISTER: Final = _selector(f"register({SIGNED_STATE_ABI},{SIGNED_STATE_ABI}[])")
 PROGRESS: Final = _selector(f"progress({PARAMS_ABI},{STATE_ABI},{STATE_ABI},uint256,bytes)")
 CONCLUDE: Final = _selector(f"conclude({PARAMS_ABI},{STATE_ABI},{STATE_ABI}[])")
@@ -268,6 +268,6 @@ def states_in_calldata(data: bytes) -> list[CalledState]:
         if sel == CONCLUDE_FINAL:
             p, st, sigs = abi_decode([PARAMS_ABI, STATE_ABI, "bytes[]"], body)
             return [CalledState(state_from_abi(st, _app(p[3])), tuple(bytes(x) for x in sigs))]
-    except Exception:
+    except Exception:  # noqa: BLE001 - not decodable: a foreign call that shares a selector
         return []  # not decodable: a foreign call that shares a selector
     return []

@@ -112,10 +112,13 @@ async def run(args: argparse.Namespace) -> int:
 # --- deploy -------------------------------------------------------------------------------------
 
 
-async def deploy_command(args: argparse.Namespace) -> int:
-    """``perun eth deploy``: see the module docstring."""
+def _checked_deploy_args(args: argparse.Namespace) -> list[str]:
+    """Refuse contradicting options of ``perun eth deploy``; returns the token holders given.
+
+    Raises:
+        EthConfigError: an option is malformed or does not fit another.
+    """
     from perun_eth.chain import checksum, parse_hex_address
-    from perun_eth.deploy import deploy
 
     if not args.rpc.startswith(("http://", "https://")):
         raise EthConfigError(f"--rpc {args.rpc!r} is not an http(s):// JSON-RPC URL")
@@ -131,6 +134,15 @@ async def deploy_command(args: argparse.Namespace) -> int:
             holders.append(checksum(parse_hex_address(text, "--token-holder")))
         except ValueError as e:
             raise EthConfigError(str(e)) from e
+    return holders
+
+
+async def deploy_command(args: argparse.Namespace) -> int:
+    """``perun eth deploy``: see the module docstring."""
+    from perun_eth.chain import checksum, parse_hex_address
+    from perun_eth.deploy import deploy
+
+    holders = _checked_deploy_args(args)
     out = _check_out(args.out, force=args.force)  # before spending any gas
     account: EthAccount | None = None if args.dev else _load_account(args)
     url = await _reachable(args.rpc)

@@ -20,7 +20,7 @@ from perun_eth.anvil import AnvilNode, AnvilNotFoundError
 from perun_eth.backend import EthBackend
 from perun_eth.chain import parse_hex_address
 from perun_eth.deploy import DeploymentRecord, deploy
-from perun_eth.errors import NodeConnectionError
+from perun_eth.errors import EthConfigError, NodeConnectionError
 from perun_eth.node import EthNode, Receipt, ReceiptHook, TxOptions
 from perun_eth.wallet import EthWallet
 
@@ -57,8 +57,6 @@ def demo_config(record: DeploymentRecord, rpc: str, faucet_account: str) -> dict
     """
     cfg = record.config()
     if not (record.asset_holder_erc20 and record.token):
-        from perun_eth.errors import EthConfigError
-
         raise EthConfigError("the demo needs a deployment with the PerunToken and its holder")
     cfg["assets"] = [
         {"holder": record.asset_holder_erc20, "token": record.token},

@@ -1,4 +1,4 @@
-"""Deploying the contracts, and checking a deployment someone else made (ETHEREUM.md §7.5).
+"""Deploying the contracts, and checking a deployment someone else made.
 
 :func:`deploy` sends every contract of :data:`~perun_eth.contracts.CONTRACT_NAMES` through
 :meth:`EthNode.transact <perun_eth.node.EthNode.transact>` (estimated gas, managed nonces,
@@ -20,6 +20,7 @@ from typing import Any
 from eth_abi.abi import encode as abi_encode
 
 from perun_eth.chain import parse_hex_address
+from perun_eth.config_check import check_contracts
 from perun_eth.contracts import load_artifact
 from perun_eth.errors import DeploymentError
 from perun_eth.node import EthNode, Receipt
@@ -185,6 +186,4 @@ async def validate(
             :class:`~perun_eth.config_check.EthChainConfigError`).
         ValueError: an address is not 20 bytes of hex.
     """
-    from perun_eth.config_check import check_contracts
-
     await check_contracts(node, adjudicator, holders, strict=strict)

@@ -1,4 +1,4 @@
-"""Ethereum encodings and signatures of channel params, states and withdrawals (ETHEREUM.md §4).
+"""Ethereum encodings and signatures of channel params, states and withdrawals.
 
 Everything here is pure and synchronous: the ABI encodings the contracts hash, the channel and
 funding IDs, and EIP-191 signatures in the one form the contracts and this plugin accept

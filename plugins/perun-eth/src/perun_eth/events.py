@@ -1,4 +1,4 @@
-"""Adjudicator events by polling logs (ETHEREUM.md §7.2), and timeouts in block time.
+"""Adjudicator events by polling logs, and timeouts in block time.
 
 One :class:`LogPoller` per chain polls ``eth_getLogs`` for the adjudicator's ``ChannelUpdate``
 events in block ranges of at most :data:`MAX_RANGE` blocks, only up to
@@ -28,6 +28,7 @@ from perun_core.interfaces.adjudicator import (
     QueuedChannelEvents,
     RegisteredEvent,
 )
+from perun_core.queues import ClosableQueue
 from perun_eth import bindings as b
 from perun_eth.chain import EthChain
 from perun_eth.encoding import channel_id, hash_state
@@ -59,7 +60,7 @@ class BlockTimeout(Timeout):
     async def wait(self) -> None:
         """Poll new blocks until one is at or past the deadline (needs blocks to be mined)."""
         interval = self._chain.node.options.poll_interval
-        while not await self.is_elapsed():
+        while not await self.is_elapsed():  # noqa: ASYNC110 - block time moves only with new blocks: polling the node is the only way
             await asyncio.sleep(interval)
 
     def __repr__(self) -> str:
@@ -140,7 +141,7 @@ class LogPoller:
                     await self._poll_once()
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # the node hiccuped: keep watching
+            except Exception as e:  # noqa: BLE001 - the node hiccuped: keep watching
                 log.warning("event polling failed: %s", e)
             await asyncio.sleep(interval)
 
@@ -189,13 +190,12 @@ class EthSubscription(EventSubscription):
         self.channel_id = channel_id
         self._cid = channel_id
         self._known = known_states
-        self._queue: asyncio.Queue[AdjudicatorEvent | None] = asyncio.Queue()
+        self._queue: ClosableQueue[AdjudicatorEvent] = ClosableQueue()
         # Where events go: this subscription's queue, or a shared stream's (EthChannelEvents).
-        self._sink: Callable[[AdjudicatorEvent], None] = sink or self._queue.put_nowait
+        self._sink: Callable[[AdjudicatorEvent], None] = sink or self._queue.put
         self._seen: set[tuple[bytes, int]] = set()
         self.min_block = 0
         self.poller: LogPoller | None = None
-        self._closed = False
 
     @classmethod
     async def start(
@@ -256,7 +256,7 @@ class EthSubscription(EventSubscription):
 
     async def accept(self, lg: Any) -> None:
         """Queue the event of log ``lg`` unless it was delivered already."""
-        if self._closed:
+        if self._queue.closed:
             return
         key = _log_key(lg)
         if key in self._seen:
@@ -302,21 +302,15 @@ class EthSubscription(EventSubscription):
 
     async def next(self) -> AdjudicatorEvent | None:
         """The next event, or ``None`` once closed."""
-        if self._closed:
-            return None
-        ev = await self._queue.get()
-        if ev is None:
-            self._queue.put_nowait(None)  # keep answering None
-        return None if self._closed else ev
+        return await self._queue.get()
 
     def detach(self) -> None:
         """Stop receiving events (synchronous part of :meth:`close`)."""
-        if self._closed:
+        if self._queue.closed:
             return
-        self._closed = True
+        self._queue.close()
         if self.poller is not None:
             self.poller.leave(self)
-        self._queue.put_nowait(None)
 
     async def close(self) -> None:
         """Stop the subscription; a pending :meth:`next` returns ``None``."""

@@ -1,4 +1,4 @@
-"""The Ethereum Funder: deposits into asset holders, waits for everyone (ETHEREUM.md §7.3)."""
+"""The Ethereum Funder: deposits into asset holders, waits for everyone."""
 
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ class EthFunder(Funder):
         interval = chain.node.options.poll_interval
         while True:
             # Read the time first: holdings seen complete at or after it count as in time.
-            # Others' deposits count once confirmed (ETHEREUM.md §7.3 step 3).
+            # Others' deposits count once confirmed (see docs/plugins/ethereum-contracts.md).
             now = await chain.node.timestamp()
             at = await chain.confirmed_block()
             missing: list[list[int]] = [[] for _ in assets]

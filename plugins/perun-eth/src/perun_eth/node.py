@@ -1,7 +1,7 @@
 """The connection to one Ethereum node: RPC with retries, transactions, revert reasons.
 
-Everything the funder, adjudicator and deploy command send goes through :meth:`EthNode.transact`
-(ETHEREUM.md §7.1): a pre-flight ``eth_estimateGas`` that turns a revert into a typed error
+Everything the funder, adjudicator and deploy command send goes through :meth:`EthNode.transact`:
+a pre-flight ``eth_estimateGas`` that turns a revert into a typed error
 before anything is signed, a limit of estimate times ``gas_multiplier`` capped at the block gas
 limit, EIP-1559 fees (legacy ``gasPrice`` where the chain has no base fee), one
 :class:`NonceManager` per sender, replacement with +12.5 % fees when a transaction is not mined
@@ -122,7 +122,7 @@ def revert_reason(err: ContractLogicError) -> str:
 
 def _is_transient(e: BaseException) -> bool:
     """Connection problems, timeouts and rate limits: worth retrying."""
-    import aiohttp
+    import aiohttp  # noqa: PLC0415 - only when an RPC call failed; keeps importing the node light
 
     if isinstance(e, aiohttp.ClientResponseError):
         return e.status in (429, 502, 503, 504)
@@ -133,7 +133,7 @@ def _is_transient(e: BaseException) -> bool:
 
 
 class NonceManager:
-    """Hands out one sender's nonces in order (ETHEREUM.md §7.1).
+    """Hands out one sender's nonces in order (see docs/plugins/ethereum-contracts.md).
 
     Starts from the node's pending count; :meth:`reserve` is used under :attr:`lock`, which
     the sender holds from reserving until the node accepted (or definitely refused) the
@@ -354,7 +354,7 @@ class EthNode:
                         "eth_maxPriorityFeePerGas", lambda: self.w3.eth.max_priority_fee
                     )
                 )
-            except Exception:
+            except Exception:  # noqa: BLE001 - the fee-tip RPC is optional: any failure falls back to 1 gwei
                 tip = 10**9
         return {"maxFeePerGas": 2 * int(base) + tip, "maxPriorityFeePerGas": tip}
 
@@ -446,7 +446,7 @@ class EthNode:
         )
 
     async def _send_signed(self, sender: EthAccount, tx: dict[str, Any], operation: str) -> str:
-        from eth_account import Account as _Signer
+        from eth_account import Account as _Signer  # noqa: PLC0415 - eth_account is heavy; loaded at the first transaction
 
         unsigned = {k: v for k, v in tx.items() if k != "from"}
         if "maxFeePerGas" in unsigned:
@@ -467,7 +467,7 @@ class EthNode:
             raise ChainError(f"the node refused the transaction: {e}", operation=operation) from e
         return "0x" + bytes(h).hex()
 
-    async def _wait_receipt(self, hashes: Sequence[str], timeout: float) -> Any:
+    async def _wait_receipt(self, hashes: Sequence[str], timeout: float) -> Any:  # noqa: ASYNC109 - every wait has a deadline; this one takes it as an argument
         """The receipt of any of ``hashes`` (replacements of one nonce), or ``None``."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
@@ -530,7 +530,7 @@ class EthNode:
                 await _run_to_end(self.w3.eth.call(call, at))  # type: ignore[arg-type]
             except ContractLogicError as e:
                 return revert_reason(e) or "reverted without a reason"
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - the replay only explains a failure; any error becomes the explanation
                 return f"failed (replay impossible: {e})"
         return "failed (out of gas, or reverted only inside its block)"
 

@@ -104,7 +104,7 @@ def deploy_contracts(
 
 def deployment_record(dep: Deployment, block: int = 0) -> Any:
     """``dep`` as the :class:`~perun_eth.deploy.DeploymentRecord` the backend reads."""
-    from perun_eth.deploy import DeploymentRecord
+    from perun_eth.deploy import DeploymentRecord  # noqa: PLC0415 - test helpers load the web3 stack only when used
 
     return DeploymentRecord(
         chain_id=dep.chain_id,
@@ -141,9 +141,9 @@ async def e2e_chain(tmp_path: Path) -> Any:
     and the PerunToken asset, whose balances no gas fee touches. The node is stopped by PID
     on exit.
     """
-    from web3 import Web3
+    from web3 import Web3  # noqa: PLC0415 - test helpers load the web3 stack only when used
 
-    from perun_eth.backend import EthBackend
+    from perun_eth.backend import EthBackend  # noqa: PLC0415 - test helpers load the web3 stack only when used
 
     del tmp_path  # anvil keeps its state in memory
     with AnvilNode() as node:

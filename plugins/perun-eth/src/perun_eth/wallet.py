@@ -45,7 +45,7 @@ class EthAccount(Account):
     @property
     def checksum_address(self) -> str:
         """The EIP-55 checksummed hex address (what web3 and wallets display)."""
-        from eth_utils.address import to_checksum_address
+        from eth_utils.address import to_checksum_address  # noqa: PLC0415 - eth_utils is heavy; wallets are built without it
 
         return str(to_checksum_address(self._address.raw))
 
@@ -150,10 +150,10 @@ class EthWallet(Wallet):
         Raises:
             KeystoreError: the file is missing, not a keystore, or the password is wrong.
         """
-        from perun_eth import _web3_first  # noqa: F401  (keeps the recursion limit)
+        from perun_eth import _web3_first  # noqa: F401, PLC0415 - web3 first keeps the recursion limit
 
         # isort: split
-        from eth_account import Account as _EthAccount
+        from eth_account import Account as _EthAccount  # noqa: PLC0415 - eth_account is heavy; only keystores need it
 
         p = Path(path)
         try:
@@ -194,10 +194,10 @@ class EthWallet(Wallet):
             KeyError: the wallet does not hold ``address``.
             KeystoreError: the file exists or cannot be written.
         """
-        from perun_eth import _web3_first  # noqa: F401  (keeps the recursion limit)
+        from perun_eth import _web3_first  # noqa: F401, PLC0415 - web3 first keeps the recursion limit
 
         # isort: split
-        from eth_account import Account as _EthAccount
+        from eth_account import Account as _EthAccount  # noqa: PLC0415 - eth_account is heavy; only keystores need it
 
         acct = self._accounts.get(address)
         if acct is None:

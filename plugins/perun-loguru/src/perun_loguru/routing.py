@@ -162,7 +162,7 @@ class LoguruHandler(logging.Handler):
             logger.opt(depth=_caller_depth(), exception=record.exc_info).bind(
                 logger=record.name, **record_context(record)
             ).log(level, message)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a log handler must not raise; logging reports it
             self.handleError(record)
 
 

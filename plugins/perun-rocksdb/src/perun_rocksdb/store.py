@@ -88,7 +88,7 @@ class RocksDBStore(EngineStore):
             if create:
                 os.makedirs(where, exist_ok=True)
             self._db = rocksdict.Rdict(where, opts)
-        except Exception as e:  # rocksdict raises plain Exception with RocksDB's status text
+        except Exception as e:  # noqa: BLE001 - rocksdict raises plain Exception with RocksDB's status text
             msg = str(e)
             if _is_lock_error(msg):
                 raise StoreLockedError(

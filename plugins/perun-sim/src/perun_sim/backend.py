@@ -84,7 +84,7 @@ class SimBackend(ChainBackend):
         ledger: SimLedger | LedgerAPI | None = config.get("ledger")
         url = config.get("url")
         if url is not None:
-            from perun_sim.remote import RemoteLedger  # only remote configurations need it
+            from perun_sim.remote import RemoteLedger  # noqa: PLC0415 - only remote configurations need it
 
             if ledger is not None:
                 raise ValueError("sim config: give either 'url' or 'ledger', not both")

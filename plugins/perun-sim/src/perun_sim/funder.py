@@ -1,4 +1,4 @@
-"""The sim Funder: deposits a participant's share and waits for everyone's (PROTOCOL.md §5.2)."""
+"""The sim Funder: deposits a participant's share and waits for everyone's."""
 
 from __future__ import annotations
 

@@ -60,6 +60,7 @@ from perun_core.interfaces import (
     QueuedChannelEvents,
     RegisteredEvent,
 )
+from perun_core.queues import ClosableQueue
 from perun_sim.clock import SimClock, SimTimeout
 from perun_sim.crypto import SimSignatureFormatError, sha3, verify_digest
 from perun_sim.encoding import (
@@ -467,7 +468,7 @@ class SimLedger:
             app.valid_transition(params, old_state, new_state, actor_idx)
         except AppTransitionError as e:
             tx.fail(InvalidProgressError, str(e))
-        except Exception as e:  # an app fault is a refusal, like a reverting app contract
+        except Exception as e:  # noqa: BLE001 - an app fault is a refusal, like a reverting app contract
             tx.fail(InvalidProgressError, f"app fault: {type(e).__name__}: {e}")
         timeout = tx.now if new_state.is_final else tx.now + d.challenge_duration
         tx.disputes[cid] = replace(
@@ -744,31 +745,22 @@ class SimEventSubscription(EventSubscription):
     def __init__(self, ledger: SimLedger, cid: bytes) -> None:
         self._ledger = ledger
         self.channel_id = cid
-        self._queue: asyncio.Queue[AdjudicatorEvent | None] = asyncio.Queue()
-        self._closed = False
+        self._queue: ClosableQueue[AdjudicatorEvent] = ClosableQueue()
 
     def push(self, ev: AdjudicatorEvent) -> None:
         """Queue an event for :meth:`next` (called by the ledger)."""
-        if not self._closed:
-            self._queue.put_nowait(ev)
+        self._queue.put(ev)
 
     async def next(self) -> AdjudicatorEvent | None:
         """The next event, or ``None`` once the subscription is closed."""
-        if self._closed:
-            return None
-        ev = await self._queue.get()
-        if ev is None or self._closed:
-            self._queue.put_nowait(None)  # wake any other task blocked in next()
-            return None
-        return ev
+        return await self._queue.get()
 
     async def close(self) -> None:
         """Stop the subscription; a pending ``next()`` returns ``None``."""
-        if self._closed:
+        if self._queue.closed:
             return
-        self._closed = True
+        self._queue.close()
         self._ledger.unsubscribe(self)
-        self._queue.put_nowait(None)
 
 
 class SimChannelEvents(QueuedChannelEvents):

@@ -43,6 +43,7 @@ from perun_core.interfaces import (
     RegisteredEvent,
     Timeout,
 )
+from perun_core.queues import ClosableQueue
 from perun_sim import rpc
 from perun_sim.api import LedgerAPI
 from perun_sim.ledger import DEFAULT_LEDGER_ID, Dispute, HoldingKey, WithdrawalAuth
@@ -101,30 +102,24 @@ class RemoteEventSubscription(EventSubscription):
         self._ledger = ledger
         self.sub_id = sub_id
         self.channel_id = cid
-        self._queue: asyncio.Queue[AdjudicatorEvent | None] = asyncio.Queue()
-        self._closed = False
+        self._queue: ClosableQueue[AdjudicatorEvent] = ClosableQueue()
 
     def push(self, ev: AdjudicatorEvent | None) -> None:
         """Queue an event (``None``: the end) for :meth:`next` (called by the ledger)."""
-        if not self._closed:
-            self._queue.put_nowait(ev)
+        if ev is None:
+            self._queue.end()
+        else:
+            self._queue.put(ev)
 
     async def next(self) -> AdjudicatorEvent | None:
         """The next event, or ``None`` once the subscription is closed or disconnected."""
-        if self._closed:
-            return None
-        ev = await self._queue.get()
-        if ev is None or self._closed:
-            self._queue.put_nowait(None)  # wake any other task blocked in next()
-            return None
-        return ev
+        return await self._queue.get()
 
     async def close(self) -> None:
         """Stop the subscription (also on the server); a pending ``next()`` returns ``None``."""
-        if self._closed:
+        if self._queue.closed:
             return
-        self._closed = True
-        self._queue.put_nowait(None)
+        self._queue.close()
         await self._ledger.unsubscribe(self)
 
 

@@ -190,7 +190,7 @@ def frame(payload: bytes) -> bytes:
     return len(payload).to_bytes(4, "big") + payload
 
 
-def call_head(payload: bytes) -> tuple[int, str] | None:
+def call_head(payload: bytes) -> tuple[int, str] | None:  # noqa: C901 - one straight pass over the MessagePack bytes; its branches are the format's cases
     """``(call_id, method)`` of a call frame, read without decoding its arguments.
 
     Lets the server answer a call whose arguments cannot be decoded at all (a nesting bomb

@@ -149,7 +149,7 @@ class LedgerServer:
             The URL clients connect to, ``unix:///absolute/path``.
         """
         self._check_open()
-        p = Path(path).absolute()
+        p = Path(path).absolute()  # noqa: ASYNC240 - resolving the socket path once, when the server starts
         if p.is_socket():
             p.unlink()
         server = await asyncio.start_unix_server(self._accept, str(p))
@@ -313,6 +313,20 @@ class _Session:
             raise FrameTooLargeError(len(payload), self.server.max_frame_size)
         self.writer.write(rpc.frame(payload))
 
+    def _answer_too_deep(self, payload: bytes) -> None:
+        """A frame nested too deeply to even find the call's parts: answer it if it is a
+        call, else drop the connection (raises)."""
+        head = rpc.call_head(payload)
+        if head is None:
+            raise MalformedMessageError("undecodable frame: nested too deeply") from None
+        call_id, method = head
+        if call_id not in self.calls:
+            self._reply_error(
+                call_id,
+                MalformedMessageError(f"arguments of {method[:64]} nested too deeply"),
+                method,
+            )
+
     def _dispatch(self, payload: bytes) -> None:
         """Decode one frame and start its call; a frame that is not a message drops the
         connection (raises), a bad call is answered with an error."""
@@ -322,17 +336,7 @@ class _Session:
         except msgspec.MsgspecError as e:
             raise MalformedMessageError(f"undecodable frame: {e}") from None
         except RecursionError:
-            # Nested too deeply to even find the call's parts: answer it if it is a call.
-            head = rpc.call_head(payload)
-            if head is None:
-                raise MalformedMessageError("undecodable frame: nested too deeply") from None
-            call_id, method = head
-            if call_id not in self.calls:
-                self._reply_error(
-                    call_id,
-                    MalformedMessageError(f"arguments of {method[:64]} nested too deeply"),
-                    method,
-                )
+            self._answer_too_deep(payload)
             return
         if kind == rpc.CANCEL and len(parts) == 2:
             task = self.calls.get(_decode_id(parts[1]))

@@ -13,7 +13,7 @@ envelopes reach the subscriber in publish order and none are dropped by the swit
 Which one is preferred:
 
 * both dialed at once (the older one is younger than the race window of two handshake
-  timeouts): the one whose dialer has the lower wire address, on both sides (§6.4);
+  timeouts): the one whose dialer has the lower wire address, on both sides;
 * otherwise the newer one. A peer dials only when it has no usable connection, so a new
   connection next to an established one means the peer lost the old one (it restarted, or
   the old one is half-open) and only the new one can reach it.
@@ -51,6 +51,7 @@ from perun_core.errors import (
 from perun_core.interfaces.bus import Bus, ConnectHandler, Subscription
 from perun_core.interfaces.chain import ChainBackend
 from perun_core.interfaces.wallet import Account
+from perun_core.queues import ClosableQueue
 from perun_core.wire.codec import (
     DEFAULT_MAX_SIZE,
     MAX_FRAME_LIMIT,
@@ -99,22 +100,19 @@ class TcpSubscription(Subscription):
     def __init__(self, bus: TcpBus, address: Address, backlog: list[Envelope]) -> None:
         self.address = address
         self._bus = bus
-        self._queue: asyncio.Queue[Envelope | None] = asyncio.Queue()
-        for env in backlog:
-            self._queue.put_nowait(env)
-        self._closed = False
+        self._queue: ClosableQueue[Envelope] = ClosableQueue(backlog)
         self._receiver: Callable[[Envelope], None] | None = None
 
     @property
     def closed(self) -> bool:
         """Whether the subscription (or its bus) was closed."""
-        return self._closed
+        return self._queue.closed
 
     def deliver(self, env: Envelope) -> None:
         """Hand an envelope to the receiver, or queue it for :meth:`next` (called by the bus)."""
         receiver = self._receiver
         if receiver is None:
-            self._queue.put_nowait(env)
+            self._queue.put(env)
             return
         try:
             receiver(env)
@@ -130,37 +128,23 @@ class TcpSubscription(Subscription):
         Returns:
             ``True`` unless the subscription is closed.
         """
-        if self._closed:
+        if self._queue.closed:
             return False
         self._receiver = receiver
-        while not self._queue.empty():
-            env = self._queue.get_nowait()
-            if env is not None:
-                self.deliver(env)
+        for env in self._queue.take_all():
+            self.deliver(env)
         return True
 
     async def next(self) -> Envelope | None:
         """The next envelope, or ``None`` once closed (with a receiver: ``None`` at close)."""
-        if self._closed:
-            return None
-        env = await self._queue.get()
-        if env is None:
-            self._queue.put_nowait(None)  # wake other pending next() calls too
-        return env
+        return await self._queue.get()
 
     def close(self) -> None:
         """Stop receiving; envelopes not yet taken stay with the bus for a new subscription."""
-        if self._closed:
+        if self._queue.closed:
             return
-        self._closed = True
         self._receiver = None
-        left: list[Envelope] = []
-        while not self._queue.empty():
-            env = self._queue.get_nowait()
-            if env is not None:
-                left.append(env)
-        self._queue.put_nowait(None)
-        self._bus.unsubscribed(self, left)
+        self._bus.unsubscribed(self, self._queue.close())
 
 
 class _Connection:
@@ -557,7 +541,7 @@ class TcpBus(Bus):
             if conn.usable:
                 self._spawn(handler, peer)
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: C901 - the shutdown steps in their required order, each guarded for a half-open bus
         """Announce ``Shutdown`` on every connection, wait briefly for the peers to close
         theirs, then close everything (a pending ``next()`` returns ``None``)."""
         if self._closed:
@@ -872,7 +856,7 @@ class TcpBus(Bus):
         if self._current.get(conn.peer) is conn:
             del self._current[conn.peer]
 
-    async def _read_loop(self, conn: _Connection) -> None:
+    async def _read_loop(self, conn: _Connection) -> None:  # noqa: C901 - the connection's read loop keeps its states (handshake, gate, idle, close) in one place
         loop = asyncio.get_running_loop()
         reason = "closing"
 

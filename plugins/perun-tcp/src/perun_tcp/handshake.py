@@ -11,8 +11,8 @@ Both challenges are 32 fresh random bytes, so a signature is bound to one handsh
 be replayed; the role tag keeps the listener's signature from serving as a dialer's one.
 A side that refuses the handshake sends ``Shutdown{reason}`` (best effort) and closes.
 
-After a valid ``AuthConfirm`` the listener sends a ``Ping`` envelope — an ordinary message of
-§6.4, the first frame of the authenticated connection — and the dialer waits for it before it
+After a valid ``AuthConfirm`` the listener sends a ``Ping`` envelope — an ordinary message,
+the first frame of the authenticated connection — and the dialer waits for it before it
 uses the connection. Without it a dialer whose proof was refused would not learn so before
 writing its first envelopes into a connection that is about to close; with it, the refusal
 (a bare ``Shutdown``) surfaces as :class:`AuthenticationError` from the dial.
@@ -91,7 +91,7 @@ def transcript(
 def _verify(verify: Verifier, who: Address, message: bytes, sig: bytes, what: str) -> None:
     try:
         ok = verify(who, message, sig)
-    except Exception as e:  # a verifier may raise on malformed signatures: still a refusal
+    except Exception as e:  # noqa: BLE001 - a verifier may raise on malformed signatures: still a refusal
         raise AuthenticationError(f"{what}: signature of {who} is malformed: {e}") from None
     if not ok:
         raise AuthenticationError(
@@ -126,7 +126,7 @@ async def dial(
     account: Account,
     verify: Verifier,
     peer: Address,
-    timeout: float,
+    timeout: float,  # noqa: ASYNC109 - every wait has a deadline; this one takes it as an argument
 ) -> None:
     """Run the dialer's side: prove we are ``account.address`` and that the listener is ``peer``.
 
@@ -187,7 +187,7 @@ async def accept(
     writer: asyncio.StreamWriter,
     account: Account,
     verify: Verifier,
-    timeout: float,
+    timeout: float,  # noqa: ASYNC109 - every wait has a deadline; this one takes it as an argument
     on_proof: Callable[[Address], Callable[[], None]] | None = None,
 ) -> Address:
     """Run the listener's side; returns the dialer's proven address.
