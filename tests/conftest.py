@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import settings
 
 from perun_core.channel.allocation import Allocation
 from perun_core.channel.state import State
@@ -16,6 +17,12 @@ from perun_core.interfaces.chain import ChainBackend
 from perun_core.interfaces.wallet import Account
 from perun_core.persistence.memory import MemoryPersister
 from perun_core.wire.local_bus import LocalBus
+
+# Speed is measured by the benchmarks, never by timed assertions: hypothesis examples get no
+# deadline (on a loaded machine one example once took 0.4 s and failed the run).
+settings.register_profile("perun", deadline=None)
+settings.load_profile("perun")
+
 
 FUNDS = 1_000_000
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from eth_helpers import Chain
+from hypothesis import settings
 from perun_eth.testing import (
     AnvilNode,
     AnvilNotFoundError,
@@ -19,6 +20,12 @@ from perun_eth.testing import (
     find_anvil,
 )
 from web3 import Web3
+
+# Speed is measured by the benchmarks, never by timed assertions: hypothesis examples get no
+# deadline (on a loaded machine one example once took 0.4 s and failed the run).
+settings.register_profile("perun", deadline=None)
+settings.load_profile("perun")
+
 
 # Gas used per operation, collected by the tests and printed in the terminal summary.
 _GAS_KEY = pytest.StashKey[dict[str, int]]()

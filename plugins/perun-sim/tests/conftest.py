@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import settings
 from perun_sim import SimAccount, SimBackend, SimClock, SimLedger
 from sim_helpers import START, Chan, D
 
@@ -12,6 +13,11 @@ from perun_core.channel import (
     Asset,
     make_params,
 )
+
+# Speed is measured by the benchmarks, never by timed assertions: hypothesis examples get no
+# deadline (on a loaded machine one example once took 0.4 s and failed the run).
+settings.register_profile("perun", deadline=None)
+settings.load_profile("perun")
 
 
 @pytest.fixture

@@ -7,9 +7,15 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from perun_sim.wallet import SimAccount
 from perun_tcp import TcpBus
 from tcp_helpers import identity, make_bus
+
+# Speed is measured by the benchmarks, never by timed assertions: hypothesis examples get no
+# deadline (on a loaded machine one example once took 0.4 s and failed the run).
+settings.register_profile("perun", deadline=None)
+settings.load_profile("perun")
 
 
 @pytest.fixture
