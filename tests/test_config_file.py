@@ -58,15 +58,21 @@ def _port_is_free(port: int) -> bool:
 async def test_clients_from_configuration_pay_each_other_over_tcp() -> None:
     ledger = SimLedger()
     plugins = load_plugins()
-    alice = await Client.from_config(_config(ledger, "alice"), plugins=plugins)
-    bob = await Client.from_config(_config(ledger, "bob"), plugins=plugins)
+    bob_at = f"tcp://127.0.0.1:{_free_port()}"
+    bob_address = SimBackend.from_config({"seeds": ["bob"]}).wallet().accounts()[0]
+    bob = await Client.from_config(
+        _config(ledger, "bob", tcp={"listen": [bob_at]}), plugins=plugins
+    )
+    # Alice finds Bob through the address book of her [perun.tcp] table.
+    alice = await Client.from_config(
+        _config(ledger, "alice", tcp={"peers": {str(bob_address): bob_at}}), plugins=plugins
+    )
+    assert bob.address == bob_address and bob.bus.advertised_endpoints() == (bob_at,)
     # The one account each wallet holds was picked; the [perun.client] table was applied.
     assert alice.account.address != bob.account.address
     assert alice.config.update_timeout == 5 and alice.config.proposal_timeout == 5
     assert isinstance(alice.persister, MemoryPersister)
     ports = [int(c.bus.advertised_endpoints()[0].rsplit(":", 1)[1]) for c in (alice, bob)]
-    alice.bus.add_peer(bob.address, bob.bus.advertised_endpoints()[0])
-    bob.bus.add_peer(alice.address, alice.bus.advertised_endpoints()[0])
     asset = alice.backend.default_assets()[0]
     for c in (alice, bob):
         await c.backend.faucet(c.address, asset, FUNDS)
