@@ -25,7 +25,8 @@
 The table of the chain backend goes to its ``from_config``, a bus's and a persister's to
 their ``open`` (each checks it against its typed ``Config``), ``[perun.client]`` becomes a
 :class:`~perun_core.client.ClientConfig`, and the whole ``[perun]`` table goes to the
-plugins' ``perun_configure`` hook (the logger plugin reads its own table there).
+plugins' ``perun_configure`` hook (the logger plugin reads its own table there) when
+``logger`` is set; that hook acts on the whole process.
 :meth:`Client.from_config <perun_core.client.Client.from_config>` builds a client from it.
 """
 
@@ -193,7 +194,9 @@ async def build_parts(
     if cfg.logger is not None and cfg.logger not in plugins.names():
         raise PluginNotFoundError("logger plugin", cfg.logger, plugins.names())
     client_config = cfg.client_config()
-    plugins.configure(cfg.table)
+    if cfg.logger is not None:
+        # Process-wide: only when asked for (the perun command does it for --config).
+        plugins.configure(cfg.table)
     owned: list[Bus | Persister | ChainBackend] = []
     try:
         if backend is None:

@@ -157,8 +157,8 @@ class Client:
         """A client built from a ``perun.toml`` configuration (see :mod:`perun_core.configfile`).
 
         The chain backend, bus and persister the configuration names are looked up in the
-        plugin registries and built from their tables; the plugins' ``perun_configure``
-        hook gets the ``[perun]`` table (the logger). A part passed in is used instead of
+        plugin registries and built from their tables; when it names a ``logger``, the
+        plugins' ``perun_configure`` hook gets the ``[perun]`` table (process-wide). A part passed in is used instead of
         building one (e.g. a bus shared by several clients of a process). Parts the
         client built are closed by :meth:`close`.
 
