@@ -1,7 +1,9 @@
 """Typed registries handed to the registration hooks.
 
 Each registry maps a name to what one plugin provides: a :class:`ChainBackend` class, a
-factory that builds a :class:`Bus` or a :class:`Persister`, or a :class:`Command` of the
+:class:`Bus` or :class:`Persister` class (built by name from its typed ``Config`` with
+``await registry.open(name, config, account=..., backend=...)``; a plain factory function
+is still accepted but cannot be built from a configuration), or a :class:`Command` of the
 ``perun`` command line. A registry validates every entry, so a broken plugin fails with a
 message naming it:
 
