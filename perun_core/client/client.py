@@ -158,9 +158,9 @@ class Client:
 
         The chain backend, bus and persister the configuration names are looked up in the
         plugin registries and built from their tables; when it names a ``logger``, the
-        plugins' ``perun_configure`` hook gets the ``[perun]`` table (process-wide). A part passed in is used instead of
-        building one (e.g. a bus shared by several clients of a process). Parts the
-        client built are closed by :meth:`close`.
+        plugins' ``perun_configure`` hook gets the ``[perun]`` table (process-wide). A part
+        passed in is used instead of building one (e.g. a bus shared by several clients of
+        a process). Parts the client built are closed by :meth:`close`.
 
         Args:
             source: a path of a TOML file, or the parsed document or its ``perun`` table.
