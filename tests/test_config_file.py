@@ -200,7 +200,7 @@ async def test_a_bus_registered_as_a_function_cannot_be_opened_by_name() -> None
         def perun_register_buses(registry: BusRegistry) -> None:
             registry.add("fn-bus", lambda: LocalBus())
 
-    plugins = load_plugins(entry_points=False, extra=[("fnbus", FunctionBusPlugin)])
+    plugins = load_plugins(only=[], entry_points=False, extra=[("fnbus", FunctionBusPlugin)])
     assert isinstance(plugins.bus("fn-bus")(), LocalBus)  # the old way still works
     with pytest.raises(PluginValidationError, match="register its Bus subclass"):
         await plugins.buses.open("fn-bus")
