@@ -6,6 +6,12 @@
   ``perun_register_commands`` hook: ``perun demo`` (perun-demo), ``perun sim serve``
   (perun-sim), ``perun eth deploy`` (perun-eth), ...; ``perun --help`` lists them.
 
+``--config PATH`` (before or after the command; default: ``$PERUN_CONFIG``) names a
+``perun.toml`` (:mod:`perun_core.configfile`): it is checked before the command runs, the
+plugins' ``perun_configure`` hook gets its ``[perun]`` table (so its logger applies to every
+command), and commands that build clients build them from it (:func:`config_of`,
+:meth:`Client.from_config <perun_core.client.Client.from_config>`).
+
 Logging options, accepted before or after the command: ``-v``/``--verbose`` (info, ``-vv``
 debug), ``-q``/``--quiet`` (errors only; commands may also print less) and
 ``--log-level LEVEL``. Log records go to stderr, one line each.
@@ -37,10 +43,16 @@ from perun_core.registry import BUILTIN_COMMANDS, Command
 if TYPE_CHECKING:
     from perun_core.plugins import Plugins
 
-__all__ = ["LOG_LEVELS", "log_level", "main"]
+__all__ = ["LOG_LEVELS", "config_of", "log_level", "main"]
+
+if TYPE_CHECKING:
+    from perun_core.configfile import PerunConfig
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 """The values of ``--log-level`` (any case)."""
+
+ENV_CONFIG = "PERUN_CONFIG"
+"""Environment variable naming the default of ``--config``."""
 
 _PIPE_CLOSED = 141
 """Exit status when the reader of our output went away (128 + SIGPIPE, as shells report)."""
@@ -62,6 +74,34 @@ def log_level(args: argparse.Namespace) -> int | None:
     if getattr(args, "quiet", False):
         return logging.ERROR
     return None
+
+
+def config_of(args: argparse.Namespace) -> PerunConfig | None:
+    """The configuration named by ``--config`` (or ``$PERUN_CONFIG``), read and checked;
+    ``None`` when there is none.
+
+    Raises:
+        ConfigError: the file cannot be read, is not TOML or lacks ``perun.backend``.
+    """
+    path = getattr(args, "config", None)
+    if not path:
+        return None
+    from perun_core.configfile import load_perun_config
+
+    return load_perun_config(path)
+
+
+def _add_config_option(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``--config PATH`` on ``parser`` (on a command's parser its default is suppressed, so
+    the option works before or after the command)."""
+    default = (os.environ.get(ENV_CONFIG) or None) if top else argparse.SUPPRESS
+    with contextlib.suppress(argparse.ArgumentError):  # a command's own --config stays its own
+        parser.add_argument(
+            "--config",
+            default=default,
+            metavar="PATH",
+            help=f"perun.toml naming backend, bus, persister and logger (default: ${ENV_CONFIG})",
+        )
 
 
 def _level_name(text: str) -> str:
@@ -130,6 +170,7 @@ def _parser(
     )
     parser.add_argument("--version", action="version", version=f"perun-core {__version__}")
     _add_logging_options(parser, top=True)
+    _add_config_option(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     plugins = sub.add_parser("plugins", help="list installed plugins and what they register")
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -139,6 +180,7 @@ def _parser(
         help="also import and validate every registration (exit status 1 if one fails)",
     )
     _add_logging_options(plugins, top=False)
+    _add_config_option(plugins, top=False)
     for name, cmd in sorted((commands or {}).items()):
         p = sub.add_parser(
             name,
@@ -149,6 +191,7 @@ def _parser(
         if cmd.configure is not None and name == configure:
             cmd.configure(p)
         _add_logging_options(p, top=False)
+        _add_config_option(p, top=False)
     return parser
 
 
@@ -158,12 +201,12 @@ def _one_line(exc: BaseException) -> str:
 
 def _command_name(argv: Sequence[str]) -> str | None:
     """The subcommand: the first argument that is neither an option nor the value of
-    ``--log-level`` (the only option of ``perun`` itself that takes a value)."""
+    ``--log-level`` or ``--config`` (the options of ``perun`` itself that take a value)."""
     skip = False
     for arg in argv:
         if skip:
             skip = False
-        elif arg == "--log-level":
+        elif arg in ("--log-level", "--config"):
             skip = True
         elif not arg.startswith("-"):
             return arg
@@ -329,6 +372,9 @@ def _dispatch(args_list: list[str]) -> int:
             "command", command, sorted(BUILTIN_COMMANDS | commands.keys()), skipped=skipped
         )
     args = parser.parse_args(args_list)
+    config = config_of(args)  # a bad file fails here, before the command starts
+    if config is not None:
+        _load().configure(config.table)  # e.g. the logger plugin routes the logging now
     with _logging_to_stderr(log_level(args) or logging.WARNING):
         return _run(commands[command], args)
 

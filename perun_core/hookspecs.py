@@ -51,8 +51,9 @@ def perun_register_chains(registry: ChainRegistry) -> None:
 def perun_register_buses(registry: BusRegistry) -> None:
     """Register message buses.
 
-    Call ``registry.add(name, factory)`` where ``factory(**options)`` returns a
-    :class:`~perun_core.interfaces.Bus` (e.g. ``"local"``, ``"tcp"``).
+    Call ``registry.add(name, cls)`` with a :class:`~perun_core.interfaces.Bus` subclass
+    (or a ``"module:Class"`` reference to it) whose ``Config`` declares its options and whose
+    ``open(config, *, account, backend)`` builds it (e.g. ``"local"``, ``"tcp"``).
     """
 
 
@@ -60,8 +61,9 @@ def perun_register_buses(registry: BusRegistry) -> None:
 def perun_register_persisters(registry: PersisterRegistry) -> None:
     """Register persisters.
 
-    Call ``registry.add(name, factory)`` where ``factory(**options)`` returns a
-    :class:`~perun_core.interfaces.Persister` (e.g. ``"memory"``, ``"leveldb"``).
+    Call ``registry.add(name, cls)`` with a :class:`~perun_core.interfaces.Persister`
+    subclass (or a reference to it) whose ``Config`` declares its options and whose
+    ``open(config, *, account, backend)`` builds it (e.g. ``"memory"``, ``"leveldb"``).
     """
 
 

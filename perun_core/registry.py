@@ -1,7 +1,9 @@
 """Typed registries handed to the registration hooks.
 
 Each registry maps a name to what one plugin provides: a :class:`ChainBackend` class, a
-factory that builds a :class:`Bus` or a :class:`Persister`, or a :class:`Command` of the
+:class:`Bus` or :class:`Persister` class (built by name from its typed ``Config`` with
+``await registry.open(name, config, account=..., backend=...)``; a plain factory function
+is still accepted but cannot be built from a configuration), or a :class:`Command` of the
 ``perun`` command line. A registry validates every entry, so a broken plugin fails with a
 message naming it:
 
@@ -29,10 +31,10 @@ import argparse
 import importlib
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Final, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar, cast
 
 from perun_core.errors import (
     PerunError,
@@ -46,6 +48,8 @@ if TYPE_CHECKING:
     from perun_core.interfaces.bus import Bus
     from perun_core.interfaces.chain import ChainBackend
     from perun_core.interfaces.persister import Persister
+    from perun_core.interfaces.wallet import Account
+    from perun_core.parts import PartConfig
 
 __all__ = [
     "BUILTIN_COMMANDS",
@@ -374,6 +378,49 @@ class _FactoryRegistry(_NamedRegistry[Callable[..., P]]):
                 plugin,
             )
         return cast("Callable[..., P]", obj)
+
+    def part_class(self, name: str) -> type[P]:
+        """The class registered as ``name``, whose ``open(config, *, account, backend)``
+        builds it from its typed configuration.
+
+        Raises:
+            PluginNotFoundError: nothing is registered under ``name``.
+            PluginValidationError: ``name`` is registered as a factory function, which has
+                no typed configuration (register the class instead).
+        """
+        entry = self.get(name)
+        if not isinstance(entry, type):
+            raise PluginValidationError(
+                f"plugin {self._providers[name]!r}: {self.kind} {name!r} is registered as the "
+                f"function {_qualname(entry)}, which cannot be built from a configuration; "
+                f"register its {self._base().__qualname__} subclass instead"
+            )
+        return cast("type[P]", entry)
+
+    async def open(
+        self,
+        name: str,
+        config: PartConfig | Mapping[str, Any] | None = None,
+        *,
+        account: Account | None = None,
+        backend: ChainBackend | None = None,
+    ) -> P:
+        """Build the bus or persister registered as ``name`` from its configuration.
+
+        Args:
+            name: the registered name.
+            config: the class's ``Config``, a mapping of its fields or ``None`` (defaults).
+            account: the account of the client that will use it.
+            backend: the chain backend of that client.
+
+        Raises:
+            PluginNotFoundError: nothing is registered under ``name``.
+            PluginValidationError: ``name`` is registered as a factory function.
+            ConfigError: the configuration does not fit the class's ``Config``.
+        """
+        cls: Any = self.part_class(name)
+        part: P = await cls.open(config, account=account, backend=backend)
+        return part
 
 
 class BusRegistry(_FactoryRegistry["Bus"]):

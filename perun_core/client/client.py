@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from perun_core.channel.app import AppRegistry, PaymentApp
 from perun_core.channel.state import State, Transaction
@@ -15,11 +15,16 @@ from perun_core.client.channel import Channel
 from perun_core.client.config import ClientConfig
 from perun_core.client.dispute import DisputeProtocol
 from perun_core.client.engine import Engine
-from perun_core.client.proposal import LedgerChannelProposal, ProposalProtocol
+from perun_core.client.proposal import (
+    LedgerChannelProposal,
+    ProposalInfo,
+    ProposalProtocol,
+    ProposalResponder,
+)
 from perun_core.client.restore import restore_channels
 from perun_core.client.settle import SettleProtocol
 from perun_core.client.sync import SyncProtocol
-from perun_core.client.update import UpdateProtocol
+from perun_core.client.update import UpdateProtocol, UpdateResponder
 from perun_core.errors import (
     ChannelClosedError,
     UnknownChannelError,
@@ -31,12 +36,14 @@ from perun_core.wire import messages as wire
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from perun_core.configfile import ConfigSource
     from perun_core.interfaces.adjudicator import Adjudicator
     from perun_core.interfaces.bus import Bus, Subscription
     from perun_core.interfaces.chain import ChainBackend
     from perun_core.interfaces.funder import Funder
     from perun_core.interfaces.persister import Persister
     from perun_core.interfaces.wallet import Account
+    from perun_core.plugins import Plugins
 
 log = logging.getLogger("perun.client")
 
@@ -46,6 +53,29 @@ ChannelCallback = Callable[[Channel], Any]
 """Called with a channel, e.g. a newly opened one; may be async."""
 
 
+ProposalHandlerFunction = Callable[[ProposalInfo, ProposalResponder], Any]
+"""Decides on a channel proposal: ``(proposal, responder)``; may be async."""
+UpdateHandlerFunction = Callable[[Channel, State, State, UpdateResponder], Any]
+"""Decides on the peer's update proposal: ``(channel, current, proposed, responder)``; may
+be async."""
+
+
+class ProposalHandlerObject(Protocol):
+    """An object deciding on channel proposals (an alternative to a plain handler)."""
+
+    def handle_proposal(self, proposal: ProposalInfo, responder: ProposalResponder, /) -> Any:
+        """Call ``responder.accept()`` or ``responder.reject(reason)``; may be async."""
+
+
+class UpdateHandlerObject(Protocol):
+    """An object deciding on the peer's update proposals (an alternative to a plain handler)."""
+
+    def handle_update(
+        self, channel: Channel, current: State, proposed: State, responder: UpdateResponder, /
+    ) -> Any:
+        """Call ``responder.accept()`` or ``responder.reject(reason)``; may be async."""
+
+
 class Client:
     """One party of state channels on one chain backend.
 
@@ -53,14 +83,15 @@ class Client:
         account: the wallet account that signs our channel states.
         backend: the chain backend (channel IDs and signatures).
         bus: the message bus.
-        funder: deposits our shares (usually ``backend.funder(account)``).
-        adjudicator: disputes and withdrawals (usually ``backend.adjudicator(account)``).
+        funder: deposits our shares (default: ``backend.funder(account)``).
+        adjudicator: disputes and withdrawals (default: ``backend.adjudicator(account)``).
         persister: where channel records go (default: in memory).
         address: our wire address (default: the account's address).
         config: timeouts and limits.
         apps: the app registry (the backend's payment app is added for you).
 
     Use as ``async with Client(...) as client:``; it then handles incoming messages.
+    :meth:`from_config` builds one from a ``perun.toml`` configuration.
     """
 
     def __init__(
@@ -69,8 +100,8 @@ class Client:
         account: Account,
         backend: ChainBackend,
         bus: Bus,
-        funder: Funder,
-        adjudicator: Adjudicator,
+        funder: Funder | None = None,
+        adjudicator: Adjudicator | None = None,
         persister: Persister | None = None,
         address: Address | None = None,
         config: ClientConfig | None = None,
@@ -80,6 +111,10 @@ class Client:
             from perun_core.persistence.memory import MemoryPersister
 
             persister = MemoryPersister()
+        if funder is None:
+            funder = backend.funder(account)
+        if adjudicator is None:
+            adjudicator = backend.adjudicator(account)
         self.account = account
         self.backend = backend
         self.bus = bus
@@ -104,6 +139,61 @@ class Client:
         self._sub: Subscription | None = None
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
+        # Parts that from_config opened for this client, closed with it (last opened first).
+        self._owned: list[Bus | Persister | ChainBackend] = []
+
+    @classmethod
+    async def from_config(
+        cls,
+        source: ConfigSource,
+        *,
+        account: Account | None = None,
+        backend: ChainBackend | None = None,
+        bus: Bus | None = None,
+        persister: Persister | None = None,
+        config: ClientConfig | None = None,
+        plugins: Plugins | None = None,
+    ) -> Client:
+        """A client built from a ``perun.toml`` configuration (see :mod:`perun_core.configfile`).
+
+        The chain backend, bus and persister the configuration names are looked up in the
+        plugin registries and built from their tables; when it names a ``logger``, the
+        plugins' ``perun_configure`` hook gets the ``[perun]`` table (process-wide). A part
+        passed in is used instead of building one (e.g. a bus shared by several clients of
+        a process). Parts the client built are closed by :meth:`close`.
+
+        Args:
+            source: a path of a TOML file, or the parsed document or its ``perun`` table.
+            account: the account (default: ``perun.account`` or the wallet's only account).
+            backend: use this chain backend instead of building one.
+            bus: use this bus instead of opening one.
+            persister: use this persister instead of opening one.
+            config: timeouts and limits (default: the ``[perun.client]`` table).
+            plugins: the loaded plugins (default: :func:`~perun_core.plugins.load_plugins`).
+
+        Raises:
+            ConfigError: the configuration is malformed, a part refuses its table, or the
+                account is not in the wallet (or not named while the wallet holds several).
+            PluginNotFoundError: a named plugin is not installed.
+        """
+        from perun_core.configfile import build_parts
+
+        parts = await build_parts(
+            source, account=account, backend=backend, bus=bus, persister=persister, plugins=plugins
+        )
+        try:
+            client = cls(
+                account=parts.account,
+                backend=parts.backend,
+                bus=parts.bus,
+                persister=parts.persister,
+                config=config if config is not None else parts.client_config,
+            )
+        except BaseException:
+            await parts.close()
+            raise
+        client._owned = parts.owned
+        return client
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -154,6 +244,8 @@ class Client:
         )
         for ch in engine.channels.values():
             ch.rt.closed = True
+        for part in reversed(self._owned):
+            await part.close()
 
     async def __aenter__(self) -> Client:
         await self.start()
@@ -169,7 +261,7 @@ class Client:
 
     # --- user API ------------------------------------------------------------------------------
 
-    def on_proposal(self, handler: Any) -> None:
+    def on_proposal(self, handler: ProposalHandlerFunction | ProposalHandlerObject) -> None:
         """Set the channel-proposal handler.
 
         ``handler(proposal, responder)`` (sync or async) or an object with a
@@ -179,7 +271,7 @@ class Client:
         """
         self._engine.proposal_handler = getattr(handler, "handle_proposal", handler)
 
-    def on_update_proposal(self, handler: Any) -> None:
+    def on_update_proposal(self, handler: UpdateHandlerFunction | UpdateHandlerObject) -> None:
         """Set the handler deciding on the peer's update proposals.
 
         ``handler(channel, current, proposed, responder)`` (sync or async) or an object with

@@ -14,6 +14,7 @@ from perun_core.interfaces.adjudicator import (
 )
 from perun_core.interfaces.bus import Bus, Subscription
 from perun_core.interfaces.chain import ChainBackend
+from perun_core.interfaces.devledger import DevLedger
 from perun_core.interfaces.funder import Funder, FundingRequest
 from perun_core.interfaces.persister import ChannelRecord, Persister
 from perun_core.interfaces.wallet import Account, Wallet
@@ -28,6 +29,7 @@ __all__ = [
     "ChannelEvents",
     "ChannelRecord",
     "ConcludedEvent",
+    "DevLedger",
     "EventSubscription",
     "Funder",
     "FundingRequest",

@@ -14,6 +14,7 @@ from perun_core.channel.state import State
 from perun_core.channel.types import Address, Asset
 from perun_core.errors import NotSupportedError
 from perun_core.interfaces.adjudicator import Adjudicator
+from perun_core.interfaces.devledger import BackendDevLedger, DevLedger
 from perun_core.interfaces.funder import Funder
 from perun_core.interfaces.wallet import Account, Wallet
 
@@ -117,7 +118,12 @@ class ChainBackend(ABC):
         raise NotSupportedError(f"backend {self.name!r} cannot report ledger balances")
 
     async def faucet(self, address: Address, asset: Asset, amount: int) -> None:
-        """Credit ``amount`` of ``asset`` to ``address`` (test ledgers; capability ``"faucet"``)."""
+        """Credit ``amount`` of ``asset`` to ``address`` (test ledgers; capability ``"faucet"``).
+
+        The development-ledger controls (this, :meth:`advance_time`, :meth:`ledger_time`)
+        are reached through :meth:`dev_ledger`; a backend implements them here and the
+        default :class:`~perun_core.interfaces.devledger.BackendDevLedger` calls them.
+        """
         raise NotSupportedError(f"backend {self.name!r} has no faucet")
 
     async def advance_time(self, seconds: int) -> None:
@@ -170,8 +176,42 @@ class ChainBackend(ABC):
         del on_transaction  # a config-only ledger sends nothing worth reporting
         return _config_ledger(cls)
 
+    @classmethod
+    def dev_ledger(
+        cls, *, on_transaction: TransactionHook | None = None
+    ) -> AbstractAsyncContextManager[DevLedger]:
+        """A development ledger with a backend on it: the one way demos and tests get a
+        ledger they can fund and move in time.
+
+        The default runs :meth:`demo_ledger` and wraps its backend in a
+        :class:`~perun_core.interfaces.devledger.BackendDevLedger` (the backend's
+        ``faucet``/``advance_time``/``ledger_time``) whose asset is
+        ``default_assets()[0]``. A backend whose controls live elsewhere overrides it.
+
+        Args:
+            on_transaction: called with every confirmed ledger transaction (see
+                :meth:`demo_ledger`).
+
+        Returns:
+            An async context manager yielding the
+            :class:`~perun_core.interfaces.devledger.DevLedger`; everything it started is
+            stopped on exit.
+
+        Raises:
+            NotSupportedError: this backend has no development ledger.
+        """
+        return _backend_dev_ledger(cls, on_transaction)
+
 
 _B = TypeVar("_B", bound=ChainBackend)
+
+
+@asynccontextmanager
+async def _backend_dev_ledger(
+    cls: type[ChainBackend], on_transaction: TransactionHook | None
+) -> AsyncIterator[DevLedger]:
+    async with cls.demo_ledger(on_transaction=on_transaction) as backend:
+        yield BackendDevLedger(backend, backend.default_assets()[0])
 
 
 @asynccontextmanager

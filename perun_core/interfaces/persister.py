@@ -7,12 +7,19 @@ and each is one atomic write. The restorer methods return the records written.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from perun_core.channel.params import Params
 from perun_core.channel.phase import Phase
 from perun_core.channel.state import Transaction
 from perun_core.channel.types import Address
+from perun_core.parts import PartConfig, build_from, load_config
+
+if TYPE_CHECKING:
+    from perun_core.interfaces.chain import ChainBackend
+    from perun_core.interfaces.wallet import Account
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +47,42 @@ class ChannelRecord:
 
 
 class Persister(ABC):
-    """Stores channel records and returns them on restore."""
+    """Stores channel records and returns them on restore.
+
+    Class attributes:
+        Config: the options :meth:`open` takes (a :class:`~perun_core.parts.PartConfig`).
+        durable: the records outlive the process; the ``Config`` of a durable persister
+            has a ``path`` option (where the records go), which the test matrix fills in.
+    """
 
     name: str = "persister"
+    Config: ClassVar[type[PartConfig]] = PartConfig
+    durable: ClassVar[bool] = False
+
+    @classmethod
+    async def open(
+        cls,
+        config: PartConfig | Mapping[str, Any] | None = None,
+        *,
+        account: Account | None = None,
+        backend: ChainBackend | None = None,
+    ) -> Self:
+        """Build a persister from its typed configuration (the signature buses share).
+
+        The default passes the fields of :attr:`Config` to the constructor as keywords.
+
+        Args:
+            config: a :attr:`Config`, a mapping of its fields or ``None`` (defaults).
+            account: the account whose channels it will store.
+            backend: the chain backend of those channels.
+
+        Raises:
+            ConfigError: an unknown option, a missing one or a value of the wrong type.
+            PersistenceError: the store cannot be opened.
+        """
+        del account, backend  # the default persister needs neither
+        what = f"persister {cls.name!r}"
+        return build_from(cls, load_config(cls.Config, config, what), what)
 
     # --- events -----------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ from perun_core.channel.types import Address, Asset
 from perun_core.errors import InvalidStateError, MalformedSignatureError, NotSupportedError
 from perun_core.interfaces.adjudicator import Adjudicator
 from perun_core.interfaces.chain import ChainBackend
+from perun_core.interfaces.devledger import DevLedger
 from perun_core.interfaces.funder import Funder
 from perun_core.interfaces.wallet import Account, Wallet
 
@@ -308,3 +309,23 @@ class ChainConformance(WalletConformance):
         await backend.advance_time(100)
         after = await backend.ledger_time()
         assert after >= before + 100
+
+    async def test_dev_ledger_funds_accounts_and_moves_time(self, backend: ChainBackend) -> None:
+        cls = type(backend)
+        if not {"faucet", "time_travel"} <= cls.capabilities:
+            # Without the controls there is no development ledger to speak of.
+            with pytest.raises(NotSupportedError):
+                async with cls.dev_ledger() as dev:
+                    acct = dev.backend.wallet().new_account()
+                    await dev.faucet(acct.address, dev.asset, 1)
+                    await dev.advance_time(1)
+            return
+        async with cls.dev_ledger() as dev:
+            assert isinstance(dev, DevLedger) and isinstance(dev.backend, cls)
+            acct = dev.backend.wallet().new_account()
+            before = await dev.backend.balance_of(acct.address, dev.asset)
+            await dev.faucet(acct.address, dev.asset, 777)
+            assert await dev.backend.balance_of(acct.address, dev.asset) == before + 777
+            start = await dev.ledger_time()
+            await dev.advance_time(50)
+            assert await dev.ledger_time() >= start + 50

@@ -394,21 +394,23 @@ async def _run(args: argparse.Namespace, wrap_persister: PersisterWrapper | None
         asset = backend.default_assets()[0]
         if args.funds:
             await backend.faucet(account.address, asset, args.funds)
-        bus = plugins.bus("tcp")(account=account, verify=backend.verify_signature)
-        endpoint = await bus.listen_on(args.listen)
+        bus = await plugins.buses.open(
+            "tcp", {"listen": [args.listen]}, account=account, backend=backend
+        )
+        endpoint = bus.advertised_endpoints()[0]
         peer = Address.from_hex(args.peer)
         if args.peer_endpoint:
             bus.add_peer(peer, args.peer_endpoint)
         persister_args = {"path": args.db} if args.db else {}
-        persister: Persister = plugins.persister(args.persister)(**persister_args)
+        persister: Persister = await plugins.persisters.open(
+            args.persister, persister_args, account=account, backend=backend
+        )
         if wrap_persister is not None:
             persister = wrap_persister(persister)
         client = Client(
             account=account,
             backend=backend,
             bus=bus,
-            funder=backend.funder(account),
-            adjudicator=backend.adjudicator(account),
             persister=persister,
             config=ClientConfig(
                 update_timeout=args.update_timeout,

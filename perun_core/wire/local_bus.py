@@ -18,6 +18,7 @@ from perun_core.channel.types import Address
 from perun_core.errors import PeerDisconnectedError, ProtocolError
 from perun_core.interfaces.bus import Bus, ConnectHandler, Subscription
 from perun_core.queues import ClosableQueue
+from perun_core.parts import PartConfig
 from perun_core.wire.codec import (
     DEFAULT_MAX_SIZE,
     MAX_FRAME_LIMIT,
@@ -58,6 +59,13 @@ class LocalSubscription(Subscription):
         self._bus.unsubscribed(self)
 
 
+class LocalBusConfig(PartConfig, frozen=True, kw_only=True):
+    """Options of the ``local`` bus (the keyword arguments of :class:`LocalBus`)."""
+
+    encode: bool = True
+    max_size: int = DEFAULT_MAX_SIZE
+
+
 class LocalBus(Bus):
     """An in-process :class:`~perun_core.interfaces.Bus`.
 
@@ -76,6 +84,8 @@ class LocalBus(Bus):
     """
 
     name: ClassVar[str] = "local"
+    Config: ClassVar[type[PartConfig]] = LocalBusConfig
+    shared: ClassVar[bool] = True
 
     def __init__(self, *, encode: bool = True, max_size: int = DEFAULT_MAX_SIZE) -> None:
         if not 0 < max_size <= MAX_FRAME_LIMIT:

@@ -26,10 +26,10 @@ def pytest_report_header(config: pytest.Config) -> str:
 async def e2e(selection: Selection, tmp_path: Path) -> AsyncIterator[E2E]:
     plugins = load_plugins()
     plugins.persister(selection.persister)  # fail early, naming what is installed
+    plugins.bus(selection.bus)
     async with chain_under_test(selection.chain, plugins, tmp_path) as chain:
-        env = E2E(
-            selection, plugins, chain, Network(plugins, selection.bus, chain.backend), tmp_path
-        )
+        net = Network(plugins, selection.bus, chain.backend, selection.bus_config)
+        env = E2E(selection, plugins, chain, net, tmp_path)
         try:
             yield env
         finally:

@@ -82,7 +82,7 @@ async def test_stale_registration_is_refuted_by_the_watchtower(e2e: E2E) -> None
     assert watcher is not None
     # Counted once the refutation is confirmed, which can come after the ledger's event.
     await until(lambda: watcher.refutations == 1, 10.0)
-    await e2e.backend.advance_time(CHALLENGE + 1)
+    await e2e.chain.ledger.advance_time(CHALLENGE + 1)
     await ch_c.wait_phase(Phase.WITHDRAWN, timeout=10)
     await until(lambda: isinstance(events[-1], ConcludedEvent), 10.0)
     await ch_m.settle()
@@ -103,8 +103,9 @@ async def test_both_parties_restart_from_their_persisted_records(e2e: E2E) -> No
     await e2e.stop(bob)
 
     # New clients for the same accounts; a durable persister is reopened from its files.
-    if e2e.selection.durable:
-        store_a, store_b = e2e.open_store("alice"), e2e.open_store("bob")
+    if e2e.durable:
+        store_a = await e2e.open_store("alice", alice.account)
+        store_b = await e2e.open_store("bob", bob.account)
     else:
         store_a, store_b = alice.persister, bob.persister
     stored = await store_a.restore_channel(ch_a.id)

@@ -128,3 +128,26 @@ async def test_registered_factory_builds_a_kv_persister_over_rocksdb(tmp_path: P
         assert await again.restore_channel(params(1).id) is not None
     finally:
         await again.close()
+
+
+async def test_opened_by_name_from_its_typed_config(tmp_path: Path) -> None:
+    from perun_rocksdb.persister import RocksDBConfig
+
+    from perun_core.errors import ConfigError
+    from perun_core.testing.persister import assert_same_record, created, params
+
+    persisters = load_plugins().persisters
+    cls = persisters.part_class("rocksdb")
+    assert cls is RocksDBPersister and cls.durable
+    with pytest.raises(ConfigError, match="path"):
+        await persisters.open("rocksdb", {})  # the directory is required
+    with pytest.raises(ConfigError, match="synch"):
+        await persisters.open("rocksdb", {"path": str(tmp_path / "db"), "synch": True})
+    store = await persisters.open("rocksdb", {"path": str(tmp_path / "db"), "sync": "true"})
+    assert isinstance(store, RocksDBPersister) and store.store.sync is True
+    record = created(params(1))
+    await store.channel_created(record)
+    await store.close()
+    again = await RocksDBPersister.open(RocksDBConfig(path=str(tmp_path / "db")))
+    assert_same_record(await again.restore_channel(record.channel_id), record)
+    await again.close()

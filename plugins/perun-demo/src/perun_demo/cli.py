@@ -28,6 +28,9 @@ By default both run in this process on the simulated ledger (sim), the in-proces
                        the channels are stored under PATH and survive the process:
                        run the same command again to restore them and go on
 
+With --config PATH (a perun.toml, see the guide) the parts it names are the defaults and
+their tables configure them (the bus's, the persister's, [perun.client]).
+
 Log records (a refuted registration, a settlement that falls back to the ledger) are
 part of the story the demo tells, so it shows only errors unless -v or --log-level
 asks for more; -q prints nothing but the verdict."""
@@ -67,14 +70,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed of the amounts")
     parser.add_argument(
-        "--backend", default="sim", metavar="NAME", help="chain backend plugin (default sim)"
+        "--backend",
+        default=None,
+        metavar="NAME",
+        help="chain backend plugin (default: perun.backend of --config, else sim)",
     )
-    parser.add_argument("--bus", default="local", metavar="NAME", help="bus plugin (default local)")
+    parser.add_argument(
+        "--bus",
+        default=None,
+        metavar="NAME",
+        help="bus plugin (default: perun.bus of --config, else local)",
+    )
     parser.add_argument(
         "--persister",
-        default="memory",
+        default=None,
         metavar="NAME",
-        help="persister plugin (default memory); leveldb and rocksdb need --db",
+        help="persister plugin (default: perun.persister of --config, else memory); "
+        "leveldb and rocksdb need --db",
     )
     parser.add_argument(
         "--db", default=None, metavar="PATH", help="directory of the durable stores"
@@ -95,9 +107,15 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo with the parsed options; 0 if the ledger shows exactly the payments."""
     from rich.console import Console
 
-    from perun_core.cli import log_level
+    from perun_core.cli import config_of, log_level
     from perun_demo.run import run_demo
 
+    # --config names the parts and their settings; the options above win over it.
+    config = config_of(args)
+    table = dict(config.table) if config is not None else {}
+    backend = args.backend or (config.backend if config is not None else "sim")
+    bus = args.bus or (config.bus if config is not None else "local")
+    persister = args.persister or (config.persister if config is not None else "memory")
     quiet = bool(getattr(args, "quiet", False))
     # The narrative reports the expected warnings itself; show log records only on request.
     perun_log = logging.getLogger("perun")
@@ -110,13 +128,14 @@ def run(args: argparse.Namespace) -> int:
                 payments=args.payments,
                 deposit=args.deposit,
                 seed=args.seed,
-                backend_name=args.backend,
-                bus_name=args.bus,
-                persister_name=args.persister,
+                backend_name=backend,
+                bus_name=bus,
+                persister_name=persister,
                 dispute=args.dispute,
                 db=args.db,
                 keep_open=args.keep_open,
                 console=Console(quiet=quiet),
+                config=table,
             )
         )
     finally:

@@ -15,11 +15,12 @@ if TYPE_CHECKING:
     from perun_core.client import Channel
     from perun_core.interfaces.adjudicator import AdjudicatorEvent
     from perun_core.interfaces.chain import ChainBackend
+    from perun_core.interfaces.devledger import DevLedger
 
 
 async def dispute_scene(
     console: Console,
-    backend: ChainBackend,
+    ledger: DevLedger | ChainBackend,
     ch_a: Channel,
     stale: tuple[int, int],
     register_stale: Callable[[], Awaitable[object]],
@@ -47,7 +48,7 @@ async def dispute_scene(
         while not any(ev.version == latest for ev in events):  # noqa: ASYNC110 - events are collected by a callback; the demo polls its list, bounded
             await asyncio.sleep(0.01)
     console.print(f"[green]Alice's watchtower refuted with v{latest}[/]")
-    await backend.advance_time(ch_a.params.challenge_duration + 1)
+    await ledger.advance_time(ch_a.params.challenge_duration + 1)
     console.print(f"ledger time moved past the {ch_a.params.challenge_duration}s challenge")
     await ch_a.wait_phase(Phase.WITHDRAWN, timeout=10)  # Alice's client settles by itself
     await settle_bob()

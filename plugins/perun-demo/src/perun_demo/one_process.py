@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from perun_core.channel.allocation import Allocation
 from perun_core.client import Channel, Client, ClientConfig, LedgerChannelProposal
@@ -20,16 +20,16 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from perun_core.client import ProposalInfo, ProposalResponder
-    from perun_core.interfaces.bus import Bus
-    from perun_core.interfaces.chain import ChainBackend, LedgerTransaction
-    from perun_core.interfaces.persister import Persister
+    from perun_core.interfaces.chain import LedgerTransaction
+    from perun_core.interfaces.devledger import DevLedger
     from perun_core.interfaces.wallet import Account
+    from perun_core.plugins import Plugins
 
 
 async def run_one_process(
-    backend: ChainBackend,
-    bus: Bus,
-    make_persister: Callable[[], Persister],
+    dev: DevLedger,
+    plugins: Plugins,
+    config: Mapping[str, Any],
     txs: list[LedgerTransaction],
     *,
     payments: int,
@@ -39,34 +39,80 @@ async def run_one_process(
     dispute: bool,
     console: Console,
 ) -> DemoResult:
-    """Alice and Bob in this process on ``backend`` (closed by the caller); ``txs`` fills
-    with the ledger's transactions as they are confirmed."""
-    backend_name, bus_name, persister_name = names
+    """Alice and Bob in this process on the development ledger ``dev`` (closed by the
+    caller), their clients built by :meth:`Client.from_config` from ``config`` (the
+    ``[perun]`` table naming the bus and persister); ``txs`` fills with the ledger's
+    transactions as they are confirmed."""
+    bus_name = names[1]
+    backend = dev.backend
     wallet = backend.wallet()
     acct_a, acct_b = wallet.new_account(), wallet.new_account()
-    asset = backend.default_assets()[0]
+    asset = dev.asset
     funds = deposit * 10
     for acct in (acct_a, acct_b):
-        await backend.faucet(acct.address, asset, funds)
+        await dev.faucet(acct.address, asset, funds)
+    # A bus every client of a process shares (local) is opened once and passed in; any
+    # other bus is opened per client, and the two learn where the other listens.
+    shared = None
+    if plugins.buses.part_class(bus_name).shared:
+        shared = await plugins.buses.open(
+            bus_name, config.get(bus_name), account=acct_a, backend=backend
+        )
+
+    async def client(acct: Account, client_config: ClientConfig | None = None) -> Client:
+        return await Client.from_config(
+            config, account=acct, backend=backend, bus=shared, config=client_config, plugins=plugins
+        )
+
+    clients: list[Client] = []
+    try:
+        # In the dispute demo Bob cheats: his client runs no watchtower of its own.
+        clients.append(alice := await client(acct_a))
+        cheater = ClientConfig(watch=False, auto_settle=False) if dispute else None
+        clients.append(bob := await client(acct_b, cheater))
+        if shared is None:
+            alice.bus.add_peer(bob.address, bob.bus.advertised_endpoints()[0])
+            bob.bus.add_peer(alice.address, alice.bus.advertised_endpoints()[0])
+        return await _play(
+            dev,
+            alice,
+            bob,
+            txs,
+            payments=payments,
+            deposit=deposit,
+            rng=rng,
+            names=names,
+            dispute=dispute,
+            console=console,
+        )
+    finally:
+        for c in clients:
+            await c.close()  # closes the parts from_config opened (a second close: no-op)
+        if shared is not None:
+            await shared.close()
+
+
+async def _play(
+    dev: DevLedger,
+    alice: Client,
+    bob: Client,
+    txs: list[LedgerTransaction],
+    *,
+    payments: int,
+    deposit: int,
+    rng: random.Random,
+    names: tuple[str, str, str],
+    dispute: bool,
+    console: Console,
+) -> DemoResult:
+    """Open, pay and settle (or dispute) between the started clients ``alice`` and ``bob``."""
+    backend_name, bus_name, persister_name = names
+    backend, asset = dev.backend, dev.asset
+    acct_a, acct_b = alice.account, bob.account
     initial = {
         "Alice": await backend.balance_of(acct_a.address, asset),
         "Bob": await backend.balance_of(acct_b.address, asset),
     }
-
-    def client(acct: Account, config: ClientConfig | None = None) -> Client:
-        return Client(
-            account=acct,
-            backend=backend,
-            bus=bus,
-            funder=backend.funder(acct),
-            adjudicator=backend.adjudicator(acct),
-            persister=make_persister(),
-            config=config,
-        )
-
-    # In the dispute demo Bob cheats: his client runs no watchtower of its own.
-    alice = client(acct_a)
-    bob = client(acct_b, ClientConfig(watch=False, auto_settle=False) if dispute else None)
     bob_channel: asyncio.Future[Channel] = asyncio.get_running_loop().create_future()
 
     def on_proposal(p: ProposalInfo, r: ProposalResponder) -> None:
@@ -122,7 +168,7 @@ async def run_one_process(
             adj_b = backend.adjudicator(acct_b)
             await dispute_scene(
                 console,
-                backend,
+                dev,
                 ch_a,
                 (stale.state.version, stale.state.balances[0][1]),
                 lambda: adj_b.register(AdjudicatorReq(ch_b.params, stale, ch_b.idx)),

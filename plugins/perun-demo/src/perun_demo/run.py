@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -37,6 +39,7 @@ async def run_demo(
     db: str | os.PathLike[str] | None = None,
     keep_open: bool = False,
     console: Console | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> DemoResult:
     """Run the demo scenario and return what happened.
 
@@ -51,6 +54,9 @@ async def run_demo(
         db: directory of the durable stores; channels found there are restored.
         keep_open: leave the channel open at the end (needs ``db``).
         console: where to print (default: the terminal).
+        config: a ``[perun]`` configuration table (``perun --config``): the settings of
+            the bus and persister (``[perun.<name>]``), the client's ``[perun.client]``;
+            its part names are replaced by the three names above.
 
     Raises:
         DemoOptionError: a negative ``payments``, a ``deposit`` out of range, or
@@ -83,7 +89,8 @@ async def run_demo(
             keep_open=keep_open,
             console=console,
         )
-    if persister_name != "memory":
+    plugins = load_plugins()
+    if plugins.persisters.part_class(persister_name).durable:
         raise NotSupportedError(
             f"--persister {persister_name} stores channels on disk: give it a directory "
             "with --db PATH"
@@ -98,17 +105,21 @@ async def run_demo(
             dispute=dispute,
             console=console,
         )
-    plugins = load_plugins()
     backend_cls = plugins.chain(backend_name)
-    make_bus = plugins.bus(bus_name)
-    make_persister = plugins.persister(persister_name)
+    plugins.bus(bus_name)  # PluginNotFoundError before the ledger starts
+    table = {
+        **(config or {}),
+        "backend": backend_name,
+        "bus": bus_name,
+        "persister": persister_name,
+    }
     txs: list[LedgerTransaction] = []
     # The backend's development ledger: sim in memory, eth a fresh anvil with our contracts.
-    async with backend_cls.demo_ledger(on_transaction=txs.append) as backend:
+    async with backend_cls.dev_ledger(on_transaction=txs.append) as dev:
         return await run_one_process(
-            backend,
-            make_bus(),
-            lambda: make_persister(),
+            dev,
+            plugins,
+            table,
             txs,
             payments=payments,
             deposit=deposit,

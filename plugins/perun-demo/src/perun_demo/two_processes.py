@@ -14,7 +14,6 @@ import asyncio
 import os
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +33,9 @@ from perun_demo.result import DemoResult
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from perun_core.interfaces.bus import Bus
     from perun_core.interfaces.chain import ChainBackend, LedgerTransaction
-    from perun_core.interfaces.persister import Persister
+    from perun_core.plugins import Plugins
 
 
 async def run_two_processes(
@@ -52,11 +52,10 @@ async def run_two_processes(
     backends: their development ledger (``demo_ledger``), which Bob's process joins through
     the backend's :meth:`~perun_core.interfaces.ChainBackend.peer_config`."""
     plugins = load_plugins()
-    make_bus = plugins.bus("tcp")  # PluginNotFoundError (install perun-tcp) before any work
+    plugins.bus("tcp")  # PluginNotFoundError (install perun-tcp) before any work
     backend_cls = plugins.chain(backend_name)
     flow = _TwoProcesses(
-        make_bus=make_bus,
-        make_persister=plugins.persister(persister_name),
+        plugins=plugins,
         payments=payments,
         deposit=deposit,
         plan=schedule(rng, payments, deposit, dispute),
@@ -89,8 +88,7 @@ async def run_two_processes(
 class _TwoProcesses:
     """The two-process demo flow on a ready backend: Alice here, Bob in a child process."""
 
-    make_bus: Callable[..., Any]
-    make_persister: Callable[..., Persister]
+    plugins: Plugins
     payments: int
     deposit: int
     plan: list[tuple[bool, int]]
@@ -110,14 +108,14 @@ class _TwoProcesses:
         console, deposit, payments = self.console, self.deposit, self.payments
         funds = deposit * 10
         t0 = time.perf_counter()
-        bus: Any = None  # a perun_tcp.TcpBus (listen, add_peer), typed loosely: a plugin
+        bus: Bus | None = None
         bob: PeerProcess | None = None
         try:
             asset = backend.default_assets()[0]
             acct_a = backend.wallet().new_account()
             await backend.faucet(acct_a.address, asset, funds)
-            bus = self.make_bus(account=acct_a, verify=backend.verify_signature)
-            endpoint = await bus.listen("127.0.0.1", 0)
+            bus = await self.plugins.buses.open("tcp", None, account=acct_a, backend=backend)
+            endpoint = bus.advertised_endpoints()[0]  # a free loopback port
             bob = await PeerProcess.spawn(
                 **peer_ledger,
                 peer=acct_a.address,
@@ -130,14 +128,10 @@ class _TwoProcesses:
                 "Alice": await backend.balance_of(acct_a.address, asset),
                 "Bob": await backend.balance_of(bob.address, asset),
             }
-            alice = Client(
-                account=acct_a,
-                backend=backend,
-                bus=bus,
-                funder=backend.funder(acct_a),
-                adjudicator=backend.adjudicator(acct_a),
-                persister=self.make_persister(),
+            persister = await self.plugins.persisters.open(
+                self.persister_name, None, account=acct_a, backend=backend
             )
+            alice = Client(account=acct_a, backend=backend, bus=bus, persister=persister)
             net_to_bob = 0
             async with alice:
                 console.print(

@@ -3,10 +3,29 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
+from perun_core.parts import PartConfig
 from perun_core.persistence.kv_persister import KVPersister
 from perun_leveldb.store import LevelDBStore
+
+
+class LevelDBConfig(PartConfig, frozen=True, kw_only=True):
+    """Options of the ``leveldb`` persister (``[perun.leveldb]`` in ``perun.toml``).
+
+    Attributes:
+        path: the database directory (created if missing).
+        sync: fsync each write.
+        threaded: run the database calls in a worker thread (default: when ``sync``).
+        create: create a missing database.
+        paranoid_checks: verify checksums while reading.
+    """
+
+    path: str
+    sync: bool = False
+    threaded: bool | None = None
+    create: bool = True
+    paranoid_checks: bool = True
 
 
 class LevelDBPersister(KVPersister):
@@ -26,6 +45,8 @@ class LevelDBPersister(KVPersister):
     """
 
     name = "leveldb"
+    Config: ClassVar[type[PartConfig]] = LevelDBConfig
+    durable: ClassVar[bool] = True
 
     def __init__(self, path: str | os.PathLike[str], *, sync: bool = False, **options: Any):
         super().__init__(LevelDBStore(path, sync=sync, **options), name="leveldb")

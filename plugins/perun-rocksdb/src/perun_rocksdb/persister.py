@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
+from perun_core.parts import PartConfig
 from perun_core.persistence.kv_persister import KVPersister
 from perun_rocksdb.store import RocksDBStore
+
+
+class RocksDBConfig(PartConfig, frozen=True, kw_only=True):
+    """Options of the ``rocksdb`` persister (``[perun.rocksdb]`` in ``perun.toml``).
+
+    Attributes:
+        path: the database directory (created if missing).
+        sync: fsync each write.
+        threaded: run the database calls in a worker thread (default: when ``sync``).
+        create: create a missing database.
+    """
+
+    path: str
+    sync: bool = False
+    threaded: bool | None = None
+    create: bool = True
 
 
 class RocksDBPersister(KVPersister):
@@ -25,6 +42,8 @@ class RocksDBPersister(KVPersister):
     """
 
     name = "rocksdb"
+    Config: ClassVar[type[PartConfig]] = RocksDBConfig
+    durable: ClassVar[bool] = True
 
     def __init__(self, path: str | os.PathLike[str], *, sync: bool = False, **options: Any):
         super().__init__(RocksDBStore(path, sync=sync, **options), name="rocksdb")

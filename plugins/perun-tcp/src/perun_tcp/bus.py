@@ -36,11 +36,12 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Self
 
 from perun_core.channel.types import Address
 from perun_core.errors import (
     AuthenticationError,
+    ConfigError,
     FrameTooLargeError,
     MalformedMessageError,
     MisroutedMessageError,
@@ -51,6 +52,7 @@ from perun_core.errors import (
 from perun_core.interfaces.bus import Bus, ConnectHandler, Subscription
 from perun_core.interfaces.chain import ChainBackend
 from perun_core.interfaces.wallet import Account
+from perun_core.parts import PartConfig, config_fields, load_config
 from perun_core.queues import ClosableQueue
 from perun_core.wire.codec import (
     DEFAULT_MAX_SIZE,
@@ -68,6 +70,12 @@ from perun_core.wire.messages import (
     Shutdown,
 )
 from perun_tcp import handshake
+from perun_tcp.config import (
+    DEFAULT_FRAME_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_UNAUTHENTICATED,
+    TcpBusConfig,
+)
 from perun_tcp.endpoint import Endpoint, as_endpoint
 from perun_tcp.framing import HEADER_LEN, ConnectionEndedError, FrameSplitter, frame
 from perun_tcp.handshake import HANDSHAKE_MAX_FRAME, Verifier
@@ -88,10 +96,6 @@ _HANDSHAKE_READ_LIMIT: Final = HEADER_LEN + HANDSHAKE_MAX_FRAME
 """Buffer limit of an accepted connection's reader: it pauses the socket while more than
 twice this waits unread, so an unauthenticated peer cannot make us buffer more (asyncio's
 default would be 128 KiB)."""
-
-DEFAULT_MAX_CONNECTIONS: Final = 512
-DEFAULT_MAX_UNAUTHENTICATED: Final = 64
-DEFAULT_FRAME_TIMEOUT: Final = 30.0
 
 
 class TcpSubscription(Subscription):
@@ -306,6 +310,7 @@ class TcpBus(Bus):
     """
 
     name: ClassVar[str] = "tcp"
+    Config: ClassVar[type[PartConfig]] = TcpBusConfig
 
     def __init__(
         self,
@@ -387,6 +392,49 @@ class TcpBus(Bus):
     def from_backend(cls, account: Account, backend: ChainBackend, **options: Any) -> TcpBus:
         """A bus whose peers prove their addresses with ``backend``'s signature scheme."""
         return cls(account, backend.verify_signature, **options)
+
+    @classmethod
+    async def open(
+        cls,
+        config: PartConfig | Mapping[str, Any] | None = None,
+        *,
+        account: Account | None = None,
+        backend: ChainBackend | None = None,
+    ) -> Self:
+        """A bus for ``account`` listening on ``config.listen`` (see :class:`TcpBusConfig`);
+        peers prove their addresses with ``backend``'s signature scheme.
+
+        Raises:
+            ConfigError: no account or backend, an unknown option, a value of the wrong
+                type or out of range, an endpoint or peer address that does not parse.
+            OSError: an endpoint cannot be bound (nothing stays open).
+        """
+        what = "bus 'tcp'"
+        if account is None or backend is None:
+            raise ConfigError(f"{what}: open() needs the account and the chain backend")
+        options = load_config(TcpBusConfig, config, what)
+        tuning = config_fields(options)
+        del tuning["listen"], tuning["peers"]
+        try:
+            bus = cls(account, backend.verify_signature, **tuning)
+        except ValueError as exc:  # an option out of range
+            raise ConfigError(f"{what}: {exc}") from exc
+        try:
+            for address, endpoint in options.peers.items():
+                bus.add_peer(backend.parse_address(address), endpoint)
+            for endpoint in options.listen:
+                await bus.listen_on(endpoint)
+        except ValueError as exc:  # EndpointError and an address that does not parse
+            await bus.close()
+            raise ConfigError(f"{what}: {exc}") from exc
+        except BaseException:
+            await bus.close()
+            raise
+        return bus
+
+    def advertised_endpoints(self) -> tuple[str, ...]:
+        """The endpoints this bus listens on, as strings for a peer's :meth:`add_peer`."""
+        return tuple(str(ep) for ep in self.endpoints)
 
     # --- address book and listeners -------------------------------------------------------
 
