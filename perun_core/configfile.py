@@ -40,7 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from perun_core.errors import ConfigError
+import msgspec
+
+from perun_core.errors import ConfigError, PluginNotFoundError
 
 if TYPE_CHECKING:
     from perun_core.client.config import ClientConfig
@@ -98,9 +100,7 @@ class PerunConfig:
         Raises:
             ConfigError: an unknown key or a value of the wrong type.
         """
-        import msgspec
-
-        from perun_core.client.config import ClientConfig
+        from perun_core.client.config import ClientConfig  # noqa: PLC0415 - the client imports us
 
         table = self.settings("client")
         known = {f.name for f in dataclasses.fields(ClientConfig)}
@@ -186,8 +186,7 @@ async def build_parts(
 
     On an error, every part opened so far is closed again.
     """
-    from perun_core.errors import PluginNotFoundError
-    from perun_core.plugins import load_plugins
+    from perun_core.plugins import load_plugins  # noqa: PLC0415 - loading plugins is on demand
 
     cfg = load_perun_config(source)
     plugins = plugins if plugins is not None else load_plugins()

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from perun_core.channel.types import Address
+from perun_core.errors import NotSupportedError
 from perun_core.parts import PartConfig, build_from, load_config
 from perun_core.wire.messages import Envelope
 
@@ -102,8 +103,6 @@ class Bus(ABC):
         Raises:
             NotSupportedError: this bus keeps no address book.
         """
-        from perun_core.errors import NotSupportedError
-
         raise NotSupportedError(f"bus {type(self).__name__} keeps no address book")
 
     @abstractmethod

@@ -17,8 +17,8 @@ from typing import ClassVar
 from perun_core.channel.types import Address
 from perun_core.errors import PeerDisconnectedError, ProtocolError
 from perun_core.interfaces.bus import Bus, ConnectHandler, Subscription
-from perun_core.queues import ClosableQueue
 from perun_core.parts import PartConfig
+from perun_core.queues import ClosableQueue
 from perun_core.wire.codec import (
     DEFAULT_MAX_SIZE,
     MAX_FRAME_LIMIT,
