@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import ast
+import gc
 import importlib.metadata
 import json
 import re
@@ -59,7 +60,16 @@ def test_perun_core_depends_on_pluggy_and_msgspec_only() -> None:
 
 
 def _imported_roots(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), str(path))
+    # No garbage collection while parsing: on CPython 3.11 a finalizer that logs a traceback
+    # (an un-awaited task's exception from an earlier test) re-enters ast.parse and breaks
+    # it with "AST constructor recursion depth mismatch".
+    gc_on = gc.isenabled()
+    gc.disable()
+    try:
+        tree = ast.parse(path.read_text(), str(path))
+    finally:
+        if gc_on:
+            gc.enable()
     roots = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
