@@ -128,6 +128,21 @@ def main(argv: list[str] | None = None) -> int:
         ("decode_transaction", base.decode_transaction, current.decode_transaction, tx_data, None)
     )
 
+    acc = Envelope(recipient, sender, samples()["ChannelUpdateAcc"])
+
+    def one_update(c: ModuleType) -> Callable[[Any], object]:
+        # The codec work of one update, both parties: the update and its acceptance cross the
+        # wire as envelopes, and each party stores the transaction twice (staging, then current).
+        def run(_: object) -> None:
+            c.decode_envelope(c.encode_envelope(env))
+            c.decode_envelope(c.encode_envelope(acc))
+            for _i in range(4):
+                c.encode_transaction(tx)
+
+        return run
+
+    cases.append(("one update, both parties", one_update(base), one_update(current), None, None))
+
     best: dict[str, list[float]] = {label: [float("inf")] * 2 for label, *_ in cases}
     for _ in range(args.rounds):
         for label, old, new, arg, _unused in cases:
