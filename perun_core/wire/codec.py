@@ -7,12 +7,13 @@ with a fixed field order, never a map. A message is ``[type_code, field, ...]``;
 big-endian byte strings without leading zero bytes (zero is the empty string); addresses, assets
 (:meth:`Asset.encode`), AppIDs, IDs and signatures are byte strings.
 
-The schema is a set of array-like :class:`msgspec.Struct` types, one per message (tagged with its
-type code) and one per nested value, whose field types carry the data-model limits (:mod:`perun_core.channel.limits`) as
-:class:`msgspec.Meta`. One msgspec decoder over the union of the message structs parses and
-checks a frame in C; each struct then builds the data-model value (``to_model``), checking the
-few rules msgspec cannot express (canonical big integers, UTF-8 byte lengths, the model's own
-constructors). Encoding builds the structs from the model (``of``) and runs the decoder over the
+The schema is a set of array-like :class:`msgspec.Struct` types, one per message (tagged with
+its type code) and one per nested value, whose field types carry the data-model limits
+(:mod:`perun_core.channel.limits`) as :class:`msgspec.Meta`. One msgspec decoder over the union
+of the message structs parses and checks a frame in C; each struct then builds the data-model
+value (``to_model``), checking the few rules msgspec cannot express (canonical big integers,
+UTF-8 byte lengths, the model's own constructors). Encoding builds the structs from the model
+(``of``) and runs the decoder over the
 result, so anything that encodes also decodes: ``decode(encode(m)) == m``.
 
 Decoding is strict: anything but a well-formed value within the limits raises
