@@ -24,9 +24,9 @@ from perun_core.testing.persister import (
     params,
 )
 
-# direct: the default (writes reach the OS on the event loop);
-# sync: fsync per batch in a worker thread with group commit
-MODES: dict[str, dict[str, Any]] = {"direct": {}, "sync": {"sync": True}}
+# sync: the default (fsync per batch in a worker thread with group commit);
+# nosync: writes reach the OS on the event loop
+MODES: dict[str, dict[str, Any]] = {"nosync": {"sync": False}, "sync": {}}
 
 
 @pytest.fixture(params=sorted(MODES))
@@ -116,16 +116,18 @@ async def test_a_current_file_naming_a_missing_manifest_is_corrupt(tmp_path: Pat
 async def test_registered_factory_builds_a_kv_persister_over_leveldb(tmp_path: Path) -> None:
     plugins = load_plugins(only=["leveldb"])
     assert plugins.persisters.provider_of("leveldb") == "leveldb"
-    p = plugins.persister("leveldb")(path=tmp_path / "db", sync=True)
+    p = plugins.persister("leveldb")(path=tmp_path / "db")
     try:
         assert isinstance(p, KVPersister) and p.name == "leveldb"
+        # the default: every write fsynced, in a worker thread (group commit)
         assert isinstance(p.store, LevelDBStore) and p.store.sync and p.store.threaded
         await p.channel_created(created(params(1)))
     finally:
         await p.close()
-    again = plugins.persister("leveldb")(path=str(tmp_path / "db"))
+    again = plugins.persister("leveldb")(path=str(tmp_path / "db"), sync=False)
     try:
-        assert isinstance(again, KVPersister) and not again.store.threaded  # type: ignore[attr-defined]
+        assert isinstance(again, KVPersister)
+        assert not again.store.sync and not again.store.threaded  # type: ignore[attr-defined]
         assert await again.restore_channel(params(1).id) is not None
     finally:
         await again.close()

@@ -24,8 +24,8 @@ class LevelDBPersister(KVPersister):
 
     Args:
         path: the database directory (created if missing).
-        sync: fsync each write (survives power loss) instead of the default, which survives a
-            killed process; see :mod:`perun_leveldb.store`.
+        sync: fsync each write (the default: survives power loss); ``False`` only hands it to
+            the OS, which survives a killed process; see :mod:`perun_leveldb.store`.
         **options: passed to :class:`LevelDBStore` (``threaded``, ``create``,
             ``paranoid_checks``, plyvel options).
 
@@ -37,5 +37,5 @@ class LevelDBPersister(KVPersister):
 
     name = "leveldb"
 
-    def __init__(self, path: str | os.PathLike[str], *, sync: bool = False, **options: Any):
+    def __init__(self, path: str | os.PathLike[str], *, sync: bool = True, **options: Any):
         super().__init__(LevelDBStore(path, sync=sync, **options), name="leveldb")

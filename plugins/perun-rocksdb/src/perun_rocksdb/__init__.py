@@ -24,8 +24,8 @@ class RocksDBPersister(KVPersister):
 
     Args:
         path: the database directory (created if missing).
-        sync: fsync each write (survives power loss) instead of the default, which survives a
-            killed process; see :mod:`perun_rocksdb.store`.
+        sync: fsync each write (the default: survives power loss); ``False`` only hands it to
+            the OS, which survives a killed process; see :mod:`perun_rocksdb.store`.
         **options: passed to :class:`RocksDBStore` (``threaded``, ``create``).
 
     Raises:
@@ -36,5 +36,5 @@ class RocksDBPersister(KVPersister):
 
     name = "rocksdb"
 
-    def __init__(self, path: str | os.PathLike[str], *, sync: bool = False, **options: Any):
+    def __init__(self, path: str | os.PathLike[str], *, sync: bool = True, **options: Any):
         super().__init__(RocksDBStore(path, sync=sync, **options), name="rocksdb")

@@ -1,0 +1,117 @@
+"""Tell a torn write-ahead-log tail from a damaged record, before LevelDB or RocksDB replays it.
+
+Both engines write their log in the same format: 32 KiB blocks of records, each with a header
+of a masked CRC-32C (over the type byte and the payload), a little-endian ``u16`` payload
+length and a type byte (RocksDB's recyclable records add a 4-byte log number, covered by the
+checksum). When replaying, both treat a record that runs past the end of the file as a *torn
+tail* -- the last write of a process or machine that died while writing it -- and drop it
+without an error, as they must: that write never returned.
+
+A damaged length byte in a complete record of the file's last block looks exactly like that,
+and the engine then silently drops the record and every record after it in the block: writes
+that were acknowledged long ago, i.e. a silent rollback (a log shorter than 32 KiB is all
+"last block"). :func:`find_log_damage` tells the two apart: a torn record's bytes end before
+its payload does, so no prefix of them matches its checksum, while a complete record with a
+damaged length still matches at its real length.
+
+Every other damage to a log record (checksum, type, a length inside the file) is reported by
+the engines themselves when opened with paranoid checks (LevelDB) or in
+``tolerate_corrupted_tail_records`` mode (RocksDB).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import struct
+
+__all__ = ["crc32c", "find_log_damage", "log_files"]
+
+BLOCK_SIZE = 32768
+"""The log's block size (both engines)."""
+
+_HEADER = struct.Struct("<IHB")  # masked crc, length, type
+_RECYCLABLE_TYPES = frozenset({5, 6, 7, 8, 11, 131})  # RocksDB: 4 more header bytes
+_MASK_DELTA = 0xA282EAD8
+_U32 = 0xFFFFFFFF
+
+
+def _table() -> list[int]:
+    out = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        out.append(c)
+    return out
+
+
+_CRC_TABLE = _table()
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli) of ``data``, as the engines compute it (before masking)."""
+    r = _U32
+    for b in data:
+        r = _CRC_TABLE[(r ^ b) & 0xFF] ^ (r >> 8)
+    return r ^ _U32
+
+
+def _unmask(masked: int) -> int:
+    rot = (masked - _MASK_DELTA) & _U32
+    return ((rot >> 17) | (rot << 15)) & _U32
+
+
+def _complete_prefix(covered: bytes, fixed: int, want: int) -> int | None:
+    """The payload length at which ``covered`` (type byte, log number, payload bytes) first
+    matches the checksum ``want``; ``None`` if no prefix does. ``fixed`` header bytes are
+    always covered."""
+    r = _U32
+    for i, b in enumerate(covered):
+        r = _CRC_TABLE[(r ^ b) & 0xFF] ^ (r >> 8)
+        if i + 1 >= fixed and r ^ _U32 == want:
+            return i + 1 - fixed
+    return None
+
+
+def log_files(directory: str) -> list[str]:
+    """The write-ahead logs (``NNNNNN.log``) in a LevelDB or RocksDB directory."""
+    return sorted(glob.glob(os.path.join(glob.escape(directory), "*.log")))
+
+
+def find_log_damage(path: str) -> str | None:
+    """A description of a complete record in the log file at ``path`` whose length field is
+    damaged so that the engine would drop it as a torn tail; ``None`` if there is none (a
+    genuinely torn last record is not damage).
+
+    Only the last block of the file can hide such a record: a record that runs past the end of
+    an earlier block is reported as corrupt by the engine itself.
+    """
+    size = os.path.getsize(path)
+    if size == 0:
+        return None
+    start = (size - 1) // BLOCK_SIZE * BLOCK_SIZE
+    with open(path, "rb") as f:
+        f.seek(start)
+        block = f.read(BLOCK_SIZE)
+    off = 0
+    while len(block) - off >= _HEADER.size:
+        masked, length, rtype = _HEADER.unpack_from(block, off)
+        if rtype == 0 and length == 0:
+            return None  # zero padding: the engines skip the rest of the block
+        header = 11 if rtype in _RECYCLABLE_TYPES else _HEADER.size
+        end = off + header + length
+        if end <= len(block):
+            off = end
+            continue
+        # The record runs past the end of the file: torn, unless a prefix is complete.
+        fixed = header - 6  # the type byte (and RocksDB's log number) are checksummed
+        real = _complete_prefix(block[off + 6 :], fixed, _unmask(masked))
+        if real is None:
+            return None
+        return (
+            f"the record at byte {start + off} of {os.path.basename(path)} is complete "
+            f"({real} payload bytes match its checksum) but its length field says {length}: "
+            "the engine would drop it and every later record as a torn tail"
+        )
+    return None
