@@ -24,8 +24,9 @@ from __future__ import annotations
 import glob
 import os
 import struct
+from typing import NamedTuple
 
-__all__ = ["crc32c", "find_log_damage", "log_files"]
+__all__ = ["LogRecord", "crc32c", "find_log_damage", "log_files", "log_records"]
 
 BLOCK_SIZE = 32768
 """The log's block size (both engines)."""
@@ -72,6 +73,34 @@ def _complete_prefix(covered: bytes, fixed: int, want: int) -> int | None:
         if i + 1 >= fixed and r ^ _U32 == want:
             return i + 1 - fixed
     return None
+
+
+class LogRecord(NamedTuple):
+    """One physical record of a log file (for tests and tools)."""
+
+    offset: int  # of its header in the file
+    header: int  # header size: 7, or 11 for RocksDB's recyclable records
+    length: int  # payload bytes, as its length field says
+    type: int
+
+
+def log_records(path: str) -> list[LogRecord]:
+    """Every record of the log file at ``path``, walking its blocks as the engines do (block
+    trailers and zero padding skipped; a record running past its block ends the block)."""
+    out = []
+    with open(path, "rb") as f:
+        data = f.read()
+    for start in range(0, len(data), BLOCK_SIZE):
+        block = data[start : start + BLOCK_SIZE]
+        off = 0
+        while len(block) - off >= _HEADER.size:
+            _, length, rtype = _HEADER.unpack_from(block, off)
+            if rtype == 0 and length == 0:
+                break
+            header = 11 if rtype in _RECYCLABLE_TYPES else _HEADER.size
+            out.append(LogRecord(start + off, header, length, rtype))
+            off += header + length
+    return out
 
 
 def log_files(directory: str) -> list[str]:

@@ -15,12 +15,15 @@ from perun_leveldb import LevelDBPersister, LevelDBStore
 from perun_core.errors import StoreCorruptError
 from perun_core.interfaces import Persister
 from perun_core.persistence import KeyValueStore, KVPersister
+from perun_core.persistence.kv_wal import log_files
 from perun_core.plugins import load_plugins
 from perun_core.testing.persister import (
     DurableStoreConformance,
     KeyValueStoreConformance,
     PersisterConformance,
+    assert_same_record,
     created,
+    open_and_pay,
     params,
 )
 
@@ -98,6 +101,10 @@ class TestLevelDBDurability(DurableStoreConformance):
         return mode
 
     @pytest.fixture
+    def wal_files(self) -> Callable[[str], list[str]]:
+        return log_files
+
+    @pytest.fixture
     def corrupt_store(self) -> Callable[[str], None]:
         return _flip_log_bytes
 
@@ -129,5 +136,28 @@ async def test_registered_factory_builds_a_kv_persister_over_leveldb(tmp_path: P
         assert isinstance(again, KVPersister)
         assert not again.store.sync and not again.store.threaded  # type: ignore[attr-defined]
         assert await again.restore_channel(params(1).id) is not None
+    finally:
+        await again.close()
+
+
+async def test_a_damaged_table_block_is_corrupt_not_a_different_record(tmp_path: Path) -> None:
+    """Reads verify the checksum of every table block they load: a damaged byte in a stored
+    signature is ``StoreCorruptError``, never a record with another signature (issue 14, F3)."""
+    path = tmp_path / "db"
+    store = LevelDBPersister(path)
+    want = [await open_and_pay(store, params(n)) for n in range(1, 6)]
+    await store.close()
+    await LevelDBPersister(path).close()  # the reopen moves the log into a table file
+    [table] = glob.glob(os.path.join(path, "*.ldb"))
+    data = bytearray(Path(table).read_bytes())
+    at = data.find(b"me-signs-v1")  # a literal in the (snappy-compressed) block
+    assert at > 0, "the signature is not stored as is"
+    data[at + 3] ^= 0x01  # "me-signs-v1" -> "me-rigns-v1"
+    Path(table).write_bytes(data)
+    again = LevelDBPersister(path)
+    try:
+        with pytest.raises(StoreCorruptError, match="corrupt"):
+            for rec in want:
+                assert_same_record(await again.restore_channel(rec.channel_id), rec)
     finally:
         await again.close()

@@ -15,6 +15,7 @@ from perun_rocksdb import RocksDBPersister, RocksDBStore
 from perun_core.errors import StoreCorruptError
 from perun_core.interfaces import Persister
 from perun_core.persistence import KeyValueStore, KVPersister
+from perun_core.persistence.kv_wal import log_files
 from perun_core.plugins import load_plugins
 from perun_core.testing.persister import (
     DurableStoreConformance,
@@ -95,6 +96,10 @@ class TestRocksDBDurability(DurableStoreConformance):
     @pytest.fixture
     def store_options(self, mode: dict[str, Any]) -> dict[str, Any]:
         return mode
+
+    @pytest.fixture
+    def wal_files(self) -> Callable[[str], list[str]]:
+        return log_files
 
     @pytest.fixture
     def corrupt_store(self) -> Callable[[str], None]:
