@@ -1,40 +1,58 @@
-"""Storage fault campaign: byte flips in the files of a killed LevelDB/RocksDB store.
+"""Storage fault campaign on real LevelDB and RocksDB stores: byte flips, torn tails, SIGKILL,
+a full disk and a read-only log.
 
-    python tests/storage/storage_campaign.py [--flips N] [--stores leveldb rocksdb]
-        [--seed S] [--updates U] [--json OUT] [--details]
+    python tests/storage/storage_campaign.py [--flips N] [--kills N] [--disk-full N]
+        [--stores leveldb rocksdb] [--modes sync nosync] [--seed S] [--json OUT] [--details]
 
 A writer process (this file, ``writer`` mode) runs a fixed, seeded workload of persister
 events on a real store: channels are created, funded, updated (``staged``, ``sig_added``,
 ``enabled``), disputed (``phase_changed``), discarded and removed. It acknowledges each event
-on stdout after the call returned. The campaign runs it twice on one directory: the first run
-closes the store (its records end up in table files), the second is killed with SIGKILL after
-its last acknowledgement (its records are only in the write-ahead log, and they overwrite
-channels of the first run). That directory is the pristine copy.
+on stdout after the call returned. Every trial ends by opening the store through the plugin
+registry and restoring it the way a client does (``active_peers``, ``restore_peer`` for each,
+then ``restore_channel`` for every channel the workload touched), compared with the workload
+replayed on a :class:`~perun_core.persistence.MemoryPersister`. The outcome is
 
-Every trial copies the pristine directory, damages one byte of one WAL, table or manifest
-file (XOR with a seeded non-zero mask), opens the copy through the plugin registry and
-restores it the way a client does (``active_peers``, ``restore_peer`` for each, then
-``restore_channel`` for every channel the workload touched). The outcome is
-
-- **harmless**: it opens and every record equals the last acknowledged one (replayed on a
-  :class:`~perun_core.persistence.MemoryPersister`), removed channels stay removed;
+- **harmless**: it opens and every record equals the last acknowledged one (removed channels
+  stay removed; after a kill or a failed write, the one unacknowledged event in flight may be
+  there or not);
 - **typed**: opening or restoring raises a :class:`~perun_core.errors.PersistenceError`
   (``StoreCorruptError`` for damage);
 - **silent**: it opens and restores without error, but a record is older than the last
-  acknowledged write, missing, or holds different content (a silent rollback);
+  acknowledged write, missing, or holds different content (a silent rollback), or a failed
+  store accepted a write;
 - **untyped**: any other exception.
 
-A torn tail (the WAL cut inside the record of a write that never returned) is tried too: it
-must open with every acknowledged record (harmless). The campaign prints one JSON object with
-the counts per store and per file kind; ``silent`` and ``untyped`` must be 0. Exit status 1 if
-they are not.
+The trials, per store and mode (``sync``: the default, fsync and group commit; ``nosync``):
+
+``flips``      The writer runs twice on one directory: the first run closes the store (its
+               records end up in table files), the second is killed with SIGKILL after its
+               last acknowledgement (its records, which update channels of the first run, are
+               only in the write-ahead log). Each trial copies that directory, XORs one byte of
+               a WAL, table or manifest file with a seeded non-zero mask, and restores.
+``torn_tails`` The same directory with the WAL cut inside its last record (a write that never
+               completed): must be harmless against the workload without its last event.
+``kills``      The writer runs the whole workload on a fresh store and is killed with SIGKILL
+               after a random number of acknowledgements.
+``disk_full``  Eight channels pay concurrently into a store on a small tmpfs that fills up
+               (seeded fill levels); once a write fails, the space comes back; every channel's
+               next write must be refused (``StoreFailedError``); the reopened store must hold
+               every acknowledged payment and take writes again. Skipped where mounting is not
+               permitted (it needs root).
+``read_only``  The same with the log made immutable (``chattr +i``, which stops root too)
+               instead of a full disk. Skipped where the file system has no such flag.
+
+The report is one JSON object with the counts per store, mode and trial family, and the totals
+(``flips_tried``, ``typed_errors``, ``harmless``, ``silent``, ``untyped``); ``silent`` and
+``untyped`` must be 0. Exit status 1 if they are not.
 """
 
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import contextlib
+import fcntl
 import glob
 import json
 import os
@@ -54,8 +72,9 @@ from typing import Any
 from perun_core.channel.phase import Phase
 from perun_core.channel.state import Transaction
 from perun_core.channel.types import Address
-from perun_core.errors import PersistenceError
+from perun_core.errors import PersistenceError, StoreFailedError
 from perun_core.interfaces.persister import ChannelRecord, Persister
+from perun_core.persistence.kv_wal import log_files
 from perun_core.persistence.memory import MemoryPersister
 from perun_core.plugins import load_plugins
 from perun_core.testing.persister import (
@@ -153,7 +172,8 @@ def workload(seed: int, updates: int) -> Workload:
 
 async def _write(name: str, path: str, options: dict[str, Any], wl: Workload, part: str) -> None:
     p = load_plugins(only=[name]).persister(name)(path=path, **options)
-    events = wl.events[: wl.split] if part == "first" else wl.events[wl.split :]
+    parts = {"first": wl.events[: wl.split], "second": wl.events[wl.split :], "all": wl.events}
+    events = parts[part]
     for i, ev in enumerate(events):
         await ev.apply(p)
         sys.stdout.write(f"ack {i}\n")
@@ -324,50 +344,350 @@ def plan_flips(pristine: str, count: int, rng: random.Random) -> list[tuple[str,
     return out
 
 
+# --- kills ---------------------------------------------------------------------------------
+
+
+def _kill_writer_after(
+    name: str, path: str, options: dict[str, Any], seed: int, updates: int, acks: int
+) -> int:
+    """Run the whole workload in a writer and SIGKILL it once it acknowledged ``acks``
+    events; returns how many it acknowledged (the ones already in the pipe count)."""
+    argv = ["writer", name, path, json.dumps(options), str(seed), str(updates), "all"]
+    child = subprocess.Popen(
+        [sys.executable, str(HERE), *argv],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    acked = 0
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if line.startswith("ack ") and line.endswith("\n"):
+                acked += 1
+            if acked >= acks or line.strip() == "done":
+                break
+        child.send_signal(signal.SIGKILL)
+        for line in child.stdout:  # a torn last line was never acknowledged
+            if line.startswith("ack ") and line.endswith("\n"):
+                acked += 1
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+    return acked
+
+
+async def kill_trial(
+    open_store: Callable[[str], Persister],
+    name: str,
+    options: dict[str, Any],
+    wl: Workload,
+    seed: int,
+    updates: int,
+    acks: int,
+    where: str,
+) -> Outcome:
+    """Kill a writer after ``acks`` acknowledgements; the store must hold every acknowledged
+    event and at most the one in flight."""
+    path = os.path.join(where, "killed")
+    shutil.rmtree(path, ignore_errors=True)
+    acked = _kill_writer_after(name, path, options, seed, updates, acks)
+    out = await restore_and_compare(open_store, path, await expected_after(wl.events[:acked], wl))
+    if out.kind == "silent" and acked < len(wl.events):
+        ahead = await restore_and_compare(
+            open_store, path, await expected_after(wl.events[: acked + 1], wl)
+        )
+        if ahead.kind == "harmless":  # the event in flight made it: allowed
+            return ahead
+    if out.kind != "harmless":
+        out.detail = f"killed after {acked} acks: {out.detail}"
+    return out
+
+
+# --- a full disk and a read-only log ---------------------------------------------------------
+
+CHANNELS = 8
+"""Channels paying concurrently in the disk fault trials."""
+
+
+class FaultUnavailable(Exception):
+    """The fault cannot be injected here (no permission to mount, no immutable flag)."""
+
+
+@contextlib.contextmanager
+def tmpfs_mount(where: Path, size: int) -> Iterator[Path]:
+    """A tmpfs of ``size`` bytes mounted at ``where`` (created), unmounted on exit.
+
+    Raises:
+        FaultUnavailable: mounting is not permitted (it needs root or CAP_SYS_ADMIN).
+    """
+    where.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        raise FaultUnavailable("mounting a tmpfs (a small disk that fills up) needs root")
+    try:
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except FileNotFoundError:
+        raise FaultUnavailable("no mount command: cannot mount a tmpfs") from None
+    if r.returncode != 0:
+        raise FaultUnavailable(f"mounting a tmpfs is not permitted here: {r.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        r = subprocess.run(["umount", str(where)], capture_output=True, timeout=30)
+        if r.returncode != 0:  # still busy (a failed trial left a file open): detach it
+            subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=30)
+
+
+def fill(directory: Path, leave: int = 0) -> Path:
+    """Fill the file system of ``directory`` with a file, leaving about ``leave`` bytes."""
+    st = os.statvfs(directory)
+    size = max(0, st.f_bavail * st.f_frsize - leave)
+    filler = directory / "filler"
+    with open(filler, "wb") as f:
+        chunk = b"\0" * (1 << 16)
+        with contextlib.suppress(OSError):  # ENOSPC: full
+            while size > 0:
+                f.write(chunk[: min(size, len(chunk))])
+                size -= len(chunk)
+    return filler
+
+
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IOC_SETFLAGS = 0x40086602
+_FS_IMMUTABLE_FL = 0x10
+
+
+def set_immutable(path: Path, on: bool) -> None:
+    """Set or clear the immutable flag (``chattr +i``): no process, root included, can then
+    write the file or create files in the directory.
+
+    Raises:
+        FaultUnavailable: the file system or the privileges do not allow it.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        flags = array.array("l", [0])
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags, True)
+        flags[0] = flags[0] | _FS_IMMUTABLE_FL if on else flags[0] & ~_FS_IMMUTABLE_FL
+        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, flags, True)
+    except OSError as e:
+        raise FaultUnavailable(f"cannot set the immutable flag on {path} ({e.strerror})") from None
+    finally:
+        os.close(fd)
+
+
+def payment(nonce: int, v: int) -> Transaction:
+    """Channel ``params(nonce)``'s fully signed transaction of version ``v``."""
+    ch = params(nonce)
+    tx = Transaction.unsigned(state(ch, v, v % 20, 20 - v % 20), 2)
+    return tx.with_sig(0, sig("me", v)).with_sig(1, sig("bob", v))
+
+
+async def pay(p: Persister, nonce: int, v: int) -> None:
+    """One payment on channel ``nonce`` at version ``v``: staged, countersigned, enabled."""
+    cid, full = params(nonce).id, payment(nonce, v)
+    assert full.sigs[0] is not None and full.sigs[1] is not None
+    await p.staged(
+        cid, Transaction.unsigned(full.state, 2).with_sig(0, full.sigs[0]), Phase.SIGNING
+    )
+    await p.sig_added(cid, v, 1, full.sigs[1])
+    await p.enabled(cid, full, Phase.ACTING)
+
+
+async def create_channels(p: Persister) -> dict[int, int]:
+    """``CHANNELS`` funded channels at version 0; returns ``{nonce: 0}``."""
+    for n in range(1, CHANNELS + 1):
+        await p.channel_created(created(params(n)))
+        await p.enabled(params(n).id, payment(n, 0), Phase.ACTING)
+    return {n: 0 for n in range(1, CHANNELS + 1)}
+
+
+async def pay_until_failure(p: Persister, acked: dict[int, int]) -> list[PersistenceError]:
+    """Every channel pays concurrently until its own write fails; ``acked`` holds the last
+    version each channel completed. Returns each channel's error."""
+
+    async def channel(nonce: int) -> PersistenceError:
+        while True:
+            try:
+                await pay(p, nonce, acked[nonce] + 1)
+            except PersistenceError as e:
+                return e
+            acked[nonce] += 1
+            if acked[nonce] > 50_000:
+                raise RuntimeError("the store never failed")
+
+    return list(await asyncio.gather(*(channel(n) for n in acked)))
+
+
+async def check_failed_store(p: Persister, acked: dict[int, int]) -> Outcome:
+    """After its first failure, the store must refuse every write and read."""
+    for nonce, v in acked.items():
+        try:
+            await pay(p, nonce, v + 2)
+        except StoreFailedError:
+            continue
+        except PersistenceError as e:
+            return Outcome("typed", f"not refused as failed: {type(e).__name__}: {e}")
+        return Outcome("silent", f"a failed store accepted channel {nonce}'s payment")
+    try:
+        await p.restore_channel(params(1).id)
+    except StoreFailedError:
+        return Outcome("harmless")
+    return Outcome("silent", "a failed store answered a read")
+
+
+async def check_reopened(
+    open_store: Callable[[str], Persister], path: str, acked: dict[int, int]
+) -> Outcome:
+    """Every acknowledged payment is in the reopened store, exactly, and nothing after the
+    payment whose write failed; the store takes writes again."""
+    try:
+        p = open_store(path)
+    except PersistenceError as e:
+        return Outcome("typed", f"reopen: {type(e).__name__}: {e}")
+    try:
+        for nonce, v in acked.items():
+            rec = await p.restore_channel(params(nonce).id)
+            have = rec.current if rec is not None else None
+            got = have.state.version if have is not None else None
+            # the payment whose write failed may or may not have made it; nothing later did
+            if have is None or have not in (payment(nonce, v), payment(nonce, v + 1)):
+                return Outcome("silent", f"channel {nonce}: v{got} instead of v{v}")
+            if rec is not None and rec.staging is not None and rec.staging.state.version != got + 1:
+                return Outcome("silent", f"channel {nonce}: staged v{rec.staging.state.version}")
+        nonce = next(iter(acked))
+        rec = await p.restore_channel(params(nonce).id)
+        assert rec is not None and rec.current is not None
+        await pay(p, nonce, rec.current.state.version + 2)  # writes work again
+    except PersistenceError as e:
+        return Outcome("typed", f"after reopen: {type(e).__name__}: {e}")
+    finally:
+        with contextlib.suppress(PersistenceError):
+            await p.close()
+    return Outcome("harmless")
+
+
+async def disk_fault_trial(
+    open_store: Callable[[str], Persister], kind: str, where: Path, leave: int = 600_000
+) -> Outcome:
+    """One ``disk_full`` or ``read_only`` trial in the directory ``where``.
+
+    Raises:
+        FaultUnavailable: the fault cannot be injected here.
+    """
+    with contextlib.ExitStack() as stack:
+        disk = stack.enter_context(tmpfs_mount(where, 8 << 20)) if kind == "disk_full" else where
+        path = str(disk / "db")
+        p = open_store(path)
+        try:
+            acked = await create_channels(p)
+            if kind == "disk_full":
+                filler = fill(disk, leave)
+                undo: Callable[[], None] = filler.unlink
+            else:
+                for n in acked:
+                    await pay(p, n, 1)
+                    acked[n] = 1
+                logs = [Path(f) for f in log_files(path)]
+
+                def undo() -> None:
+                    for log in logs:
+                        with contextlib.suppress(OSError, FaultUnavailable):
+                            set_immutable(log, False)
+
+                stack.callback(undo)  # also when the trial fails
+                for log in logs:
+                    set_immutable(log, True)
+
+            errors = await pay_until_failure(p, acked)
+            undo()  # the space, or the permission, is back
+            if all(isinstance(e, StoreFailedError) for e in errors):
+                return Outcome("typed", "every error was StoreFailedError: where is the first?")
+            refused = await check_failed_store(p, acked)
+        finally:
+            with contextlib.suppress(PersistenceError):
+                await p.close()
+        if refused.kind != "harmless":
+            return refused
+        return await check_reopened(open_store, path, acked)
+    raise AssertionError("unreachable")
+
+
 # --- the campaign ----------------------------------------------------------------------------
 
 
 @dataclass
 class StoreReport:
-    """Counts of one store's campaign."""
+    """Counts of one store's campaign in one mode."""
 
     store: str
-    options: dict[str, Any]
+    mode: str
     events: int = 0
-    flips: int = 0
-    outcomes: Counter[str] = field(default_factory=Counter)
+    flips: Counter[str] = field(default_factory=Counter)
     by_kind: dict[str, Counter[str]] = field(default_factory=dict)
     typed_errors: Counter[str] = field(default_factory=Counter)
     torn_tails: Counter[str] = field(default_factory=Counter)
-    failures: list[str] = field(default_factory=list)  # silent and untyped trials
+    kills: Counter[str] = field(default_factory=Counter)
+    disk_full: Counter[str] = field(default_factory=Counter)
+    read_only: Counter[str] = field(default_factory=Counter)
+    skipped: dict[str, str] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)  # every trial that was not harmless/typed
     seconds: float = 0.0
+
+    def families(self) -> dict[str, Counter[str]]:
+        """Outcome counts per trial family."""
+        return {
+            "flips": self.flips,
+            "torn_tails": self.torn_tails,
+            "kills": self.kills,
+            "disk_full": self.disk_full,
+            "read_only": self.read_only,
+        }
+
+    def count(self, kind: str) -> int:
+        """Trials of every family with outcome ``kind``."""
+        return sum(c[kind] for c in self.families().values())
+
+    def note(self, family: str, what: str, out: Outcome) -> None:
+        """Count one trial's outcome."""
+        self.families()[family][out.kind] += 1
+        if out.kind == "typed":
+            self.typed_errors[":".join(out.detail.split(":")[:2])] += 1
+        elif out.kind != "harmless":
+            self.failures.append(f"{family} {what}: {out.kind}: {out.detail}")
 
     def as_json(self, details: bool) -> dict[str, Any]:
         """The report as plain data."""
         out: dict[str, Any] = {
             "store": self.store,
-            "options": self.options,
+            "mode": self.mode,
             "events": self.events,
-            "flips_tried": self.flips,
-            "harmless": self.outcomes["harmless"],
-            "typed_errors": self.outcomes["typed"],
-            "silent": self.outcomes["silent"],
-            "untyped": self.outcomes["untyped"],
-            "by_kind": {k: dict(v) for k, v in self.by_kind.items()},
-            "typed_by_error": dict(self.typed_errors),
-            "torn_tails": dict(self.torn_tails),
-            "seconds": round(self.seconds, 1),
+            "flips_tried": sum(self.flips.values()),
+            "harmless": self.count("harmless"),
+            "typed_errors": self.count("typed"),
+            "silent": self.count("silent"),
+            "untyped": self.count("untyped"),
         }
+        out.update({k: dict(v) for k, v in self.families().items()})
+        out["flips_by_file_kind"] = {k: dict(v) for k, v in self.by_kind.items()}
+        out["typed_by_error"] = dict(self.typed_errors)
+        out["skipped"] = self.skipped
+        out["seconds"] = round(self.seconds, 1)
         out["failures"] = self.failures if details else self.failures[:10]
         return out
 
 
 @contextlib.contextmanager
-def _tempdir() -> Iterator[str]:
+def _tempdir(in_memory: bool = True) -> Iterator[str]:
     # In memory where possible: every trial opens a store, and opening one fsyncs (a
     # no-op on tmpfs); the outcome of a damaged byte does not depend on the file system.
     shm = "/dev/shm"
-    where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+    where = shm if in_memory and os.path.isdir(shm) and os.access(shm, os.W_OK) else None
     d = tempfile.mkdtemp(prefix="perun-storage-campaign-", dir=where)
     try:
         yield d
@@ -389,20 +709,36 @@ def make_pristine(
     return wl
 
 
-async def run_store(
-    name: str, options: dict[str, Any], *, flips: int, seed: int, updates: int
-) -> StoreReport:
-    """The campaign on one store."""
+MODES: dict[str, dict[str, Any]] = {"sync": {}, "nosync": {"sync": False}}
+"""The stores' modes: ``sync`` (the default) and ``nosync``."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How many trials of each family one store and mode gets."""
+
+    flips: int = 2000
+    kills: int = 10
+    disk_full: int = 3
+    read_only: int = 1
+    updates: int = 40  # updates in the workload's second part
+
+
+async def run_store(name: str, mode: str, sizes: Sizes, seed: int) -> StoreReport:
+    """The campaign on one store in one mode."""
     t0 = time.perf_counter()
-    rep = StoreReport(name, options)
+    options = MODES[mode]
+    rep = StoreReport(name, mode)
     factory = load_plugins(only=[name]).persister(name)
 
     def open_store(path: str) -> Persister:
-        return factory(path=path, **options)
+        made: Persister = factory(path=path, **options)
+        return made
 
+    rng = random.Random(seed)
     with _tempdir() as tmp:
         pristine = os.path.join(tmp, "pristine")
-        wl = make_pristine(name, options, seed, updates, pristine)
+        wl = make_pristine(name, options, seed, sizes.updates, pristine)
         rep.events = len(wl.events)
         want = await expected_after(wl.events, wl)
         work = os.path.join(tmp, "work")
@@ -419,17 +755,11 @@ async def run_store(
         if base.kind != "harmless":
             raise RuntimeError(f"{name}: the undamaged store does not restore: {base}")
 
-        rng = random.Random(seed)
-        for kind, fname, off, mask in plan_flips(pristine, flips, rng):
+        for kind, fname, off, mask in plan_flips(pristine, sizes.flips, rng):
             flip(os.path.join(fresh(), fname), off, mask)
             out = await restore_and_compare(open_store, work, want)
-            rep.flips += 1
-            rep.outcomes[out.kind] += 1
             rep.by_kind.setdefault(kind, Counter())[out.kind] += 1
-            if out.kind == "typed":
-                rep.typed_errors[out.detail] += 1
-            elif out.kind != "harmless":
-                rep.failures.append(f"{kind} {fname}@{off}^{mask:#04x}: {out.kind}: {out.detail}")
+            rep.note("flips", f"{kind} {fname}@{off}^{mask:#04x}", out)
 
         # Torn tails: the WAL cut inside its last record (every workload event writes more
         # than 60 bytes), as if the final event's write had never completed. Every earlier
@@ -440,27 +770,57 @@ async def run_store(
         for cut in (size - 1, size - 7, size - 20, size - 60):
             os.truncate(os.path.join(fresh(), wal), cut)
             out = await restore_and_compare(open_store, work, before_last)
-            rep.torn_tails[out.kind] += 1
-            if out.kind != "harmless":
-                rep.failures.append(
-                    f"torn tail {wal} cut at {cut}/{size}: {out.kind}: {out.detail}"
-                )
+            # a typed error would refuse a store a power loss can leave behind: a failure
+            rep.note("torn_tails", f"{wal} cut at {cut}/{size}", out)
+            if out.kind == "typed":
+                rep.failures.append(f"torn_tails {wal} cut at {cut}/{size}: {out.detail}")
+
+        for _ in range(sizes.kills):
+            acks = rng.randrange(1, len(wl.events))
+            out = await kill_trial(open_store, name, options, wl, seed, sizes.updates, acks, tmp)
+            rep.note("kills", f"after {acks}", out)
+
+    # The disk faults need a real file system (a tmpfs of their own, the immutable flag).
+    for family, trials in (("disk_full", sizes.disk_full), ("read_only", sizes.read_only)):
+        for i in range(trials):
+            with _tempdir(in_memory=False) as tmp:
+                leave = rng.randrange(200_000, 2_000_000)
+                try:
+                    out = await disk_fault_trial(open_store, family, Path(tmp, "disk"), leave)
+                except FaultUnavailable as e:
+                    rep.skipped[family] = str(e)
+                    break
+                rep.note(family, f"trial {i}", out)
     rep.seconds = time.perf_counter() - t0
     return rep
 
 
 async def campaign(
-    stores: Sequence[str], *, flips: int, seed: int, updates: int, sync: bool
+    stores: Sequence[str], modes: Sequence[str], sizes: Sizes, seed: int
 ) -> list[StoreReport]:
-    """Run the campaign on each installed store of ``stores``."""
+    """Run the campaign on each store of ``stores`` in each mode."""
     installed = load_plugins().persisters
     reports = []
     for name in stores:
         if name not in installed:
             raise SystemExit(f"the {name} persister is not installed (perun-{name})")
-        options: dict[str, Any] = {"sync": True} if sync else {}
-        reports.append(await run_store(name, options, flips=flips, seed=seed, updates=updates))
+        for mode in modes:
+            reports.append(await run_store(name, mode, sizes, seed))
     return reports
+
+
+def summary(reports: Sequence[StoreReport], details: bool = False) -> dict[str, Any]:
+    """The campaign's JSON report: totals, then each store and mode."""
+    return {
+        "flips_tried": sum(r.as_json(False)["flips_tried"] for r in reports),
+        "trials": sum(sum(c.values()) for r in reports for c in r.families().values()),
+        "typed_errors": sum(r.count("typed") for r in reports),
+        "harmless": sum(r.count("harmless") for r in reports),
+        "silent": sum(r.count("silent") for r in reports),
+        "untyped": sum(r.count("untyped") for r in reports),
+        "failures": sum(len(r.failures) for r in reports),
+        "stores": [r.as_json(details) for r in reports],
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -472,33 +832,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(_write(name, path, json.loads(options), wl, part))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--flips", type=int, default=2000, help="flips per store (default 2000)")
+    d = Sizes()
+    ap.add_argument("--flips", type=int, default=d.flips, help="byte flips per store and mode")
+    ap.add_argument("--kills", type=int, default=d.kills, help="SIGKILL trials per store/mode")
+    ap.add_argument("--disk-full", type=int, default=d.disk_full, help="full-disk trials")
+    ap.add_argument("--read-only", type=int, default=d.read_only, help="read-only log trials")
+    ap.add_argument("--updates", type=int, default=d.updates, help="workload size")
     ap.add_argument("--stores", nargs="+", default=["leveldb", "rocksdb"])
+    ap.add_argument("--modes", nargs="+", choices=sorted(MODES), default=["sync", "nosync"])
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--updates", type=int, default=40, help="updates in the killed writer")
-    ap.add_argument("--sync", action="store_true", help="open the stores with sync=True")
     ap.add_argument("--json", metavar="OUT", help="also write the report to OUT")
     ap.add_argument("--details", action="store_true", help="list every failing trial")
     args = ap.parse_args(argv)
-    reports = asyncio.run(
-        campaign(
-            args.stores, flips=args.flips, seed=args.seed, updates=args.updates, sync=args.sync
-        )
-    )
-    result = {
-        "flips_tried": sum(r.flips for r in reports),
-        "typed_errors": sum(r.outcomes["typed"] for r in reports),
-        "harmless": sum(r.outcomes["harmless"] for r in reports),
-        "silent": sum(r.outcomes["silent"] for r in reports),
-        "untyped": sum(r.outcomes["untyped"] for r in reports),
-        "stores": [r.as_json(args.details) for r in reports],
-    }
+    sizes = Sizes(args.flips, args.kills, args.disk_full, args.read_only, args.updates)
+    reports = asyncio.run(campaign(args.stores, args.modes, sizes, args.seed))
+    result = summary(reports, args.details)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
         Path(args.json).write_text(text + "\n")
-    bad = result["silent"] or result["untyped"] or any(r.failures for r in reports)
-    return 1 if bad else 0
+    return 1 if result["silent"] or result["untyped"] or result["failures"] else 0
 
 
 if __name__ == "__main__":
