@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from perun_core.errors import PersistenceError, StoreCorruptError
 from perun_core.persistence.kv_wal import (
     BLOCK_SIZE,
+    check_logs,
     crc32c,
     find_log_damage,
     log_files,
@@ -124,3 +126,18 @@ def test_an_empty_or_zero_padded_log_has_no_damage(tmp_path: Path) -> None:
     assert find_log_damage(_save(tmp_path, b"")) is None
     data = write_log(_payloads(3))
     assert find_log_damage(_save(tmp_path, data + b"\0" * 500)) is None
+
+
+def test_check_logs_raises_typed_errors_naming_the_directory(tmp_path: Path) -> None:
+    data = write_log(_payloads(20))
+    _save(tmp_path, data)
+    check_logs(str(tmp_path), "LevelDB")  # a whole log: fine
+    _save(tmp_path, _set_length(data, 0, 0xFF2C))
+    with pytest.raises(StoreCorruptError, match=r"LevelDB database .* is corrupt") as info:
+        check_logs(str(tmp_path), "LevelDB")
+    assert info.value.path == str(tmp_path)
+    (tmp_path / "000003.log").unlink()
+    (tmp_path / "000009.log").mkdir()  # not a readable file
+    with pytest.raises(PersistenceError, match="cannot read the RocksDB log") as err:
+        check_logs(str(tmp_path), "RocksDB")
+    assert not isinstance(err.value, StoreCorruptError) and err.value.path == str(tmp_path)

@@ -26,7 +26,9 @@ import os
 import struct
 from typing import NamedTuple
 
-__all__ = ["LogRecord", "crc32c", "find_log_damage", "log_files", "log_records"]
+from perun_core.errors import PersistenceError, StoreCorruptError
+
+__all__ = ["LogRecord", "check_logs", "crc32c", "find_log_damage", "log_files", "log_records"]
 
 BLOCK_SIZE = 32768
 """The log's block size (both engines)."""
@@ -144,3 +146,25 @@ def find_log_damage(path: str) -> str | None:
             "the engine would drop it and every later record as a torn tail"
         )
     return None
+
+
+def check_logs(directory: str, engine: str) -> None:
+    """Check every log of the database at ``directory`` before ``engine`` (``"LevelDB"``,
+    ``"RocksDB"``, for messages) replays them.
+
+    Raises:
+        StoreCorruptError: a log holds a complete record the engine would drop as a torn tail.
+        PersistenceError: a log cannot be read.
+    """
+    try:
+        damage = next(filter(None, map(find_log_damage, log_files(directory))), None)
+    except OSError as e:
+        raise PersistenceError(
+            f"cannot read the {engine} log in {directory}: {e}", path=directory
+        ) from None
+    if damage is not None:
+        raise StoreCorruptError(
+            f"the {engine} database at {directory} is corrupt: {damage}. Restore the "
+            "directory from a backup.",
+            path=directory,
+        )

@@ -735,7 +735,7 @@ async def run_store(name: str, mode: str, sizes: Sizes, seed: int) -> StoreRepor
         made: Persister = factory(path=path, **options)
         return made
 
-    rng = random.Random(seed)
+    rng = random.Random(f"{seed}/{mode}")  # each mode flips other bytes of the same files
     with _tempdir() as tmp:
         pristine = os.path.join(tmp, "pristine")
         wl = make_pristine(name, options, seed, sizes.updates, pristine)

@@ -40,7 +40,7 @@ from perun_core.errors import (
     StoreLockedError,
 )
 from perun_core.persistence.engine import EngineStore, Op
-from perun_core.persistence.kv_wal import find_log_damage, log_files
+from perun_core.persistence.kv_wal import check_logs
 
 __all__ = ["LevelDBStore"]
 
@@ -89,7 +89,7 @@ class LevelDBStore(EngineStore):
         super().__init__(path=where, threaded=sync if threaded is None else threaded)
         self.sync = sync
         if paranoid_checks:
-            self._check_logs(where)
+            check_logs(where, "LevelDB")
         try:
             if create:
                 os.makedirs(where, exist_ok=True)
@@ -123,22 +123,6 @@ class LevelDBStore(EngineStore):
             raise PersistenceError(
                 f"cannot open the LevelDB database at {where}: {e}", path=where
             ) from None
-
-    @staticmethod
-    def _check_logs(where: str) -> None:
-        """Refuse a log whose damaged record LevelDB would drop as a torn tail."""
-        try:
-            damage = next(filter(None, map(find_log_damage, log_files(where))), None)
-        except OSError as e:
-            raise PersistenceError(
-                f"cannot read the LevelDB log in {where}: {e}", path=where
-            ) from None
-        if damage is not None:
-            raise StoreCorruptError(
-                f"the LevelDB database at {where} is corrupt: {damage}. Restore the directory "
-                "from a backup.",
-                path=where,
-            )
 
     def _translate(self, exc: Exception, action: str) -> PersistenceError:
         if isinstance(exc, plyvel.CorruptionError):

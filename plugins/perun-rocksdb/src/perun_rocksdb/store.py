@@ -38,7 +38,7 @@ from perun_core.errors import (
     StoreLockedError,
 )
 from perun_core.persistence.engine import EngineStore, Op
-from perun_core.persistence.kv_wal import find_log_damage, log_files
+from perun_core.persistence.kv_wal import check_logs
 
 __all__ = ["RocksDBStore"]
 
@@ -94,7 +94,7 @@ class RocksDBStore(EngineStore):
         self._wo.sync = sync
         self._ro = rocksdict.ReadOptions()
         self._ro.set_verify_checksums(True)
-        self._check_logs(where)
+        check_logs(where, "RocksDB")
         try:
             if create:
                 os.makedirs(where, exist_ok=True)
@@ -119,22 +119,6 @@ class RocksDBStore(EngineStore):
             raise PersistenceError(
                 f"cannot open the RocksDB database at {where}: {msg}", path=where
             ) from None
-
-    @staticmethod
-    def _check_logs(where: str) -> None:
-        """Refuse a WAL whose damaged record RocksDB would drop as a torn tail."""
-        try:
-            damage = next(filter(None, map(find_log_damage, log_files(where))), None)
-        except OSError as e:
-            raise PersistenceError(
-                f"cannot read the RocksDB WAL in {where}: {e}", path=where
-            ) from None
-        if damage is not None:
-            raise StoreCorruptError(
-                f"the RocksDB database at {where} is corrupt: {damage}. Restore the directory "
-                "from a backup.",
-                path=where,
-            )
 
     def _translate(self, exc: Exception, action: str) -> PersistenceError:
         msg = str(exc)
