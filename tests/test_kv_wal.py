@@ -141,3 +141,13 @@ def test_check_logs_raises_typed_errors_naming_the_directory(tmp_path: Path) -> 
     with pytest.raises(PersistenceError, match="cannot read the RocksDB log") as err:
         check_logs(str(tmp_path), "RocksDB")
     assert not isinstance(err.value, StoreCorruptError) and err.value.path == str(tmp_path)
+
+
+@pytest.mark.parametrize("rtype", [5, 6, 7, 8, 11])
+def test_a_record_of_a_recycled_logs_type_is_damage_anywhere(tmp_path: Path, rtype: int) -> None:
+    data = bytearray(write_log(_payloads(250)))
+    recs = log_records(_save(tmp_path, bytes(data)))
+    early = recs[5]  # in the first of three blocks
+    data[early.offset + 6] = rtype
+    damage = find_log_damage(_save(tmp_path, bytes(data)))
+    assert damage is not None and f"byte {early.offset}" in damage and f"type {rtype}" in damage

@@ -14,6 +14,11 @@ that were acknowledged long ago, i.e. a silent rollback (a log shorter than 32 K
 its payload does, so no prefix of them matches its checksum, while a complete record with a
 damaged length still matches at its real length.
 
+It also refuses a record of a *recycled* log's type (5-8 and 11: RocksDB's recyclable
+records, whose header adds the log number) in a log of a store that never recycles its logs:
+one damaged type byte can make one, and RocksDB then loops forever while replaying it (seen
+with the RocksDB of rocksdict 0.3.29); LevelDB knows no such types.
+
 Every other damage to a log record (checksum, type, a length inside the file) is reported by
 the engines themselves when opened with paranoid checks (LevelDB) or in
 ``tolerate_corrupted_tail_records`` mode (RocksDB).
@@ -34,7 +39,7 @@ BLOCK_SIZE = 32768
 """The log's block size (both engines)."""
 
 _HEADER = struct.Struct("<IHB")  # masked crc, length, type
-_RECYCLABLE_TYPES = frozenset({5, 6, 7, 8, 11, 131})  # RocksDB: 4 more header bytes
+_RECYCLABLE_TYPES = frozenset({5, 6, 7, 8, 11})  # RocksDB's recycled-log records
 _MASK_DELTA = 0xA282EAD8
 _U32 = 0xFFFFFFFF
 
@@ -111,40 +116,47 @@ def log_files(directory: str) -> list[str]:
 
 
 def find_log_damage(path: str) -> str | None:
-    """A description of a complete record in the log file at ``path`` whose length field is
-    damaged so that the engine would drop it as a torn tail; ``None`` if there is none (a
-    genuinely torn last record is not damage).
+    """A description of a record in the log file at ``path`` that the engine would replay
+    wrongly without an error: a complete record whose length field is damaged so that it
+    looks like a torn tail, or a record of a recycled log's type. ``None`` if there is none
+    (a genuinely torn last record is not damage).
 
-    Only the last block of the file can hide such a record: a record that runs past the end of
-    an earlier block is reported as corrupt by the engine itself.
+    Only the last block of the file can hide a record behind a damaged length: a record that
+    runs past the end of an earlier block is reported as corrupt by the engine itself.
     """
     size = os.path.getsize(path)
     if size == 0:
         return None
-    start = (size - 1) // BLOCK_SIZE * BLOCK_SIZE
+    last = (size - 1) // BLOCK_SIZE * BLOCK_SIZE
+    name = os.path.basename(path)
     with open(path, "rb") as f:
-        f.seek(start)
-        block = f.read(BLOCK_SIZE)
-    off = 0
-    while len(block) - off >= _HEADER.size:
-        masked, length, rtype = _HEADER.unpack_from(block, off)
-        if rtype == 0 and length == 0:
-            return None  # zero padding: the engines skip the rest of the block
-        header = 11 if rtype in _RECYCLABLE_TYPES else _HEADER.size
-        end = off + header + length
-        if end <= len(block):
-            off = end
-            continue
-        # The record runs past the end of the file: torn, unless a prefix is complete.
-        fixed = header - 6  # the type byte (and RocksDB's log number) are checksummed
-        real = _complete_prefix(block[off + 6 :], fixed, _unmask(masked))
-        if real is None:
-            return None
-        return (
-            f"the record at byte {start + off} of {os.path.basename(path)} is complete "
-            f"({real} payload bytes match its checksum) but its length field says {length}: "
-            "the engine would drop it and every later record as a torn tail"
-        )
+        for start in range(0, size, BLOCK_SIZE):
+            block = f.read(BLOCK_SIZE)
+            off = 0
+            while len(block) - off >= _HEADER.size:
+                masked, length, rtype = _HEADER.unpack_from(block, off)
+                if rtype == 0 and length == 0:
+                    break  # zero padding: the engines skip the rest of the block
+                if rtype in _RECYCLABLE_TYPES:
+                    return (
+                        f"the record at byte {start + off} of {name} has type {rtype}, a "
+                        "recycled log's, in a log that is not recycled (a damaged type byte)"
+                    )
+                end = off + _HEADER.size + length
+                if end <= len(block):
+                    off = end
+                    continue
+                if start != last:
+                    break  # past the end of its block: the engine reports it
+                # The record runs past the end of the file: torn, unless a prefix is complete.
+                real = _complete_prefix(block[off + 6 :], 1, _unmask(masked))
+                if real is None:
+                    return None
+                return (
+                    f"the record at byte {start + off} of {name} is complete ({real} payload "
+                    f"bytes match its checksum) but its length field says {length}: the "
+                    "engine would drop it and every later record as a torn tail"
+                )
     return None
 
 

@@ -1193,7 +1193,7 @@ class DurableStoreConformance:
         assert find_log_damage(log) is None
 
     @pytest.mark.parametrize(
-        "where", ["first payload", "first length", "middle payload", "last length"]
+        "where", ["first payload", "first length", "middle payload", "middle type", "last length"]
     )
     async def test_a_damaged_log_record_is_refused_not_dropped(
         self,
@@ -1213,13 +1213,16 @@ class DurableStoreConformance:
         log = self._killed_store_log(wal_files, persister_name, store_options, path)
         recs = log_records(log)
         rec = {"first": recs[0], "middle": recs[len(recs) // 2], "last": recs[-1]}[where.split()[0]]
-        # a length byte: the high one, so the record seems to run past the end of the file
-        offset = rec.offset + 5 if where.endswith("length") else rec.offset + rec.header + 3
+        # a length byte: the high one, so the record seems to run past the end of the file;
+        # the type byte: FULL (1) becomes 11, a recycled log's type (RocksDB looped forever)
+        kind = where.split()[1]
+        offset = rec.offset + {"length": 5, "type": 6, "payload": rec.header + 3}[kind]
+        mask = 0x0A if kind == "type" else 0xA5
         with open(log, "r+b") as f:
             f.seek(offset)
             byte = f.read(1)[0]
             f.seek(offset)
-            f.write(bytes([byte ^ 0xA5]))
+            f.write(bytes([byte ^ mask]))
         with pytest.raises(StoreCorruptError) as info:
             store = open_store(path)
             try:  # an open that succeeds must not restore anything older

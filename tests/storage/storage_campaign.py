@@ -20,7 +20,10 @@ replayed on a :class:`~perun_core.persistence.MemoryPersister`. The outcome is
 - **silent**: it opens and restores without error, but a record is older than the last
   acknowledged write, missing, or holds different content (a silent rollback), or a failed
   store accepted a write;
-- **untyped**: any other exception.
+- **untyped**: any other exception;
+- **hang**: no answer within 60 s. The opens and restores of damaged stores run in a worker
+  process, which is killed and replaced then (RocksDB looped forever on one damaged WAL type
+  byte before the stores refused such records).
 
 The trials, per store and mode (``sync``: the default, fsync and group commit; ``nosync``):
 
@@ -42,8 +45,8 @@ The trials, per store and mode (``sync``: the default, fsync and group commit; `
                instead of a full disk. Skipped where the file system has no such flag.
 
 The report is one JSON object with the counts per store, mode and trial family, and the totals
-(``flips_tried``, ``typed_errors``, ``harmless``, ``silent``, ``untyped``); ``silent`` and
-``untyped`` must be 0. Exit status 1 if they are not.
+(``flips_tried``, ``typed_errors``, ``harmless``, ``silent``, ``untyped``, ``hangs``,
+``failures``); all but the first three must be 0. Exit status 1 if they are not.
 """
 
 from __future__ import annotations
@@ -305,6 +308,83 @@ def _peer_diff(got: dict[Address, list[bytes]], want: dict[Address, list[bytes]]
     return f"{short(got)} instead of {short(want)}"
 
 
+# --- the trial worker ------------------------------------------------------------------------
+
+
+async def _serve_trials(name: str, options: dict[str, Any], wl: Workload) -> None:
+    """Worker mode: for each line ``{"path": P, "events": N}`` on stdin, open the store at P,
+    restore it and compare it with the workload's first N events; answer one JSON line."""
+    factory = load_plugins(only=[name]).persister(name)
+
+    def open_store(path: str) -> Persister:
+        made: Persister = factory(path=path, **options)
+        return made
+
+    wants: dict[int, Expected] = {}
+    loop = asyncio.get_running_loop()
+    print("ready", flush=True)
+    while line := await loop.run_in_executor(None, sys.stdin.readline):
+        req = json.loads(line)
+        n = req["events"]
+        if n not in wants:
+            wants[n] = await expected_after(wl.events[:n], wl)
+        out = await restore_and_compare(open_store, req["path"], wants[n])
+        print(json.dumps({"kind": out.kind, "detail": out.detail}), flush=True)
+
+
+class TrialWorker:
+    """Opens and restores the campaign's stores in a child process, so that an engine that
+    hangs on a damaged file costs a timeout and a fresh worker, not the campaign. (RocksDB
+    looped forever on a WAL record whose type byte was damaged into a recycled log's type,
+    before the stores learnt to refuse those.)"""
+
+    def __init__(
+        self, name: str, options: dict[str, Any], seed: int, updates: int, timeout: float = 60
+    ) -> None:
+        self._argv = [sys.executable, str(HERE), "worker", name, json.dumps(options)]
+        self._argv += [str(seed), str(updates)]
+        self.timeout = timeout
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def _started(self) -> asyncio.subprocess.Process:
+        if self._proc is None:
+            self._proc = await asyncio.create_subprocess_exec(
+                *self._argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+            )
+            assert self._proc.stdout is not None
+            ready = await asyncio.wait_for(self._proc.stdout.readline(), self.timeout)
+            if ready.strip() != b"ready":
+                raise RuntimeError(f"the trial worker did not start: {ready!r}")
+        return self._proc
+
+    async def trial(self, path: str, events: int) -> Outcome:
+        """Restore the store at ``path`` and compare it with the workload's first ``events``
+        events; ``hang`` if no answer comes within the timeout."""
+        proc = await self._started()
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps({"path": path, "events": events}).encode() + b"\n")
+        await proc.stdin.drain()
+        try:
+            answer = await asyncio.wait_for(proc.stdout.readline(), self.timeout)
+        except TimeoutError:
+            await self.close()
+            return Outcome("hang", f"no answer from the open and restore in {self.timeout:g} s")
+        if not answer:
+            code = await proc.wait()
+            self._proc = None
+            return Outcome("untyped", f"the trial worker died (exit {code})")
+        got = json.loads(answer)
+        return Outcome(got["kind"], got["detail"])
+
+    async def close(self) -> None:
+        """Stop the worker (by its PID, with SIGKILL if it hangs)."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+
 # --- damage ----------------------------------------------------------------------------------
 
 KINDS = {
@@ -378,7 +458,7 @@ def _kill_writer_after(
 
 
 async def kill_trial(
-    open_store: Callable[[str], Persister],
+    worker: TrialWorker,
     name: str,
     options: dict[str, Any],
     wl: Workload,
@@ -392,11 +472,9 @@ async def kill_trial(
     path = os.path.join(where, "killed")
     shutil.rmtree(path, ignore_errors=True)
     acked = _kill_writer_after(name, path, options, seed, updates, acks)
-    out = await restore_and_compare(open_store, path, await expected_after(wl.events[:acked], wl))
+    out = await worker.trial(path, acked)
     if out.kind == "silent" and acked < len(wl.events):
-        ahead = await restore_and_compare(
-            open_store, path, await expected_after(wl.events[: acked + 1], wl)
-        )
+        ahead = await worker.trial(path, acked + 1)
         if ahead.kind == "harmless":  # the event in flight made it: allowed
             return ahead
     if out.kind != "harmless":
@@ -672,6 +750,7 @@ class StoreReport:
             "typed_errors": self.count("typed"),
             "silent": self.count("silent"),
             "untyped": self.count("untyped"),
+            "hangs": self.count("hang"),
         }
         out.update({k: dict(v) for k, v in self.families().items()})
         out["flips_by_file_kind"] = {k: dict(v) for k, v in self.by_kind.items()}
@@ -736,11 +815,11 @@ async def run_store(name: str, mode: str, sizes: Sizes, seed: int) -> StoreRepor
         return made
 
     rng = random.Random(f"{seed}/{mode}")  # each mode flips other bytes of the same files
+    worker = TrialWorker(name, options, seed, sizes.updates)
     with _tempdir() as tmp:
         pristine = os.path.join(tmp, "pristine")
         wl = make_pristine(name, options, seed, sizes.updates, pristine)
-        rep.events = len(wl.events)
-        want = await expected_after(wl.events, wl)
+        rep.events = every = len(wl.events)
         work = os.path.join(tmp, "work")
 
         def fresh() -> str:
@@ -750,35 +829,36 @@ async def run_store(name: str, mode: str, sizes: Sizes, seed: int) -> StoreRepor
                 os.remove(os.path.join(work, "LOCK"))  # left by the killed writer; harmless
             return work
 
-        # The undamaged copy must restore exactly, or nothing below means anything.
-        base = await restore_and_compare(open_store, fresh(), want)
-        if base.kind != "harmless":
-            raise RuntimeError(f"{name}: the undamaged store does not restore: {base}")
+        try:
+            # The undamaged copy must restore exactly, or nothing below means anything.
+            base = await worker.trial(fresh(), every)
+            if base.kind != "harmless":
+                raise RuntimeError(f"{name}: the undamaged store does not restore: {base}")
 
-        for kind, fname, off, mask in plan_flips(pristine, sizes.flips, rng):
-            flip(os.path.join(fresh(), fname), off, mask)
-            out = await restore_and_compare(open_store, work, want)
-            rep.by_kind.setdefault(kind, Counter())[out.kind] += 1
-            rep.note("flips", f"{kind} {fname}@{off}^{mask:#04x}", out)
+            for kind, fname, off, mask in plan_flips(pristine, sizes.flips, rng):
+                flip(os.path.join(fresh(), fname), off, mask)
+                out = await worker.trial(work, every)
+                rep.by_kind.setdefault(kind, Counter())[out.kind] += 1
+                rep.note("flips", f"{kind} {fname}@{off}^{mask:#04x}", out)
 
-        # Torn tails: the WAL cut inside its last record (every workload event writes more
-        # than 60 bytes), as if the final event's write had never completed. Every earlier
-        # event was acknowledged and must be there.
-        before_last = await expected_after(wl.events[:-1], wl)
-        wal = os.path.basename(files_of(pristine, "wal")[-1])
-        size = os.path.getsize(os.path.join(pristine, wal))
-        for cut in (size - 1, size - 7, size - 20, size - 60):
-            os.truncate(os.path.join(fresh(), wal), cut)
-            out = await restore_and_compare(open_store, work, before_last)
-            # a typed error would refuse a store a power loss can leave behind: a failure
-            rep.note("torn_tails", f"{wal} cut at {cut}/{size}", out)
-            if out.kind == "typed":
-                rep.failures.append(f"torn_tails {wal} cut at {cut}/{size}: {out.detail}")
+            # Torn tails: the WAL cut inside its last record (every workload event writes
+            # more than 60 bytes), as if the final event's write had never completed. Every
+            # earlier event was acknowledged and must be there.
+            wal = os.path.basename(files_of(pristine, "wal")[-1])
+            size = os.path.getsize(os.path.join(pristine, wal))
+            for cut in (size - 1, size - 7, size - 20, size - 60):
+                os.truncate(os.path.join(fresh(), wal), cut)
+                out = await worker.trial(work, every - 1)
+                rep.note("torn_tails", f"{wal} cut at {cut}/{size}", out)
+                if out.kind == "typed":  # refusing what a power loss leaves is a failure too
+                    rep.failures.append(f"torn_tails {wal} cut at {cut}/{size}: {out.detail}")
 
-        for _ in range(sizes.kills):
-            acks = rng.randrange(1, len(wl.events))
-            out = await kill_trial(open_store, name, options, wl, seed, sizes.updates, acks, tmp)
-            rep.note("kills", f"after {acks}", out)
+            for _ in range(sizes.kills):
+                acks = rng.randrange(1, every)
+                out = await kill_trial(worker, name, options, wl, seed, sizes.updates, acks, tmp)
+                rep.note("kills", f"after {acks}", out)
+        finally:
+            await worker.close()
 
     # The disk faults need a real file system (a tmpfs of their own, the immutable flag).
     for family, trials in (("disk_full", sizes.disk_full), ("read_only", sizes.read_only)):
@@ -818,6 +898,7 @@ def summary(reports: Sequence[StoreReport], details: bool = False) -> dict[str, 
         "harmless": sum(r.count("harmless") for r in reports),
         "silent": sum(r.count("silent") for r in reports),
         "untyped": sum(r.count("untyped") for r in reports),
+        "hangs": sum(r.count("hang") for r in reports),
         "failures": sum(len(r.failures) for r in reports),
         "stores": [r.as_json(details) for r in reports],
     }
@@ -830,6 +911,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         name, path, options, seed, updates, part = argv[1:7]
         wl = workload(int(seed), int(updates))
         asyncio.run(_write(name, path, json.loads(options), wl, part))
+        return 0
+    if argv and argv[0] == "worker":
+        name, options, seed, updates = argv[1:5]
+        asyncio.run(_serve_trials(name, json.loads(options), workload(int(seed), int(updates))))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     d = Sizes()
@@ -851,7 +936,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text)
     if args.json:
         Path(args.json).write_text(text + "\n")
-    return 1 if result["silent"] or result["untyped"] or result["failures"] else 0
+    bad = result["silent"] or result["untyped"] or result["hangs"] or result["failures"]
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ class RocksDBStore(EngineStore):
         threaded: run writes and scans in a worker thread; default: ``sync``.
         create: create the database if it does not exist.
         options: a ``rocksdict.Options`` to start from (tuning); raw mode, ``create``,
-            paranoid checks and the WAL recovery mode are set on it.
+            paranoid checks, the WAL recovery mode and no log recycling are set on it.
 
     Raises:
         StoreLockedError: the database is open elsewhere (another process or handle).
@@ -90,6 +90,8 @@ class RocksDBStore(EngineStore):
         opts.create_if_missing(create)
         opts.set_paranoid_checks(True)
         opts.set_wal_recovery_mode(rocksdict.DBRecoveryMode.tolerate_corrupted_tail_records())
+        # Never recycled logs: their records' type is what the WAL check refuses as damage.
+        opts.set_recycle_log_file_num(0)
         self._wo = rocksdict.WriteOptions()
         self._wo.sync = sync
         self._ro = rocksdict.ReadOptions()
