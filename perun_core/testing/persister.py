@@ -32,9 +32,11 @@ several assets, sub-allocations and missing signatures).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -914,6 +916,9 @@ asyncio.run(main())
 """
 
 
+_KILLED_STORES: dict[tuple[str, str, str], str] = {}  # see DurableStoreConformance
+
+
 def write_then_kill(name: str, path: str, options: dict[str, Any], updates: int) -> None:
     """In a child process, open the persister ``name`` at ``path``, create channel
     ``params(7)`` and make ``updates`` payments on it (three events each: ``staged``,
@@ -1157,11 +1162,24 @@ class DurableStoreConformance:
         persister_name: str,
         store_options: dict[str, Any],
         path: str,
-        updates: int = 40,
+        factory: pytest.TempPathFactory,
     ) -> str:
+        """A copy at ``path`` of a store whose writer was killed after 40 payments (made once
+        per store and options, in the session's temporary directory); its log's path."""
         if wal_files is None:
             pytest.skip("the store keeps no LevelDB-format write-ahead log")
-        write_then_kill(persister_name, path, store_options, updates)
+        key = (
+            persister_name,
+            json.dumps(store_options, sort_keys=True),
+            str(factory.getbasetemp()),
+        )
+        if key not in _KILLED_STORES:
+            pristine = str(factory.mktemp("killed-store") / "db")
+            write_then_kill(persister_name, pristine, store_options, 40)
+            _KILLED_STORES[key] = pristine
+        shutil.copytree(_KILLED_STORES[key], path)
+        with contextlib.suppress(FileNotFoundError):
+            (Path(path) / "LOCK").unlink()  # the killed writer's; the lock died with it
         logs = [f for f in wal_files(path) if Path(f).stat().st_size > 0]
         assert len(logs) == 1, (
             f"expected one log with the records in {sorted(Path(path).iterdir())}"
@@ -1174,12 +1192,15 @@ class DurableStoreConformance:
         persister_name: str,
         store_options: dict[str, Any],
         tmp_path: Path,
+        tmp_path_factory: pytest.TempPathFactory,
     ) -> None:
         """Every record of a real log carries the checksum ``kv_wal`` computes: the check of
         the log's tail (see the next tests) reads this engine version's format right."""
         from perun_core.persistence.kv_wal import crc32c, find_log_damage, log_records
 
-        log = self._killed_store_log(wal_files, persister_name, store_options, str(tmp_path / "db"))
+        log = self._killed_store_log(
+            wal_files, persister_name, store_options, str(tmp_path / "db"), tmp_path_factory
+        )
         data = Path(log).read_bytes()
         recs = log_records(log)
         assert len(recs) >= 121  # one record per event (the channel and 40 updates)
@@ -1202,6 +1223,7 @@ class DurableStoreConformance:
         persister_name: str,
         store_options: dict[str, Any],
         tmp_path: Path,
+        tmp_path_factory: pytest.TempPathFactory,
         where: str,
     ) -> None:
         """One damaged byte in a record of a killed store's log makes the open fail with
@@ -1210,7 +1232,9 @@ class DurableStoreConformance:
         from perun_core.persistence.kv_wal import log_records
 
         path = str(tmp_path / "db")
-        log = self._killed_store_log(wal_files, persister_name, store_options, path)
+        log = self._killed_store_log(
+            wal_files, persister_name, store_options, path, tmp_path_factory
+        )
         recs = log_records(log)
         rec = {"first": recs[0], "middle": recs[len(recs) // 2], "last": recs[-1]}[where.split()[0]]
         # a length byte: the high one, so the record seems to run past the end of the file;
@@ -1238,11 +1262,14 @@ class DurableStoreConformance:
         persister_name: str,
         store_options: dict[str, Any],
         tmp_path: Path,
+        tmp_path_factory: pytest.TempPathFactory,
     ) -> None:
         """A log cut inside its last record (the write a power loss interrupted) opens; every
         earlier record is there."""
         path = str(tmp_path / "db")
-        log = self._killed_store_log(wal_files, persister_name, store_options, path)
+        log = self._killed_store_log(
+            wal_files, persister_name, store_options, path, tmp_path_factory
+        )
         size = Path(log).stat().st_size
         with open(log, "r+b") as f:
             f.truncate(size - 9)
