@@ -15,6 +15,7 @@ from perun_core.persistence.kv_wal import (
     check_logs,
     crc32c,
     find_log_damage,
+    live_manifest,
     log_files,
     log_records,
 )
@@ -151,3 +152,18 @@ def test_a_record_of_a_recycled_logs_type_is_damage_anywhere(tmp_path: Path, rty
     data[early.offset + 6] = rtype
     damage = find_log_damage(_save(tmp_path, bytes(data)))
     assert damage is not None and f"byte {early.offset}" in damage and f"type {rtype}" in damage
+
+
+def test_the_live_manifest_is_the_one_current_names_and_is_checked(tmp_path: Path) -> None:
+    assert live_manifest(str(tmp_path)) is None  # no CURRENT
+    data = write_log(_payloads(3, 60))
+    (tmp_path / "MANIFEST-000005").write_bytes(data)
+    (tmp_path / "MANIFEST-000002").write_bytes(b"stale")
+    (tmp_path / "CURRENT").write_text("MANIFEST-000005\n")
+    assert live_manifest(str(tmp_path)) == str(tmp_path / "MANIFEST-000005")
+    check_logs(str(tmp_path), "RocksDB")
+    (tmp_path / "MANIFEST-000005").write_bytes(_set_length(data, 67, 0xFF00))
+    with pytest.raises(StoreCorruptError, match="MANIFEST-000005"):
+        check_logs(str(tmp_path), "RocksDB")
+    (tmp_path / "CURRENT").write_text("../elsewhere\n")  # not a manifest: the engine reports it
+    assert live_manifest(str(tmp_path)) is None

@@ -22,6 +22,10 @@ with the RocksDB of rocksdict 0.3.29); LevelDB knows no such types.
 Every other damage to a log record (checksum, type, a length inside the file) is reported by
 the engines themselves when opened with paranoid checks (LevelDB) or in
 ``tolerate_corrupted_tail_records`` mode (RocksDB).
+
+The manifest (the log of version edits that ``CURRENT`` names) has the same format and the
+same weaknesses -- RocksDB looped forever on a manifest record whose type byte was damaged --
+so :func:`check_logs` checks it too.
 """
 
 from __future__ import annotations
@@ -33,7 +37,15 @@ from typing import NamedTuple
 
 from perun_core.errors import PersistenceError, StoreCorruptError
 
-__all__ = ["LogRecord", "check_logs", "crc32c", "find_log_damage", "log_files", "log_records"]
+__all__ = [
+    "LogRecord",
+    "check_logs",
+    "crc32c",
+    "find_log_damage",
+    "live_manifest",
+    "log_files",
+    "log_records",
+]
 
 BLOCK_SIZE = 32768
 """The log's block size (both engines)."""
@@ -160,16 +172,36 @@ def find_log_damage(path: str) -> str | None:
     return None
 
 
+def live_manifest(directory: str) -> str | None:
+    """The manifest that ``CURRENT`` names in a LevelDB or RocksDB directory (a log of version
+    edits, in the same record format); ``None`` if there is no readable one (the engine itself
+    reports a missing or damaged ``CURRENT``)."""
+    try:
+        with open(os.path.join(directory, "CURRENT"), "rb") as f:
+            name = f.read(256).decode("ascii").rstrip("\n")
+    except (OSError, UnicodeDecodeError):
+        return None
+    path = os.path.join(directory, name)
+    if not name.startswith("MANIFEST-") or "/" in name or not os.path.isfile(path):
+        return None
+    return path
+
+
 def check_logs(directory: str, engine: str) -> None:
-    """Check every log of the database at ``directory`` before ``engine`` (``"LevelDB"``,
-    ``"RocksDB"``, for messages) replays them.
+    """Check the write-ahead logs and the live manifest of the database at ``directory``
+    before ``engine`` (``"LevelDB"``, ``"RocksDB"``, for messages) replays them.
 
     Raises:
-        StoreCorruptError: a log holds a complete record the engine would drop as a torn tail.
+        StoreCorruptError: a log holds a record the engine would replay wrongly without an
+            error (see :func:`find_log_damage`).
         PersistenceError: a log cannot be read.
     """
+    files = log_files(directory)
+    manifest = live_manifest(directory)
+    if manifest is not None:
+        files.append(manifest)
     try:
-        damage = next(filter(None, map(find_log_damage, log_files(directory))), None)
+        damage = next(filter(None, map(find_log_damage, files)), None)
     except OSError as e:
         raise PersistenceError(
             f"cannot read the {engine} log in {directory}: {e}", path=directory

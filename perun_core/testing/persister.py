@@ -1283,6 +1283,40 @@ class DurableStoreConformance:
         finally:
             await store.close()
 
+    @pytest.mark.parametrize("where", ["type", "length"])
+    async def test_a_damaged_manifest_record_is_refused(
+        self,
+        open_store: Callable[..., Persister],
+        wal_files: Callable[[str], list[str]] | None,
+        tmp_path: Path,
+        where: str,
+    ) -> None:
+        """The manifest has the log's format: a record whose type byte became a recycled
+        log's (RocksDB looped forever replaying it) or whose length runs past the end of the
+        file is refused with ``StoreCorruptError``."""
+        from perun_core.persistence.kv_wal import live_manifest, log_records
+
+        if wal_files is None:
+            pytest.skip("the store keeps no LevelDB-format logs")
+        path = str(tmp_path / "db")
+        store = open_store(path)
+        await open_and_pay(store, params(7))
+        await store.close()
+        manifest = live_manifest(path)
+        assert manifest is not None, sorted(Path(path).iterdir())
+        rec = log_records(manifest)[-1]
+        # type FULL (1) -> 5; the length's high byte, so the record runs past the end
+        offset, mask = (rec.offset + 6, 0x04) if where == "type" else (rec.offset + 5, 0xA5)
+        with open(manifest, "r+b") as f:
+            f.seek(offset)
+            byte = f.read(1)[0]
+            f.seek(offset)
+            f.write(bytes([byte ^ mask]))
+        with pytest.raises(StoreCorruptError) as info:
+            again = open_store(path)
+            await again.close()
+        assert info.value.path == path and "MANIFEST" in str(info.value)
+
     async def test_every_acknowledged_write_survives_kill_9(
         self,
         open_store: Callable[..., Persister],
