@@ -21,7 +21,8 @@ Family tree (leaves in brackets)::
     ├── ConfigError [ChainConfigError]
     ├── PeerRejectedError [UpdateConflictError]
     ├── RequestTimedOutError
-    ├── PersistenceError [StoreLockedError, StoreCorruptError, StoreClosedError]
+    ├── PersistenceError [StoreLockedError, StoreCorruptError, StoreClosedError,
+    │                     StoreFailedError]
     └── ChannelClosedError, ChannelRegisteredError, SyncRequiredError, ...
 """
 
@@ -705,3 +706,11 @@ class StoreCorruptError(PersistenceError):
 
 class StoreClosedError(PersistenceError):
     """The store was used after ``close()``."""
+
+
+class StoreFailedError(PersistenceError):
+    """An earlier write of this store failed, so it refuses every further call (fail closed).
+
+    After a failed write the engine's files and memory may disagree about what is stored;
+    close the store and open it again, which checks its files, before using it.
+    """

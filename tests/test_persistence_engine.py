@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import pytest
 
-from perun_core.errors import PersistenceError, StoreClosedError
+from perun_core.errors import PersistenceError, StoreClosedError, StoreFailedError
 from perun_core.interfaces import Persister
 from perun_core.persistence import KeyValueStore, KVPersister, MemoryKV
 from perun_core.persistence.engine import EngineStore, Op
@@ -44,9 +44,9 @@ class DictEngine(EngineStore):
             return self.data.get(key)
 
     def _engine_write(self, ops: Sequence[Op]) -> None:
+        time.sleep(self.delay)
         if any(k == b"boom" for k, _ in ops):
             raise OSError("disk on fire")
-        time.sleep(self.delay)
         with self._lock:
             for k, v in ops:
                 if v is None:
@@ -149,8 +149,44 @@ async def test_a_failed_group_fails_every_caller_and_applies_nothing() -> None:
     assert all(isinstance(r, PersistenceError) for r in results), results
     assert "disk on fire" in str(results[0]) and "/nowhere" in str(results[0])
     assert store.data == {b"first": b"1"}
-    await store.write_batch({b"c": b"3"})  # the store carries on
-    assert store.data == {b"first": b"1", b"c": b"3"}
+    # Fail closed: a failed store refuses every call until it is opened again.
+    assert isinstance(store.failure, PersistenceError) and "disk on fire" in str(store.failure)
+    with pytest.raises(StoreFailedError, match="earlier write failed"):
+        await store.write_batch({b"c": b"3"})
+    with pytest.raises(StoreFailedError):
+        await store.get(b"first")
+    await store.close()  # closing a failed store works
+    again = DictEngine(threaded=True, data=store.data)
+    await again.write_batch({b"c": b"3"})
+    assert again.data == {b"first": b"1", b"c": b"3"}
+
+
+async def test_batches_queued_behind_a_failed_write_are_refused() -> None:
+    store = DictEngine(threaded=True, delay=0.02)
+    failing = asyncio.ensure_future(store.write_batch({b"boom": b"!"}))
+    await asyncio.sleep(0)  # the failing batch is in the engine; the next ones queue
+    queued = [store.write_batch({b"k%d" % i: b"v"}) for i in range(3)]
+    results = await asyncio.gather(failing, *queued, return_exceptions=True)
+    assert isinstance(results[0], PersistenceError), results
+    assert not isinstance(results[0], StoreFailedError) and "disk on fire" in str(results[0])
+    assert all(isinstance(r, StoreFailedError) for r in results[1:]), results
+    assert store.data == {} and store.writes == []  # nothing reached the engine after it
+
+
+async def test_a_failed_direct_write_fails_the_store_closed() -> None:
+    store = DictEngine(threaded=False)
+    await store.write_batch({b"a": b"1"})
+    with pytest.raises(PersistenceError, match="disk on fire"):
+        await store.write_batch({b"boom": b"!"})
+    with pytest.raises(StoreFailedError, match="disk on fire") as info:
+        await store.write_batch({b"b": b"2"})
+    assert info.value.path == "/nowhere" and "open it again" in str(info.value)
+    with pytest.raises(StoreFailedError):
+        [kv async for kv in store.iterate()]
+    assert store.data == {b"a": b"1"}
+    await store.close()
+    with pytest.raises(StoreClosedError):  # closed wins over failed
+        await store.get(b"a")
 
 
 async def test_close_finishes_queued_writes_then_refuses_more() -> None:

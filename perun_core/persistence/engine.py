@@ -12,11 +12,20 @@ must reach the disk (``sync=True``: an fsync per batch, 0.1-10 ms depending on t
 would stall the loop, so threaded stores run writes in a worker thread and **group-commit**:
 while one batch is being synced, batches from other channels queue up and go to the engine
 together as one atomic batch with one fsync. Every caller still returns only after its own
-batch is durable, and a failure fails every batch of the group (none of them was applied).
+batch is durable, and a failure fails every batch of the group (none of them is acknowledged).
 
 Point reads always run directly: the client reads a channel's few keys right after writing
 them, so they come from the engine's memtable or block cache. Scans (restore) run page by page,
 in the worker thread when the store is threaded.
+
+**Fail closed.** A write that fails (a full disk, an I/O error, a failed fsync) can leave the
+engine's log with a partial record, and the engine's memory ahead of or behind its files; an
+engine that carries on writing after it may append records a later open cannot read, or drops.
+So after the first failed write the store refuses every further call, reads included, with
+:class:`~perun_core.errors.StoreFailedError`, until it is closed and opened again: the open
+replays and checks the log, and what it finds is what is stored. A batch whose write raised
+was not acknowledged; it may or may not be found after the reopen (an fsync that failed after
+the log append), every batch acknowledged before it is.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Final
 
-from perun_core.errors import PersistenceError, StoreClosedError
+from perun_core.errors import PersistenceError, StoreClosedError, StoreFailedError
 from perun_core.persistence.kv import KeyValueStore, Puts, key_range, pairs
 
 __all__ = ["EngineStore", "Op"]
@@ -59,6 +68,7 @@ class EngineStore(KeyValueStore):
         self.path = path
         self.threaded = threaded
         self._closed = False
+        self._failure: PersistenceError | None = None  # the first failed write (fail closed)
         self._pending: deque[_Pending] = deque()
         self._committer: asyncio.Task[None] | None = None
 
@@ -100,17 +110,37 @@ class EngineStore(KeyValueStore):
             path=self.path,
         )
 
+    @property
+    def failure(self) -> PersistenceError | None:
+        """The error of the write that failed the store, or ``None`` while it is healthy."""
+        return self._failure
+
+    def _failed_error(self) -> StoreFailedError:
+        return StoreFailedError(
+            f"{self.name} store at {self.path} refuses this call: an earlier write failed "
+            f"({self._failure}). Close the store and open it again (the open checks its "
+            "files) before using it.",
+            path=self.path,
+        )
+
     def _check_open(self) -> None:
         if self._closed:
             raise self._closed_error()
+        if self._failure is not None:
+            raise self._failed_error()
 
     def _call_write(self, ops: Sequence[Op]) -> None:
+        if self._failure is not None:  # a batch queued behind the one that failed
+            raise self._failed_error()
         try:
             self._engine_write(ops)
-        except PersistenceError:
-            raise
         except Exception as e:
-            raise self._translate(e, "write") from e
+            err = e if isinstance(e, PersistenceError) else self._translate(e, "write")
+            if not isinstance(err, StoreClosedError):
+                self._failure = err  # fail closed: see the module docstring
+            if err is e:
+                raise
+            raise err from e
 
     def _call_scan(self, lo: bytes, hi: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
         try:
@@ -133,7 +163,12 @@ class EngineStore(KeyValueStore):
             raise self._translate(e, "read") from e
 
     async def write_batch(self, puts: Puts = (), deletes: Iterable[bytes] = ()) -> None:
-        """Apply the batch atomically; returns once it has the store's durability."""
+        """Apply the batch atomically; returns once it has the store's durability.
+
+        Raises:
+            StoreFailedError: an earlier write failed (see the module docstring).
+            PersistenceError: this write failed; the store now refuses further calls.
+        """
         self._check_open()
         ops: list[Op] = [(k, None) for k in deletes]
         ops += pairs(puts)
@@ -210,7 +245,11 @@ class EngineStore(KeyValueStore):
 
     async def close(self) -> None:
         """Finish queued writes, then release the engine; later calls raise
-        :class:`~perun_core.errors.StoreClosedError`. Idempotent."""
+        :class:`~perun_core.errors.StoreClosedError`. Idempotent.
+
+        A failed store (see the module docstring) closes without error: the engine may
+        report the earlier failure again while it lets go of its files, and the caller's
+        next step, opening the store again, is what checks them."""
         if self._closed:
             return
         self._closed = True
@@ -220,4 +259,5 @@ class EngineStore(KeyValueStore):
         try:
             self._engine_close()
         except Exception as e:
-            raise self._translate(e, "close") from e
+            if self._failure is None:
+                raise self._translate(e, "close") from e

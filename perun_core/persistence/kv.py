@@ -88,7 +88,10 @@ class KeyValueStore(ABC):
 
         Raises:
             StoreClosedError: the store is closed.
-            PersistenceError: the engine failed to write; nothing of the batch was applied.
+            PersistenceError: the engine failed to write; the batch is not acknowledged (all
+                or nothing of it may be found after a reopen, never a part). On-disk stores
+                then refuse every further call with
+                :class:`~perun_core.errors.StoreFailedError` until reopened.
         """
 
     @abstractmethod

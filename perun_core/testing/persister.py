@@ -32,9 +32,11 @@ several assets, sub-allocations and missing signatures).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -833,6 +835,109 @@ async def main():
 asyncio.run(main())
 """
 
+_FULL_DISK_VICTIM = """
+import asyncio, json, os, resource, signal, sys
+from perun_core.channel.phase import Phase
+from perun_core.channel.state import Transaction
+from perun_core.errors import PersistenceError, StoreFailedError
+from perun_core.plugins import load_plugins
+from perun_core.testing.persister import created, params, sig, state
+
+name, path, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+# Past the file-size limit a write fails with EFBIG (as on a full disk) instead of a signal.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+def say(*words):
+    print(*words, flush=True)
+
+async def update(p, ch, v):
+    tx = Transaction.unsigned(state(ch, v, v % 20, 20 - v % 20), 2)
+    await p.staged(ch.id, tx.with_sig(0, sig("me", v)), Phase.SIGNING)
+    await p.sig_added(ch.id, v, 1, sig("bob", v))
+    done = tx.with_sig(0, sig("me", v)).with_sig(1, sig("bob", v))
+    await p.enabled(ch.id, done, Phase.ACTING)
+
+async def main():
+    p = load_plugins(only=[name]).persister(name)(path=path, **options)
+    ch = params(7)
+    await p.channel_created(created(ch))
+    biggest = max(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (biggest + 48 * 1024, hard))
+    v = 0
+    while True:
+        try:
+            await update(p, ch, v + 1)
+        except PersistenceError as e:
+            say("failed", type(e).__name__)
+            break
+        v += 1
+        say("acked", v)
+        if v > 10_000:
+            say("never failed")
+            return
+    resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # the space is back
+    ok = refused = 0
+    for i in range(200):
+        try:
+            await update(p, ch, v + 2 + i)
+            ok += 1
+        except StoreFailedError:
+            refused += 1
+    say("after", ok, refused)
+    await p.close()
+    say("closed")
+
+asyncio.run(main())
+"""
+
+_WRITE_THEN_WAIT = """
+import asyncio, json, sys
+from perun_core.channel.phase import Phase
+from perun_core.channel.state import Transaction
+from perun_core.plugins import load_plugins
+from perun_core.testing.persister import created, params, sig, state
+
+name, path, options, updates = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
+
+async def main():
+    p = load_plugins(only=[name]).persister(name)(path=path, **options)
+    ch = params(7)
+    await p.channel_created(created(ch))
+    for v in range(1, updates + 1):
+        tx = Transaction.unsigned(state(ch, v, v % 20, 20 - v % 20), 2).with_sig(0, sig("me", v))
+        await p.staged(ch.id, tx, Phase.SIGNING)
+        await p.sig_added(ch.id, v, 1, sig("bob", v))
+        await p.enabled(ch.id, tx.with_sig(1, sig("bob", v)), Phase.ACTING)
+    print("done", flush=True)
+    sys.stdin.readline()  # until killed
+
+asyncio.run(main())
+"""
+
+
+_KILLED_STORES: dict[tuple[str, str, str], str] = {}  # see DurableStoreConformance
+
+
+def write_then_kill(name: str, path: str, options: dict[str, Any], updates: int) -> None:
+    """In a child process, open the persister ``name`` at ``path``, create channel
+    ``params(7)`` and make ``updates`` payments on it (three events each: ``staged``,
+    ``sig_added``, ``enabled``), then kill the process with SIGKILL: the records are only in
+    the store's write-ahead log."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _WRITE_THEN_WAIT, name, path, json.dumps(options), str(updates)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "done", "the writer died"
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+
 
 class DurableStoreConformance:
     """Tests of on-disk persisters: locking, corruption, and surviving ``kill -9``.
@@ -857,6 +962,14 @@ class DurableStoreConformance:
     def store_options(self) -> dict[str, Any]:
         """Extra options for every open."""
         return {}
+
+    @pytest.fixture
+    def wal_files(self) -> Callable[[str], list[str]] | None:
+        """For stores that keep a LevelDB-format write-ahead log (LevelDB, RocksDB): a
+        function listing a store directory's log files
+        (:func:`perun_core.persistence.kv_wal.log_files`). ``None`` (the default) skips the
+        log damage tests."""
+        return None
 
     @pytest.fixture
     def open_store(
@@ -994,6 +1107,211 @@ class DurableStoreConformance:
         assert str(file) in str(info.value)
         with pytest.raises(PersistenceError, match=r"does not exist|not exist|No such"):
             open_store(str(tmp_path / "missing"), create=False)
+
+    async def test_after_a_failed_write_the_store_refuses_until_reopened(
+        self,
+        open_store: Callable[..., Persister],
+        persister_name: str,
+        store_options: dict[str, Any],
+        tmp_path: Path,
+    ) -> None:
+        """A child process writes until a write fails (its file-size limit stands in for a
+        full disk); once the limit is lifted, every further call is refused with
+        ``StoreFailedError``; after a reopen every acknowledged write is there."""
+        path = str(tmp_path / "db")
+        child = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _FULL_DISK_VICTIM,
+                persister_name,
+                path,
+                json.dumps(store_options),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        lines = child.stdout.split("\n")
+        assert child.returncode == 0, child.stdout[-2000:] + child.stderr[-2000:]
+        acked = [int(x.split()[1]) for x in lines if x.startswith("acked ")]
+        failed = [x for x in lines if x.startswith("failed ")]
+        assert acked and failed, child.stdout[-2000:]
+        assert failed[0].split()[1] != "StoreFailedError"  # the first failure is the engine's
+        assert "after 0 200" in lines, f"writes after the failure: {lines[-4:]}"
+        store = open_store(path)
+        try:
+            rec = await store.restore_channel(params(7).id)
+            assert rec is not None and rec.current is not None and rec.current.fully_signed
+            # the failed update may or may not have made it; nothing after it did
+            assert acked[-1] <= rec.current.state.version <= acked[-1] + 1
+            if rec.staging is not None:
+                assert rec.staging.state.version == rec.current.state.version + 1
+            # and the store takes writes again
+            await store.phase_changed(params(7).id, Phase.ACTING, 0, False)
+        finally:
+            await store.close()
+
+    @staticmethod
+    def _killed_store_log(
+        wal_files: Callable[[str], list[str]] | None,
+        persister_name: str,
+        store_options: dict[str, Any],
+        path: str,
+        factory: pytest.TempPathFactory,
+    ) -> str:
+        """A copy at ``path`` of a store whose writer was killed after 40 payments (made once
+        per store and options, in the session's temporary directory); its log's path."""
+        if wal_files is None:
+            pytest.skip("the store keeps no LevelDB-format write-ahead log")
+        key = (
+            persister_name,
+            json.dumps(store_options, sort_keys=True),
+            str(factory.getbasetemp()),
+        )
+        if key not in _KILLED_STORES:
+            pristine = str(factory.mktemp("killed-store") / "db")
+            write_then_kill(persister_name, pristine, store_options, 40)
+            _KILLED_STORES[key] = pristine
+        shutil.copytree(_KILLED_STORES[key], path)
+        with contextlib.suppress(FileNotFoundError):
+            (Path(path) / "LOCK").unlink()  # the killed writer's; the lock died with it
+        logs = [f for f in wal_files(path) if Path(f).stat().st_size > 0]
+        assert len(logs) == 1, (
+            f"expected one log with the records in {sorted(Path(path).iterdir())}"
+        )
+        return logs[0]
+
+    async def test_the_write_ahead_log_has_the_format_the_tail_check_reads(
+        self,
+        wal_files: Callable[[str], list[str]] | None,
+        persister_name: str,
+        store_options: dict[str, Any],
+        tmp_path: Path,
+        tmp_path_factory: pytest.TempPathFactory,
+    ) -> None:
+        """Every record of a real log carries the checksum ``kv_wal`` computes: the check of
+        the log's tail (see the next tests) reads this engine version's format right."""
+        from perun_core.persistence.kv_wal import crc32c, find_log_damage, log_records
+
+        log = self._killed_store_log(
+            wal_files, persister_name, store_options, str(tmp_path / "db"), tmp_path_factory
+        )
+        data = Path(log).read_bytes()
+        recs = log_records(log)
+        assert len(recs) >= 121  # one record per event (the channel and 40 updates)
+        for r in recs:
+            stored = int.from_bytes(data[r.offset : r.offset + 4], "little")
+            covered = data[r.offset + 6 : r.offset + r.header + r.length]
+            crc = crc32c(covered)
+            masked = (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+            assert masked == stored, f"record at {r.offset} (type {r.type})"
+        assert recs[-1].offset + recs[-1].header + recs[-1].length == len(data)
+        assert find_log_damage(log) is None
+
+    @pytest.mark.parametrize(
+        "where", ["first payload", "first length", "middle payload", "middle type", "last length"]
+    )
+    async def test_a_damaged_log_record_is_refused_not_dropped(
+        self,
+        open_store: Callable[..., Persister],
+        wal_files: Callable[[str], list[str]] | None,
+        persister_name: str,
+        store_options: dict[str, Any],
+        tmp_path: Path,
+        tmp_path_factory: pytest.TempPathFactory,
+        where: str,
+    ) -> None:
+        """One damaged byte in a record of a killed store's log makes the open fail with
+        ``StoreCorruptError``: the store never restores an older state (or an empty store)
+        as if nothing had happened."""
+        from perun_core.persistence.kv_wal import log_records
+
+        path = str(tmp_path / "db")
+        log = self._killed_store_log(
+            wal_files, persister_name, store_options, path, tmp_path_factory
+        )
+        recs = log_records(log)
+        rec = {"first": recs[0], "middle": recs[len(recs) // 2], "last": recs[-1]}[where.split()[0]]
+        # a length byte: the high one, so the record seems to run past the end of the file;
+        # the type byte: FULL (1) becomes 11, a recycled log's type (RocksDB looped forever)
+        kind = where.split()[1]
+        offset = rec.offset + {"length": 5, "type": 6, "payload": rec.header + 3}[kind]
+        mask = 0x0A if kind == "type" else 0xA5
+        with open(log, "r+b") as f:
+            f.seek(offset)
+            byte = f.read(1)[0]
+            f.seek(offset)
+            f.write(bytes([byte ^ mask]))
+        with pytest.raises(StoreCorruptError) as info:
+            store = open_store(path)
+            try:  # an open that succeeds must not restore anything older
+                await store.restore_channel(params(7).id)
+            finally:
+                await store.close()
+        assert info.value.path == path
+
+    async def test_a_torn_last_record_loses_only_the_write_that_never_returned(
+        self,
+        open_store: Callable[..., Persister],
+        wal_files: Callable[[str], list[str]] | None,
+        persister_name: str,
+        store_options: dict[str, Any],
+        tmp_path: Path,
+        tmp_path_factory: pytest.TempPathFactory,
+    ) -> None:
+        """A log cut inside its last record (the write a power loss interrupted) opens; every
+        earlier record is there."""
+        path = str(tmp_path / "db")
+        log = self._killed_store_log(
+            wal_files, persister_name, store_options, path, tmp_path_factory
+        )
+        size = Path(log).stat().st_size
+        with open(log, "r+b") as f:
+            f.truncate(size - 9)
+        store = open_store(path)
+        try:
+            rec = await store.restore_channel(params(7).id)
+            # the last write, enabled(v40), is lost; v40 stays staged with both signatures
+            assert rec is not None and rec.current is not None and rec.staging is not None
+            assert rec.current.state.version == 39 and rec.staging.state.version == 40
+            assert rec.staging.fully_signed and rec.phase == Phase.SIGNING
+        finally:
+            await store.close()
+
+    @pytest.mark.parametrize("where", ["type", "length"])
+    async def test_a_damaged_manifest_record_is_refused(
+        self,
+        open_store: Callable[..., Persister],
+        wal_files: Callable[[str], list[str]] | None,
+        tmp_path: Path,
+        where: str,
+    ) -> None:
+        """The manifest has the log's format: a record whose type byte became a recycled
+        log's (RocksDB looped forever replaying it) or whose length runs past the end of the
+        file is refused with ``StoreCorruptError``."""
+        from perun_core.persistence.kv_wal import live_manifest, log_records
+
+        if wal_files is None:
+            pytest.skip("the store keeps no LevelDB-format logs")
+        path = str(tmp_path / "db")
+        store = open_store(path)
+        await open_and_pay(store, params(7))
+        await store.close()
+        manifest = live_manifest(path)
+        assert manifest is not None, sorted(Path(path).iterdir())
+        rec = log_records(manifest)[-1]
+        # type FULL (1) -> 5; the length's high byte, so the record runs past the end
+        offset, mask = (rec.offset + 6, 0x04) if where == "type" else (rec.offset + 5, 0xA5)
+        with open(manifest, "r+b") as f:
+            f.seek(offset)
+            byte = f.read(1)[0]
+            f.seek(offset)
+            f.write(bytes([byte ^ mask]))
+        with pytest.raises(StoreCorruptError) as info:
+            again = open_store(path)
+            await again.close()
+        assert info.value.path == path and "MANIFEST" in str(info.value)
 
     async def test_every_acknowledged_write_survives_kill_9(
         self,

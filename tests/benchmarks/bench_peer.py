@@ -58,14 +58,18 @@ async def _run(args: argparse.Namespace) -> int:
     try:
         endpoint = await bus.listen_on("tcp://127.0.0.1:0")
         bus.add_peer(Address.from_hex(args.peer), args.peer_endpoint)
-        persister_args = {"path": args.db} if args.db else {}
+        from persister_rates import parse_persister  # this directory is sys.path[0]
+
+        name, persister_args = parse_persister(args.persister)
+        if args.db:
+            persister_args["path"] = args.db
         client = Client(
             account=account,
             backend=backend,
             bus=bus,
             funder=backend.funder(account),
             adjudicator=backend.adjudicator(account),
-            persister=plugins.persister(args.persister)(**persister_args),
+            persister=plugins.persister(name)(**persister_args),
             config=ClientConfig(update_timeout=60, proposal_timeout=60, busy_timeout=120),
         )
         client.on_proposal(lambda p, r: r.accept())

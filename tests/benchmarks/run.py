@@ -18,7 +18,8 @@ Sections (all in one run; ``--only`` picks some):
                receiving client as always. The sequential run is repeated with both
                processes on busy-polling loops (``--busy-poll US``, ``perun_core.eventloop``).
                Repeated with each persister: memory, LevelDB and RocksDB (default options:
-               crash-safe against a killed process).
+               every write fsynced, group-committed; ``--persisters leveldb:nosync ...``
+               measures the fast mode that survives a killed process but not a power loss).
 ``gas``        gas per operation on anvil (the ``perun-eth`` gas test's scenario) beside the
                reference figures in docs/plugins/ethereum-contracts.md.
 ``scale``      100,000 channels in one client: persister write rate, restore time from
@@ -73,6 +74,13 @@ from perun_core.wire.messages import Envelope  # noqa: E402
 
 SECTIONS = ("crypto", "inprocess", "tcp", "gas", "scale", "startup")
 PERSISTERS = ("memory", "leveldb", "rocksdb")
+PERSISTER_CHOICES = (
+    *PERSISTERS,
+    "leveldb:nosync",
+    "rocksdb:nosync",
+    "leveldb:sync",
+    "rocksdb:sync",
+)
 KIB = 1024
 
 
@@ -459,10 +467,13 @@ async def _ledger_process() -> tuple[_Child, str]:
     return child, line.rsplit(" ", 1)[1].strip()
 
 
-def _persister(name: str, path: str) -> Persister:
+def _persister(spec: str, path: str) -> Persister:
+    from persister_rates import parse_persister
+
+    name, options = parse_persister(spec)
     if name == "memory":
         return MemoryPersister()
-    made: Persister = load_plugins().persister(name)(path=path)
+    made: Persister = load_plugins().persister(name)(path=path, **options)
     return made
 
 
@@ -511,7 +522,7 @@ async def tcp_pair(
     await backend.faucet(account.address, asset, deposit * (n_channels + 1))
     bus = TcpBus.from_backend(account, backend, handshake_timeout=30, close_timeout=2)
     await bus.listen("127.0.0.1", 0)
-    db_dir = Path(tmp, persister)
+    db_dir = Path(tmp, persister.replace(":", "-"))
     db_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - one directory before the benchmark starts
     client = Client(
         account=account,
@@ -629,7 +640,7 @@ async def tcp(
     tmp = tempfile.mkdtemp(prefix="perun-bench-")
     try:
         for name in persisters:
-            if name not in available:
+            if name.partition(":")[0] not in available:
                 out[name] = {"skipped": f"persister plugin {name!r} not installed"}
                 heading(f"two processes over TCP, persister {name}: skipped (not installed)")
                 continue
@@ -640,8 +651,10 @@ async def tcp(
         await ledger.terminate()
         shutil.rmtree(tmp, ignore_errors=True)
     mem = out.get("memory", {})
-    for name in ("leveldb", "rocksdb"):
-        res = out.get(name, {})
+    for name in out:
+        res = out[name]
+        if name == "memory":
+            continue
         if "pipelined" in res and "pipelined" in mem:
             for r, m in zip(res["pipelined"], mem["pipelined"], strict=True):
                 r["ratio_to_memory"] = r["updates_per_s"] / m["updates_per_s"]
@@ -829,7 +842,7 @@ async def scale(sizes: Sizes) -> dict[str, Any]:
 
     stores = _stores()
     rates = {}
-    for sname in ("memory", "leveldb", "rocksdb"):
+    for sname in ("memory", "leveldb sync", "leveldb nosync", "rocksdb sync", "rocksdb nosync"):
         if sname in stores:
             rates[sname] = await measure(stores[sname], 256, sizes.rates_per_channel)
             row(f"persister update events ({sname}, 256 ch)", rates[sname]["events_per_s"], "ev/s")
@@ -844,7 +857,9 @@ async def _scale_restore(n: int, name: str, out: dict[str, Any]) -> None:
         records = list(_records(n, peers=16))
         row("built and signed the records (set-up)", time.perf_counter() - t, "s")
         path = str(Path(tmp, "scale.db"))
-        store = load_plugins().persister(name)(path=path)
+        # The bulk load is set-up for the restore (one channel after the other: an fsync each
+        # would take minutes), so it runs without fsync; the restore opens with the defaults.
+        store = load_plugins().persister(name)(path=path, sync=False)
         t = time.perf_counter()
         for rec in records:
             await store.channel_created(rec)
@@ -852,7 +867,11 @@ async def _scale_restore(n: int, name: str, out: dict[str, Any]) -> None:
         await store.close()
         del records
         out["write_records_per_s"] = n / write_s
-        row(f"persister write rate ({name}, channel_created)", out["write_records_per_s"], "rec/s")
+        row(
+            f"persister write rate ({name} sync=False, channel_created)",
+            out["write_records_per_s"],
+            "rec/s",
+        )
         for watch in (True, False):
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -1069,7 +1088,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--persisters",
         nargs="+",
-        choices=PERSISTERS,
+        choices=PERSISTER_CHOICES,
         default=list(PERSISTERS),
         help="persisters of the tcp section",
     )

@@ -15,18 +15,21 @@ from perun_leveldb import LevelDBPersister, LevelDBStore
 from perun_core.errors import StoreCorruptError
 from perun_core.interfaces import Persister
 from perun_core.persistence import KeyValueStore, KVPersister
+from perun_core.persistence.kv_wal import log_files
 from perun_core.plugins import load_plugins
 from perun_core.testing.persister import (
     DurableStoreConformance,
     KeyValueStoreConformance,
     PersisterConformance,
+    assert_same_record,
     created,
+    open_and_pay,
     params,
 )
 
-# direct: the default (writes reach the OS on the event loop);
-# sync: fsync per batch in a worker thread with group commit
-MODES: dict[str, dict[str, Any]] = {"direct": {}, "sync": {"sync": True}}
+# sync: the default (fsync per batch in a worker thread with group commit);
+# nosync: writes reach the OS on the event loop
+MODES: dict[str, dict[str, Any]] = {"nosync": {"sync": False}, "sync": {}}
 
 
 @pytest.fixture(params=sorted(MODES))
@@ -98,6 +101,10 @@ class TestLevelDBDurability(DurableStoreConformance):
         return mode
 
     @pytest.fixture
+    def wal_files(self) -> Callable[[str], list[str]]:
+        return log_files
+
+    @pytest.fixture
     def corrupt_store(self) -> Callable[[str], None]:
         return _flip_log_bytes
 
@@ -116,16 +123,18 @@ async def test_a_current_file_naming_a_missing_manifest_is_corrupt(tmp_path: Pat
 async def test_registered_factory_builds_a_kv_persister_over_leveldb(tmp_path: Path) -> None:
     plugins = load_plugins(only=["leveldb"])
     assert plugins.persisters.provider_of("leveldb") == "leveldb"
-    p = plugins.persister("leveldb")(path=tmp_path / "db", sync=True)
+    p = plugins.persister("leveldb")(path=tmp_path / "db")
     try:
         assert isinstance(p, KVPersister) and p.name == "leveldb"
+        # the default: every write fsynced, in a worker thread (group commit)
         assert isinstance(p.store, LevelDBStore) and p.store.sync and p.store.threaded
         await p.channel_created(created(params(1)))
     finally:
         await p.close()
-    again = plugins.persister("leveldb")(path=str(tmp_path / "db"))
+    again = plugins.persister("leveldb")(path=str(tmp_path / "db"), sync=False)
     try:
-        assert isinstance(again, KVPersister) and not again.store.threaded  # type: ignore[attr-defined]
+        assert isinstance(again, KVPersister)
+        assert not again.store.sync and not again.store.threaded  # type: ignore[attr-defined]
         assert await again.restore_channel(params(1).id) is not None
     finally:
         await again.close()
@@ -152,3 +161,26 @@ async def test_opened_by_name_from_its_typed_config(tmp_path: Path) -> None:
     again = await LevelDBPersister.open(LevelDBConfig(path=str(tmp_path / "db")))
     assert_same_record(await again.restore_channel(record.channel_id), record)
     await again.close()
+
+
+async def test_a_damaged_table_block_is_corrupt_not_a_different_record(tmp_path: Path) -> None:
+    """Reads verify the checksum of every table block they load: a damaged byte in a stored
+    signature is ``StoreCorruptError``, never a record with another signature (issue 14, F3)."""
+    path = tmp_path / "db"
+    store = LevelDBPersister(path)
+    want = [await open_and_pay(store, params(n)) for n in range(1, 6)]
+    await store.close()
+    await LevelDBPersister(path).close()  # the reopen moves the log into a table file
+    [table] = glob.glob(os.path.join(path, "*.ldb"))
+    data = bytearray(Path(table).read_bytes())
+    at = data.find(b"me-signs-v1")  # a literal in the (snappy-compressed) block
+    assert at > 0, "the signature is not stored as is"
+    data[at + 3] ^= 0x01  # "me-signs-v1" -> "me-rigns-v1"
+    Path(table).write_bytes(data)
+    again = LevelDBPersister(path)
+    try:
+        with pytest.raises(StoreCorruptError, match="corrupt"):
+            for rec in want:
+                assert_same_record(await again.restore_channel(rec.channel_id), rec)
+    finally:
+        await again.close()

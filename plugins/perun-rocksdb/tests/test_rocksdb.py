@@ -15,6 +15,7 @@ from perun_rocksdb import RocksDBPersister, RocksDBStore
 from perun_core.errors import StoreCorruptError
 from perun_core.interfaces import Persister
 from perun_core.persistence import KeyValueStore, KVPersister
+from perun_core.persistence.kv_wal import log_files
 from perun_core.plugins import load_plugins
 from perun_core.testing.persister import (
     DurableStoreConformance,
@@ -24,9 +25,9 @@ from perun_core.testing.persister import (
     params,
 )
 
-# direct: the default (writes reach the OS on the event loop);
-# sync: fsync per batch in a worker thread with group commit
-MODES: dict[str, dict[str, Any]] = {"direct": {}, "sync": {"sync": True}}
+# sync: the default (fsync per batch in a worker thread with group commit);
+# nosync: writes reach the OS on the event loop
+MODES: dict[str, dict[str, Any]] = {"nosync": {"sync": False}, "sync": {}}
 
 
 @pytest.fixture(params=sorted(MODES))
@@ -97,6 +98,10 @@ class TestRocksDBDurability(DurableStoreConformance):
         return mode
 
     @pytest.fixture
+    def wal_files(self) -> Callable[[str], list[str]]:
+        return log_files
+
+    @pytest.fixture
     def corrupt_store(self) -> Callable[[str], None]:
         return _flip_table_footer
 
@@ -115,16 +120,18 @@ async def test_a_current_file_naming_a_missing_manifest_is_corrupt(tmp_path: Pat
 async def test_registered_factory_builds_a_kv_persister_over_rocksdb(tmp_path: Path) -> None:
     plugins = load_plugins(only=["rocksdb"])
     assert plugins.persisters.provider_of("rocksdb") == "rocksdb"
-    p = plugins.persister("rocksdb")(path=tmp_path / "db", sync=True)
+    p = plugins.persister("rocksdb")(path=tmp_path / "db")
     try:
         assert isinstance(p, KVPersister) and p.name == "rocksdb"
+        # the default: every write fsynced, in a worker thread (group commit)
         assert isinstance(p.store, RocksDBStore) and p.store.sync and p.store.threaded
         await p.channel_created(created(params(1)))
     finally:
         await p.close()
-    again = plugins.persister("rocksdb")(path=str(tmp_path / "db"))
+    again = plugins.persister("rocksdb")(path=str(tmp_path / "db"), sync=False)
     try:
-        assert isinstance(again, KVPersister) and not again.store.threaded  # type: ignore[attr-defined]
+        assert isinstance(again, KVPersister)
+        assert not again.store.sync and not again.store.threaded  # type: ignore[attr-defined]
         assert await again.restore_channel(params(1).id) is not None
     finally:
         await again.close()

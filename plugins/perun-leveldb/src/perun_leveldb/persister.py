@@ -15,14 +15,14 @@ class LevelDBConfig(PartConfig, frozen=True, kw_only=True):
 
     Attributes:
         path: the database directory (created if missing).
-        sync: fsync each write.
+        sync: fsync each write (the default; ``false`` survives a killed process only).
         threaded: run the database calls in a worker thread (default: when ``sync``).
         create: create a missing database.
         paranoid_checks: verify checksums while reading.
     """
 
     path: str
-    sync: bool = False
+    sync: bool = True
     threaded: bool | None = None
     create: bool = True
     paranoid_checks: bool = True
@@ -33,8 +33,8 @@ class LevelDBPersister(KVPersister):
 
     Args:
         path: the database directory (created if missing).
-        sync: fsync each write (survives power loss) instead of the default, which survives a
-            killed process; see :mod:`perun_leveldb.store`.
+        sync: fsync each write (the default: survives power loss); ``False`` only hands it to
+            the OS, which survives a killed process; see :mod:`perun_leveldb.store`.
         **options: passed to :class:`LevelDBStore` (``threaded``, ``create``,
             ``paranoid_checks``, plyvel options).
 
@@ -48,5 +48,5 @@ class LevelDBPersister(KVPersister):
     Config: ClassVar[type[PartConfig]] = LevelDBConfig
     durable: ClassVar[bool] = True
 
-    def __init__(self, path: str | os.PathLike[str], *, sync: bool = False, **options: Any):
+    def __init__(self, path: str | os.PathLike[str], *, sync: bool = True, **options: Any):
         super().__init__(LevelDBStore(path, sync=sync, **options), name="leveldb")

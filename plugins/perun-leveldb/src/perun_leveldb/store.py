@@ -2,17 +2,27 @@
 
 Durability (``sync``):
 
-- ``sync=False`` (default): each write batch is appended to LevelDB's write-ahead log and handed
-  to the operating system (a ``write(2)``) before the call returns. It survives the process being
-  killed at any instant (SIGKILL, a crash, an exception); it does not survive a power loss or a
-  kernel crash before the OS writes its cache back.
-- ``sync=True``: each batch is also fsynced before the call returns, which survives power loss.
-  It costs an fsync per write, so the store then runs writes in a worker thread and
-  group-commits concurrent batches of different channels (one fsync for many).
+- ``sync=True`` (default): each write batch is appended to LevelDB's write-ahead log and
+  fsynced before the call returns: an acknowledged write survives a killed process, a kernel
+  crash and a power loss (as far as the device honours fsync). Writes run in a worker thread
+  and concurrent batches of different channels are group-committed (one fsync for many).
+- ``sync=False``: each batch is appended to the log and handed to the operating system (a
+  ``write(2)``) before the call returns. It survives the process being killed at any instant
+  (SIGKILL, a crash, an exception); a power loss or a kernel crash can lose the writes of the
+  last seconds that the OS had not written back yet.
 
-Opening checks everything LevelDB can check (``paranoid_checks=True``): a damaged log or table
-makes the open fail with :class:`~perun_core.errors.StoreCorruptError` instead of silently
-dropping records, since a dropped record can be a signed state that guards funds.
+Fail closed (see :mod:`perun_core.persistence.engine`): after a failed write (a full disk, an
+I/O error) the store refuses every call with :class:`~perun_core.errors.StoreFailedError`
+until it is opened again. LevelDB itself carries on after a failed log append, and the records
+it appends after the partial one are unreadable on the next open.
+
+Opening checks everything LevelDB can check (``paranoid_checks=True``: a damaged log record,
+manifest or table index makes the open fail with
+:class:`~perun_core.errors.StoreCorruptError` instead of silently dropping records), and
+before that checks the log's last block for a complete record that LevelDB would take for a
+torn tail (:mod:`perun_core.persistence.kv_wal`). Every read verifies the block checksums of
+the table files it touches (``verify_checksums``), so a damaged table block is a
+:class:`~perun_core.errors.StoreCorruptError`, never an older or foreign value.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from perun_core.errors import (
     StoreLockedError,
 )
 from perun_core.persistence.engine import EngineStore, Op
+from perun_core.persistence.kv_wal import check_logs
 
 __all__ = ["LevelDBStore"]
 
@@ -47,11 +58,12 @@ class LevelDBStore(EngineStore):
 
     Args:
         path: the database directory (created with its parents if ``create``).
-        sync: fsync every write batch (power-loss safe) instead of only handing it to the OS
-            (process-kill safe); see the module docstring.
+        sync: fsync every write batch (power-loss safe, the default) instead of only handing
+            it to the OS (process-kill safe); see the module docstring.
         threaded: run writes and scans in a worker thread; default: ``sync``.
         create: create the database if it does not exist.
-        paranoid_checks: refuse to open a database with damaged files.
+        paranoid_checks: refuse to open a database with damaged files (turning it off lets
+            LevelDB skip damaged log records silently; only for salvaging data).
         **options: further keyword arguments of ``plyvel.DB`` (e.g. ``lru_cache_size``,
             ``write_buffer_size``, ``compression``).
 
@@ -67,7 +79,7 @@ class LevelDBStore(EngineStore):
         self,
         path: str | os.PathLike[str],
         *,
-        sync: bool = False,
+        sync: bool = True,
         threaded: bool | None = None,
         create: bool = True,
         paranoid_checks: bool = True,
@@ -76,6 +88,8 @@ class LevelDBStore(EngineStore):
         where = os.fspath(path)
         super().__init__(path=where, threaded=sync if threaded is None else threaded)
         self.sync = sync
+        if paranoid_checks:
+            check_logs(where, "LevelDB")
         try:
             if create:
                 os.makedirs(where, exist_ok=True)
@@ -124,7 +138,7 @@ class LevelDBStore(EngineStore):
         )
 
     def _engine_get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self._db.get(key)
+        value: bytes | None = self._db.get(key, verify_checksums=True)
         return value
 
     def _engine_write(self, ops: Sequence[Op]) -> None:
@@ -137,7 +151,7 @@ class LevelDBStore(EngineStore):
         wb.write()
 
     def _engine_scan(self, lo: bytes, hi: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
-        it = self._db.iterator(start=lo, stop=hi)
+        it = self._db.iterator(start=lo, stop=hi, verify_checksums=True)
         try:
             return list(itertools.islice(it, limit))
         finally:

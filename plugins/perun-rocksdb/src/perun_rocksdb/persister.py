@@ -15,13 +15,13 @@ class RocksDBConfig(PartConfig, frozen=True, kw_only=True):
 
     Attributes:
         path: the database directory (created if missing).
-        sync: fsync each write.
+        sync: fsync each write (the default; ``false`` survives a killed process only).
         threaded: run the database calls in a worker thread (default: when ``sync``).
         create: create a missing database.
     """
 
     path: str
-    sync: bool = False
+    sync: bool = True
     threaded: bool | None = None
     create: bool = True
 
@@ -31,8 +31,8 @@ class RocksDBPersister(KVPersister):
 
     Args:
         path: the database directory (created if missing).
-        sync: fsync each write (survives power loss) instead of the default, which survives a
-            killed process; see :mod:`perun_rocksdb.store`.
+        sync: fsync each write (the default: survives power loss); ``False`` only hands it to
+            the OS, which survives a killed process; see :mod:`perun_rocksdb.store`.
         **options: passed to :class:`RocksDBStore` (``threaded``, ``create``).
 
     Raises:
@@ -45,5 +45,5 @@ class RocksDBPersister(KVPersister):
     Config: ClassVar[type[PartConfig]] = RocksDBConfig
     durable: ClassVar[bool] = True
 
-    def __init__(self, path: str | os.PathLike[str], *, sync: bool = False, **options: Any):
+    def __init__(self, path: str | os.PathLike[str], *, sync: bool = True, **options: Any):
         super().__init__(RocksDBStore(path, sync=sync, **options), name="rocksdb")

@@ -2,18 +2,25 @@
 
 Durability (``sync``):
 
-- ``sync=False`` (default): each write batch is appended to RocksDB's write-ahead log and handed
-  to the operating system before the call returns (RocksDB flushes its WAL buffer on every
-  write unless ``manual_wal_flush`` is set, which this store never does). It survives the
-  process being killed at any instant; it does not survive a power loss or a kernel crash
-  before the OS writes its cache back.
-- ``sync=True``: each batch is also fsynced before the call returns, which survives power loss;
-  writes then run in a worker thread and concurrent batches of different channels are
-  group-committed (one fsync for many).
+- ``sync=True`` (default): each write batch is appended to RocksDB's write-ahead log and
+  fsynced before the call returns: an acknowledged write survives a killed process, a kernel
+  crash and a power loss (as far as the device honours fsync). Writes run in a worker thread
+  and concurrent batches of different channels are group-committed (one fsync for many).
+- ``sync=False``: each batch is appended to the log and handed to the operating system before
+  the call returns (RocksDB flushes its WAL buffer on every write unless ``manual_wal_flush``
+  is set, which this store never does). It survives the process being killed at any instant;
+  a power loss or a kernel crash can lose the writes the OS had not written back yet.
 
-The WAL is replayed in point-in-time mode: after a power loss, recovery stops at a torn tail
-record (a write that never returned). Damage anywhere else makes the open fail with
-:class:`~perun_core.errors.StoreCorruptError` (``paranoid_checks``).
+Fail closed (see :mod:`perun_core.persistence.engine`): after a failed write the store refuses
+every call with :class:`~perun_core.errors.StoreFailedError` until it is opened again.
+
+The WAL is replayed in ``tolerate_corrupted_tail_records`` mode: only a torn last record (a
+write that never returned) is dropped; any other damaged record makes the open fail with
+:class:`~perun_core.errors.StoreCorruptError`. (RocksDB's ``point_in_time`` mode, used before,
+stops replaying at the first damaged record *without an error*: one flipped byte could restore
+an empty store.) Before opening, the WAL's last block is checked for a complete record that
+RocksDB would take for a torn tail (:mod:`perun_core.persistence.kv_wal`). Reads verify block
+checksums; paranoid checks are on.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from perun_core.errors import (
     StoreLockedError,
 )
 from perun_core.persistence.engine import EngineStore, Op
+from perun_core.persistence.kv_wal import check_logs
 
 __all__ = ["RocksDBStore"]
 
@@ -45,12 +53,12 @@ class RocksDBStore(EngineStore):
 
     Args:
         path: the database directory (created with its parents if ``create``).
-        sync: fsync every write batch (power-loss safe) instead of only handing it to the OS
-            (process-kill safe); see the module docstring.
+        sync: fsync every write batch (power-loss safe, the default) instead of only handing
+            it to the OS (process-kill safe); see the module docstring.
         threaded: run writes and scans in a worker thread; default: ``sync``.
         create: create the database if it does not exist.
-        options: a ``rocksdict.Options`` to start from (tuning); raw mode, ``create`` and
-            paranoid checks are set on it.
+        options: a ``rocksdict.Options`` to start from (tuning); raw mode, ``create``,
+            paranoid checks, the WAL recovery mode and no log recycling are set on it.
 
     Raises:
         StoreLockedError: the database is open elsewhere (another process or handle).
@@ -64,7 +72,7 @@ class RocksDBStore(EngineStore):
         self,
         path: str | os.PathLike[str],
         *,
-        sync: bool = False,
+        sync: bool = True,
         threaded: bool | None = None,
         create: bool = True,
         options: Any = None,
@@ -81,9 +89,14 @@ class RocksDBStore(EngineStore):
             )
         opts.create_if_missing(create)
         opts.set_paranoid_checks(True)
-        opts.set_wal_recovery_mode(rocksdict.DBRecoveryMode.point_in_time())
+        opts.set_wal_recovery_mode(rocksdict.DBRecoveryMode.tolerate_corrupted_tail_records())
+        # Never recycled logs: their records' type is what the WAL check refuses as damage.
+        opts.set_recycle_log_file_num(0)
         self._wo = rocksdict.WriteOptions()
         self._wo.sync = sync
+        self._ro = rocksdict.ReadOptions()
+        self._ro.set_verify_checksums(True)
+        check_logs(where, "RocksDB")
         try:
             if create:
                 os.makedirs(where, exist_ok=True)
@@ -124,7 +137,7 @@ class RocksDBStore(EngineStore):
         )
 
     def _engine_get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self._db.get(key)
+        value: bytes | None = self._db.get(key, read_opt=self._ro)
         return value
 
     def _engine_write(self, ops: Sequence[Op]) -> None:
@@ -138,6 +151,7 @@ class RocksDBStore(EngineStore):
 
     def _engine_scan(self, lo: bytes, hi: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
         ro = rocksdict.ReadOptions()
+        ro.set_verify_checksums(True)
         if hi is not None:
             ro.set_iterate_upper_bound(hi)
         items: Iterable[tuple[bytes, bytes]] = self._db.items(from_key=lo, read_opt=ro)  # type: ignore[assignment]
