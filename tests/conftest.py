@@ -58,7 +58,7 @@ class Party:
     def address(self):  # type: ignore[no-untyped-def]
         return self.client.address
 
-    async def next_channel(self, timeout: float = 5.0) -> Channel:  # noqa: ASYNC109 - every wait has a deadline; this one takes it as an argument
+    async def next_channel(self, timeout: float = 5.0) -> Channel:
         return await asyncio.wait_for(self.new_channels.get(), timeout)
 
 

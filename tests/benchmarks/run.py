@@ -426,7 +426,7 @@ class _Child:
             raise RuntimeError(f"child {self.proc.pid} exited ({await self.proc.wait()})")
         return line.decode()
 
-    async def call(self, cmd: str, timeout: float = 60, **args: Any) -> dict[str, Any]:  # noqa: ASYNC109 - every wait has a deadline; this one takes it as an argument
+    async def call(self, cmd: str, timeout: float = 60, **args: Any) -> dict[str, Any]:
         assert self.proc.stdin is not None
         self.proc.stdin.write((json.dumps({"cmd": cmd, **args}) + "\n").encode())
         await self.proc.stdin.drain()
@@ -435,7 +435,7 @@ class _Child:
             raise RuntimeError(f"child {cmd} failed: {answer}")
         return answer
 
-    async def quit(self, timeout: float = 20) -> None:  # noqa: ASYNC109 - every wait has a deadline; this one takes it as an argument
+    async def quit(self, timeout: float = 20) -> None:
         if self.proc.returncode is None:
             with contextlib.suppress(Exception):
                 await self.call("quit", timeout)
@@ -443,7 +443,7 @@ class _Child:
                 await asyncio.wait_for(self.proc.wait(), timeout)
         await self.kill()
 
-    async def terminate(self, timeout: float = 10) -> None:  # noqa: ASYNC109 - every wait has a deadline; this one takes it as an argument
+    async def terminate(self, timeout: float = 10) -> None:
         if self.proc.returncode is None:
             self.proc.terminate()  # SIGTERM to its PID
             with contextlib.suppress(TimeoutError):
@@ -523,7 +523,7 @@ async def tcp_pair(
     bus = TcpBus.from_backend(account, backend, handshake_timeout=30, close_timeout=2)
     await bus.listen("127.0.0.1", 0)
     db_dir = Path(tmp, persister.replace(":", "-"))
-    db_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - one directory before the benchmark starts
+    db_dir.mkdir(parents=True, exist_ok=True)
     client = Client(
         account=account,
         backend=backend,
@@ -799,9 +799,9 @@ async def _restore_child(path: str, persister: str, watch: bool) -> dict[str, An
     # Restored: every channel is loaded, its sync message sent and its watcher subscribed.
     # (The client's background work is private; a benchmark may look.)
     n = len(client.channels)
-    while bus.sent < n:  # noqa: ASYNC110 - counters of the benchmark's bus and the client's tasks have no events
+    while bus.sent < n:
         await asyncio.sleep(0.005)
-    while any(not task.done() for task in client._engine.tasks):  # noqa: ASYNC110 - counters of the benchmark's bus and the client's tasks have no events
+    while any(not task.done() for task in client._engine.tasks):
         await asyncio.sleep(0.005)
     for _ in range(3):
         await asyncio.sleep(0)  # the watchers' first steps (subscribing)

@@ -58,7 +58,7 @@ async def test_happy_path_fifty_payments_then_settle(e2e: E2E) -> None:
     # own, when it saw the conclusion, may still be writing: wait, bounded).
     for party in (alice, bob):
         async with asyncio.timeout(5):
-            while await party.persister.restore_channel(ch_a.id) is not None:  # noqa: ASYNC110 - the store has no notifications: poll it, bounded
+            while await party.persister.restore_channel(ch_a.id) is not None:
                 await asyncio.sleep(0.01)
 
 
