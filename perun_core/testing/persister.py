@@ -940,12 +940,15 @@ def write_then_kill(name: str, path: str, options: dict[str, Any], updates: int)
 
 
 class DurableStoreConformance:
-    """Tests of on-disk persisters: locking, corruption, and surviving ``kill -9``.
+    """Tests of on-disk persisters: locking, corruption, surviving ``kill -9``, failing closed
+    after a failed write, and (for LevelDB-format logs) damaged and torn log records.
 
     Fixtures to override: ``persister_name`` (the name the plugin registers; the tests open
     stores through the plugin registry, in this process and in child processes) and
     ``corrupt_store`` (a function that damages the files of a closed store at a path so that
     opening it must fail). ``store_options`` (default ``{}``) is passed to every open.
+    ``wal_files`` (default ``None``: those tests skip) lists a store's write-ahead logs, for
+    stores whose logs have LevelDB's record format.
     """
 
     @pytest.fixture

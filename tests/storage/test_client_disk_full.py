@@ -84,9 +84,12 @@ async def parties(
 
 
 async def _until(cond: Callable[[], bool], what: str, timeout: float = 10) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.02)
+    try:
+        async with asyncio.timeout(timeout):
+            while not cond():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out: {what}") from None
 
 
 async def _pay_until_a_payment_fails(ch_a: Channel) -> int:
