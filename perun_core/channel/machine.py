@@ -160,6 +160,12 @@ class Machine:
         return self._current
 
     @property
+    def current_version(self) -> int:
+        """The current state's version (-1 before v0 has every signature)."""
+        cur = self._current
+        return cur.state.version if cur is not None else -1
+
+    @property
     def staging(self) -> Transaction | None:
         """The staged transaction, if any."""
         return self._staging

@@ -103,7 +103,7 @@ class DisputeProtocol:
         ledger may conclude with it).
         """
         m = ch.machine
-        cur = m.current.state.version if m.current is not None else -1
+        cur = m.current_version
         own = ch.rt.own
         if own is not None:
             ch.rt.own = None

@@ -226,7 +226,7 @@ class SyncProtocol:
         version both sides hold, so a hostile view cannot push the floor out of reach
         (a floor of 2**64-1 would end every update and settlement).
         """
-        cur = ch.machine.current.state.version if ch.machine.current is not None else 0
+        cur = max(ch.machine.current_version, 0)
         bound = max(cur, ch.machine.version_floor) + FLOOR_SLACK
         proven = -1
         pending = msg.pending
@@ -280,8 +280,7 @@ class SyncProtocol:
             elif own.future.done() or own.timed_out or peer_cur >= v:
                 ch.rt.own = None
                 burned = v
-                cur = ch.machine.current
-                ch.rt.remember_signed(own.tx.state, cur.state.version if cur else -1)
+                ch.rt.remember_signed(own.tx.state, ch.machine.current_version)
                 # A timed-out update() has raised already; nobody awaits its future.
                 if not own.future.done() and not own.timed_out:
                     own.future.set_exception(SyncError("the update was discarded by sync"))

@@ -423,7 +423,7 @@ class UpdateProtocol:
             self._resolve_conflict(ch, own)
             return
         self._discard_own(ch, own)
-        ch.rt.remember_signed(own.tx.state, _cur_version(ch))
+        ch.rt.remember_signed(own.tx.state, ch.machine.current_version)
         if not own.future.done():
             own.future.set_exception(
                 PeerRejectedError(msg.reason, msg.reject_code, what="update", signed=own.tx.state)
@@ -714,11 +714,6 @@ def check_updatable(ch: Channel) -> None:
             phase=phase,
             channel_id=ch.id,
         )
-
-
-def _cur_version(ch: Channel) -> int:
-    cur = ch.machine.current
-    return cur.state.version if cur is not None else -1
 
 
 # Local aliases keep the hot path free of attribute lookups on the runtime module.

@@ -183,13 +183,7 @@ class _Run:
     async def settle_alice(self, ch: Channel | None = None) -> None:
         """Settle Alice's end, moving ledger time on while it waits for the ledger."""
         ch = ch or self.ch_a
-        task = asyncio.ensure_future(self.call(ch.settle()))
-        for _ in range(40):
-            done, _ = await asyncio.wait({task}, timeout=0.25)
-            if done:
-                break
-            await self.backend.advance_time(CHALLENGE + 1)
-        res = await task
+        res = await self.with_ledger_time(self.call(ch.settle()))
         if ch.phase != Phase.WITHDRAWN:
             # auto-settle may still be finishing; give it a moment, then try once more
             try:
@@ -199,6 +193,17 @@ class _Run:
                 res = await self.call(ch.settle())
         if ch.phase != Phase.WITHDRAWN:
             raise AssertionError(f"Alice's channel not withdrawn ({ch.phase.name}): {res!r}")
+
+    async def with_ledger_time(self, aw: Awaitable[Any]) -> Any:
+        """Await ``aw``, moving ledger time past a challenge window whenever it waits a while
+        (a dispute on the manual-clock ledger ends only when time moves)."""
+        task = asyncio.ensure_future(aw)
+        for _ in range(40):
+            done, _ = await asyncio.wait({task}, timeout=0.25)
+            if done:
+                break
+            await self.backend.advance_time(CHALLENGE + 1)
+        return await task
 
     async def check_outcome(self, floor: int) -> None:
         got = await self._alice_balance() - (self.start - self.deposit)
@@ -255,12 +260,7 @@ async def silent_settle(r: _Run) -> None:
             await adj.register(AdjudicatorReq(r.ch_m.params, r.history[0], r.ch_m.idx))
     except PerunError:
         pass
-    for _ in range(40):
-        done, _ = await asyncio.wait({task}, timeout=0.25)
-        if done:
-            break
-        await r.backend.advance_time(CHALLENGE + 1)
-    await task
+    await r.with_ledger_time(task)
     if r.ch_a.phase != Phase.WITHDRAWN:
         await r.settle_alice()
     await r.check_outcome(floor)
