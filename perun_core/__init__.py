@@ -64,7 +64,9 @@ from perun_core.errors import (
     StaleStateError,
     StateMismatchError,
     SubChannelMismatchError,
+    SubChannelsPresentError,
     TimeoutNotElapsedError,
+    UnknownAppError,
     UpdateConflictError,
 )
 from perun_core.hookspecs import hookimpl
@@ -146,7 +148,9 @@ __all__ = [
     "StaleStateError",
     "StateMismatchError",
     "SubChannelMismatchError",
+    "SubChannelsPresentError",
     "TimeoutNotElapsedError",
+    "UnknownAppError",
     "UpdateConflictError",
     "UpdateResponder",
     "__version__",

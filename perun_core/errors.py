@@ -115,6 +115,11 @@ class NotSupportedError(PerunError, NotImplementedError):
     """The backend or plugin does not offer this capability (see its ``capabilities``)."""
 
 
+class UnknownAppError(NotSupportedError):
+    """No app of this name or AppID is installed for this chain (a proposal naming it is
+    rejected with ``INVALID``)."""
+
+
 class UnsupportedFeatureError(NotSupportedError):
     """A channel feature was requested that this combination cannot provide."""
 
@@ -303,6 +308,13 @@ class InvalidFundingAgreementError(InvalidStateError):
 
 class InsufficientFundsError(InvalidStateError):
     """A party tried to move more than it owns."""
+
+
+class SubChannelsPresentError(InvalidStateError):
+    """The channel still locks funds in live sub-channels: settle them first (or dispute,
+    which registers the whole tree)."""
+
+    rule = "sub-channels-present"
 
     rule = "insufficient-funds"
 

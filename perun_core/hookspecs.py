@@ -26,6 +26,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from perun_core.registry import (
+        AppCatalog,
         BusRegistry,
         ChainRegistry,
         CommandRegistry,
@@ -74,6 +75,17 @@ def perun_register_commands(registry: CommandRegistry) -> None:
     Call ``registry.add(name, run, configure=..., help=...)``: ``configure(parser)`` adds the
     command's arguments to its ``argparse`` sub-parser, and ``run(args)`` (a plain or an
     ``async def`` function) gets the parsed namespace and returns the exit status.
+    """
+
+
+@hookspec
+def perun_register_apps(registry: AppCatalog) -> None:
+    """Register channel apps.
+
+    Call ``registry.add(name, definition)`` with an
+    :class:`~perun_core.channel.app.AppDefinition` (or a ``"module:NAME"`` reference to one):
+    the app's off-chain rules and, per chain backend, what runs it on chain. Each backend
+    maps the name to its AppID (:meth:`~perun_core.interfaces.ChainBackend.app_id`).
     """
 
 

@@ -49,6 +49,7 @@ from perun_core.errors import (
     PluginValidationError,
 )
 from perun_core.registry import (
+    AppCatalog,
     BusFactory,
     BusRegistry,
     ChainRegistry,
@@ -59,6 +60,7 @@ from perun_core.registry import (
 )
 
 if TYPE_CHECKING:
+    from perun_core.channel.app import AppDefinition
     from perun_core.interfaces.chain import ChainBackend
 
 __all__ = [
@@ -120,7 +122,7 @@ class PluginInfo:
         version: that distribution's version.
         module: the entry-point target (``perun_sim.plugin``) or the object's module.
         hooks: the hooks it implements.
-        chains / buses / persisters / commands: the names it registered.
+        chains / buses / persisters / commands / apps: the names it registered.
     """
 
     name: str
@@ -132,6 +134,7 @@ class PluginInfo:
     buses: tuple[str, ...] = ()
     persisters: tuple[str, ...] = ()
     commands: tuple[str, ...] = ()
+    apps: tuple[str, ...] = ()
 
     @property
     def registrations(self) -> list[str]:
@@ -141,6 +144,7 @@ class PluginInfo:
             + [f"bus: {n}" for n in self.buses]
             + [f"persister: {n}" for n in self.persisters]
             + [f"command: {n}" for n in self.commands]
+            + [f"app: {n}" for n in self.apps]
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -156,6 +160,7 @@ class PluginInfo:
                 "bus": list(self.buses),
                 "persister": list(self.persisters),
                 "command": list(self.commands),
+                "app": list(self.apps),
             },
         }
 
@@ -197,6 +202,7 @@ class Plugins:
         self._buses = BusRegistry()
         self._persisters = PersisterRegistry()
         self._commands = CommandRegistry()
+        self._apps = AppCatalog()
 
     # --- lookups -------------------------------------------------------------------------
 
@@ -237,6 +243,11 @@ class Plugins:
         return self._commands
 
     @property
+    def apps(self) -> AppCatalog:
+        """Every registered channel app."""
+        return self._apps
+
+    @property
     def manager(self) -> pluggy.PluginManager:
         """The underlying pluggy manager (for hooks beyond the built-in ones)."""
         return self._pm
@@ -255,7 +266,7 @@ class Plugins:
             every registration is usable).
         """
         failed: dict[str, PerunError] = {}
-        for registry in (self._chains, self._buses, self._persisters, self._commands):
+        for registry in (self._chains, self._buses, self._persisters, self._commands, self._apps):
             for name, exc in registry.resolve_all().items():
                 failed[f"{registry.kind} {name}"] = exc
         return failed
@@ -281,6 +292,7 @@ class Plugins:
                     buses=tuple(self._buses.registered_by(name)),
                     persisters=tuple(self._persisters.registered_by(name)),
                     commands=tuple(self._commands.registered_by(name)),
+                    apps=tuple(self._apps.registered_by(name)),
                 )
             )
         return out
@@ -304,17 +316,23 @@ class Plugins:
     def register_all(self) -> None:
         """Run every plugin's registration hooks into this facade's registries (once, by
         :func:`load_plugins`)."""
-        for registry in (self._chains, self._buses, self._persisters, self._commands):
+        for registry in (self._chains, self._buses, self._persisters, self._commands, self._apps):
             registry.note_skipped(self._skipped)
         self._call_each("perun_register_chains", self._chains)
         self._call_each("perun_register_buses", self._buses)
         self._call_each("perun_register_persisters", self._persisters)
         self._call_each("perun_register_commands", self._commands)
+        self._call_each("perun_register_apps", self._apps)
 
     def _call_each(
         self,
         hook_name: str,
-        registry: ChainRegistry | BusRegistry | PersisterRegistry | CommandRegistry | None,
+        registry: ChainRegistry
+        | BusRegistry
+        | PersisterRegistry
+        | CommandRegistry
+        | AppCatalog
+        | None,
         **kwargs: Any,
     ) -> None:
         """Call ``hook_name`` one plugin at a time, in load order.
@@ -581,3 +599,20 @@ def load_plugins(
     plugins = Plugins(pm, sources, skipped)
     plugins.register_all()
     return plugins
+
+
+_INSTALLED_APPS: dict[tuple[str | None, str | None], dict[str, AppDefinition]] = {}
+
+
+def installed_apps() -> dict[str, AppDefinition]:
+    """The apps of the installed plugins, by name (loaded once per plugin selection).
+
+    What a :class:`~perun_core.client.Client` and the sim ledger bind by default, so an app
+    plugin works as soon as it is installed. Respects ``PERUN_PLUGINS`` and
+    ``PERUN_DISABLE_PLUGINS``.
+    """
+    key = (os.environ.get(ENV_ONLY), os.environ.get(ENV_BLOCK))
+    found = _INSTALLED_APPS.get(key)
+    if found is None:
+        found = _INSTALLED_APPS[key] = load_plugins().apps.definitions()
+    return found

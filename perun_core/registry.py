@@ -45,6 +45,7 @@ from perun_core.errors import (
 )
 
 if TYPE_CHECKING:
+    from perun_core.channel.app import AppDefinition
     from perun_core.interfaces.bus import Bus
     from perun_core.interfaces.chain import ChainBackend
     from perun_core.interfaces.persister import Persister
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUILTIN_COMMANDS",
+    "AppCatalog",
     "BusFactory",
     "BusRegistry",
     "ChainRegistry",
@@ -517,4 +519,46 @@ class CommandRegistry(_NamedRegistry[Command]):
         # Commands are registered as objects (their module is the light plugin module).
         if not isinstance(obj, Command):
             raise self._invalid(f"command {name!r}: {obj!r} is not a Command", plugin)
+        return obj
+
+
+class AppCatalog(_NamedRegistry["AppDefinition"]):
+    """Apps by name; passed to ``perun_register_apps``.
+
+    An app plugin adds an :class:`~perun_core.channel.app.AppDefinition` (or a reference
+    ``"package.module:DEFINITION"`` to one, imported on first use)::
+
+        @hookimpl
+        def perun_register_apps(registry):
+            registry.add("tictactoe", "perun_apps.tictactoe:DEFINITION")
+    """
+
+    kind = "app"
+
+    def add(self, name: str, definition: AppDefinition | str) -> None:
+        """Register the app ``name``.
+
+        Raises:
+            PluginValidationError: bad name, or not an ``AppDefinition`` named ``name``.
+            PluginConflictError: another plugin registered an app of that name.
+        """
+        name = self._check_name(name, "an app name")
+        if isinstance(definition, str):
+            self._store(name, self._reference(name, definition))
+        else:
+            self._store(name, self._validate(name, definition, self._current))
+
+    def definitions(self) -> dict[str, AppDefinition]:
+        """Every registered app, imported and validated, by name."""
+        return {name: self.get(name) for name in self.names()}
+
+    def _validate(self, name: str, obj: object, plugin: str) -> AppDefinition:
+        from perun_core.channel.app import AppDefinition
+
+        if not isinstance(obj, AppDefinition):
+            raise self._invalid(f"app {name!r}: {obj!r} is not an AppDefinition", plugin)
+        if obj.name != name:
+            raise self._invalid(f"app {name!r}: the definition is named {obj.name!r}", plugin)
+        if not callable(obj.rules):
+            raise self._invalid(f"app {name!r}: rules must be callable", plugin)
         return obj

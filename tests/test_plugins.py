@@ -35,7 +35,13 @@ from perun_core.errors import (
 from perun_core.interfaces import Bus, ChainBackend, Persister
 from perun_core.persistence import MemoryPersister
 from perun_core.plugins import ENV_BLOCK, ENV_ONLY, Plugins, hook_names, load_plugins
-from perun_core.registry import BusRegistry, ChainRegistry, CommandRegistry, PersisterRegistry
+from perun_core.registry import (
+    AppCatalog,
+    BusRegistry,
+    ChainRegistry,
+    CommandRegistry,
+    PersisterRegistry,
+)
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
 
@@ -371,6 +377,7 @@ EXPECTED_ARG: dict[str, type] = {
     "perun_register_buses": BusRegistry,
     "perun_register_persisters": PersisterRegistry,
     "perun_register_commands": CommandRegistry,
+    "perun_register_apps": AppCatalog,
     "perun_configure": dict,
 }
 
@@ -565,6 +572,7 @@ def test_perun_plugins_json_is_machine_readable(
         "bus": ["local"],
         "persister": ["memory"],
         "command": [],
+        "app": [],
     }
     if HAVE_SIM:
         assert records["sim"]["registers"]["chain"] == ["sim"]

@@ -8,6 +8,9 @@ with on-chain apps, in ``progress``).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from perun_core.errors import AppTransitionError, InvalidAppDataError, PluginConflictError
@@ -86,3 +89,52 @@ class AppRegistry:
 
     def __contains__(self, app_id: object) -> bool:
         return app_id in self._apps
+
+    def __len__(self) -> int:
+        return len(self._apps)
+
+
+@dataclass(frozen=True)
+class AppDefinition:
+    """An app as a plugin ships it: its name, its off-chain rules and its on-chain parts.
+
+    An app's AppID depends on the chain: the sim ledger derives it from the name, on Ethereum
+    it is the address of the deployed app contract. A backend's :meth:`ChainBackend.app_id`
+    maps the name to the AppID, and :meth:`rules` builds the off-chain rules bound to it.
+
+    Attributes:
+        name: what users select the app by (``client.app_id("tictactoe")``).
+        rules: builds the app's off-chain rules (an :class:`App`) for a given AppID.
+        on_chain: per backend name, what that backend needs to run the app on chain (the
+            Ethereum backend takes a compiled contract artifact: a mapping with ``abi`` and
+            ``bytecode``; the sim ledger runs ``rules`` itself and needs no entry).
+        summary: one line for ``perun plugins``.
+    """
+
+    name: str
+    rules: Callable[[bytes], App]
+    on_chain: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+    summary: str = ""
+
+
+def bind_apps(
+    definitions: Mapping[str, AppDefinition],
+    app_id: Callable[[str], bytes | None],
+    into: AppRegistry | None = None,
+) -> AppRegistry:
+    """Register the rules of every app a chain knows (``app_id(name)`` is not ``None``).
+
+    Args:
+        definitions: the apps by name (e.g. ``dict(plugins.apps.definitions())``).
+        app_id: the chain's name-to-AppID mapping (a backend's :meth:`app_id`).
+        into: the registry to add to (default: a new one).
+
+    Returns:
+        ``into`` (or the new registry) with every bindable app added.
+    """
+    registry = into if into is not None else AppRegistry()
+    for name, definition in definitions.items():
+        aid = app_id(name)
+        if aid is not None and aid not in registry:
+            registry.register(definition.rules(aid))
+    return registry

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from perun_core.channel.app import AppRegistry, PaymentApp
+from perun_core.channel.app import AppRegistry, PaymentApp, bind_apps
 from perun_core.channel.state import State, Transaction
 from perun_core.channel.types import Address
 from perun_core.client.channel import Channel
@@ -27,9 +27,11 @@ from perun_core.client.sync import SyncProtocol
 from perun_core.client.update import UpdateProtocol, UpdateResponder
 from perun_core.errors import (
     ChannelClosedError,
+    UnknownAppError,
     UnknownChannelError,
 )
 from perun_core.logging import log_extra
+from perun_core.plugins import installed_apps
 from perun_core.watcher.local import LocalWatcher
 from perun_core.wire import messages as wire
 
@@ -88,7 +90,8 @@ class Client:
         persister: where channel records go (default: in memory).
         address: our wire address (default: the account's address).
         config: timeouts and limits.
-        apps: the app registry (the backend's payment app is added for you).
+        apps: the app registry (default: the backend's payment app and every installed
+            plugin app the backend can run, see :func:`~perun_core.plugins.installed_apps`).
 
     Use as ``async with Client(...) as client:``; it then handles incoming messages.
     :meth:`from_config` builds one from a ``perun.toml`` configuration.
@@ -123,7 +126,9 @@ class Client:
         self.persister: Persister = persister
         self.address: Address = address if address is not None else account.address
         self.config = config if config is not None else ClientConfig()
-        self.apps = apps if apps is not None else AppRegistry()
+        if apps is None:
+            apps = bind_apps(installed_apps(), backend.app_id)
+        self.apps = apps
         pay_id = backend.payment_app_id()
         if pay_id is not None and pay_id not in self.apps:
             self.apps.register(PaymentApp(pay_id))
@@ -304,6 +309,18 @@ class Client:
         """
         self._check_open()
         return await self._engine.proposals.propose(proposal)
+
+    def app_id(self, name: str) -> bytes:
+        """The AppID of the installed app ``name`` on this client's chain.
+
+        Raises:
+            UnknownAppError: no such app, or this chain cannot run it.
+        """
+        aid = self.backend.app_id(name)
+        if aid is None or aid not in self.apps:
+            chain = self.backend.name
+            raise UnknownAppError(f"app {name!r} is not installed for the {chain} chain")
+        return aid
 
     def channel(self, channel_id: bytes) -> Channel:
         """The channel with ``channel_id`` (``UnknownChannelError`` if none)."""

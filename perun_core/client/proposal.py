@@ -30,6 +30,7 @@ from perun_core.errors import (
     RejectCode,
     RequestTimedOutError,
     ResponderUsedError,
+    UnknownAppError,
     UnsupportedFeatureError,
 )
 from perun_core.interfaces.funder import FundingRequest
@@ -195,7 +196,7 @@ class ProposalProtocol:
         if any(a.ledger_id < 0 for a in msg.init_alloc.assets):
             raise InvalidStateError("bad asset", rule="V3")
         if msg.app is not None and self.client.apps.get(msg.app) is None:
-            raise UnsupportedFeatureError(f"unknown app 0x{msg.app.hex()}")
+            raise UnknownAppError(f"unknown app 0x{msg.app.hex()}")
         fa = msg.funding_agreement
         if fa is not None:
             bal = msg.init_alloc.balances

@@ -109,6 +109,14 @@ class ChainBackend(ABC):
         """The AppID of the payment app on this backend, if it has one."""
         return None
 
+    def app_id(self, name: str) -> bytes | None:
+        """The AppID of the app called ``name`` on this backend, or ``None`` if this chain
+        cannot run it (e.g. its contract is not deployed or not configured).
+
+        The default knows only ``"payment"``; backends that run plugin apps override it.
+        """
+        return self.payment_app_id() if name == "payment" else None
+
     def default_assets(self) -> list[Asset]:
         """Assets for demos and tests (the backend's native currency first)."""
         raise NotImplementedError

@@ -264,6 +264,11 @@ class SimBackend(ChainBackend):
         """The sim payment app's AppID (see :data:`perun_sim.encoding.PAYMENT_APP_ID`)."""
         return encoding.PAYMENT_APP_ID
 
+    def app_id(self, name: str) -> bytes:
+        """The sim AppID of the app ``name`` (:func:`perun_sim.encoding.sim_app_id`): the sim
+        ledger runs every installed app, so every name has one."""
+        return encoding.sim_app_id(name)
+
     def asset(self, symbol: bytes | str = NATIVE_SYMBOL) -> Asset:
         """The asset named ``symbol`` on this backend's ledger (any name is a valid token)."""
         raw = symbol.encode() if isinstance(symbol, str) else symbol

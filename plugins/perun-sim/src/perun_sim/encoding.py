@@ -124,6 +124,12 @@ def encode_withdrawal_auth(
     )
 
 
-PAYMENT_APP_ID = sha3(b"perun-sim/app/payment")[-20:]
+def sim_app_id(name: str) -> bytes:
+    """The AppID of the app ``name`` on the sim ledger: the last 20 bytes of SHA3-256 of
+    ``b"perun-sim/app/" + name`` (an address-shaped ID, like an app contract's address)."""
+    return sha3(b"perun-sim/app/" + name.encode())[-20:]
+
+
+PAYMENT_APP_ID = sim_app_id("payment")
 """AppID of the payment app on the sim ledger: the last 20 bytes of SHA3-256 of
 ``b"perun-sim/app/payment"`` (an address-shaped ID, like an app contract's address)."""

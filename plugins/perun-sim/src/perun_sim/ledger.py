@@ -22,7 +22,7 @@ from enum import IntEnum
 from typing import NoReturn
 
 from perun_core.channel.allocation import Allocation
-from perun_core.channel.app import AppRegistry, PaymentApp
+from perun_core.channel.app import AppRegistry, PaymentApp, bind_apps
 from perun_core.channel.limits import BALANCE_BOUND
 from perun_core.channel.params import Params
 from perun_core.channel.state import SignedState, State
@@ -60,6 +60,7 @@ from perun_core.interfaces import (
     QueuedChannelEvents,
     RegisteredEvent,
 )
+from perun_core.plugins import installed_apps
 from perun_core.queues import ClosableQueue
 from perun_sim.clock import SimClock, SimTimeout
 from perun_sim.crypto import SimSignatureFormatError, sha3, verify_digest
@@ -69,6 +70,7 @@ from perun_sim.encoding import (
     encode_withdrawal_auth,
     funding_id,
     hash_state,
+    sim_app_id,
 )
 
 DEFAULT_LEDGER_ID = 1337
@@ -177,7 +179,8 @@ class SimLedger:
         ledger_id: the ledger's ID (the ``ledger_id`` of its assets; Ethereum: chain ID).
         clock: ledger time (default: a realtime clock).
         apps: apps the ledger can run in ``progress`` (like deployed app contracts); by
-            default a registry holding the sim payment app. Register more with
+            default the sim payment app and every installed plugin app
+            (:func:`~perun_core.plugins.installed_apps`). Register more with
             ``ledger.apps.register(app)``.
         latency: seconds of real ``asyncio.sleep`` before each transaction (realism for
             demos; default 0).
@@ -198,6 +201,7 @@ class SimLedger:
         if apps is None:
             apps = AppRegistry()
             apps.register(PaymentApp(PAYMENT_APP_ID))
+            bind_apps(installed_apps(), sim_app_id, apps)
         self.apps = apps
         self.latency = latency
         self._balances: dict[tuple[Address, Asset], int] = {}
