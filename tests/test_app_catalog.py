@@ -37,12 +37,14 @@ class _Frozen(App):
 FROZEN = AppDefinition("frozen", _Frozen, summary="refuses every move")
 
 
-def _plugin_with(name: str, definition: object) -> types.SimpleNamespace:
+def _plugin_with(name: str, definition: object) -> types.ModuleType:
     @hookimpl
     def perun_register_apps(registry: AppCatalog) -> None:
         registry.add(name, definition)  # type: ignore[arg-type]
 
-    return types.SimpleNamespace(perun_register_apps=perun_register_apps)
+    mod = types.ModuleType(f"app_plugin_{name}")
+    mod.perun_register_apps = perun_register_apps  # type: ignore[attr-defined]
+    return mod
 
 
 def test_an_app_plugin_registers_by_name_and_is_listed() -> None:
