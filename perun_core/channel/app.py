@@ -40,6 +40,18 @@ class App(ABC):
         """Decode the app's data bytes (raise :class:`InvalidAppDataError` if malformed)."""
         return data
 
+    def valid_progress(
+        self, params: Params, frm: State, to: State, actor_idx: int, now: int
+    ) -> None:
+        """The on-chain rule of ``progress`` at ledger time ``now`` (seconds).
+
+        Off-chain both parties sign every state, so :meth:`valid_transition` needs no clock;
+        a transition forced on chain by one party may (an app contract can read the block
+        time). The default is :meth:`valid_transition`; apps with deadlines (a hash-time-lock)
+        add their time rules here, exactly as their contract does.
+        """
+        self.valid_transition(params, frm, to, actor_idx)
+
 
 class PaymentApp(App):
     """The payment rule: the actor's balances may not grow, nobody else's may shrink."""

@@ -469,7 +469,7 @@ class SimLedger:
         if app is None:
             tx.fail(InvalidProgressError, "unknown app")
         try:
-            app.valid_transition(params, old_state, new_state, actor_idx)
+            app.valid_progress(params, old_state, new_state, actor_idx, tx.now)
         except AppTransitionError as e:
             tx.fail(InvalidProgressError, str(e))
         except Exception as e:  # noqa: BLE001 - an app fault is a refusal, like a reverting app contract
