@@ -43,6 +43,8 @@ from perun_core.wire.messages import (
     Ping,
     Pong,
     Shutdown,
+    SubChannelProposal,
+    SubChannelProposalAcc,
 )
 
 if TYPE_CHECKING:
@@ -81,6 +83,8 @@ __all__ = [
     "Ping",
     "Pong",
     "Shutdown",
+    "SubChannelProposal",
+    "SubChannelProposalAcc",
     "UnknownWireVersionError",
     "decode",
     "decode_envelope",

@@ -68,6 +68,8 @@ from perun_core.wire.messages import (
     Ping,
     Pong,
     Shutdown,
+    SubChannelProposal,
+    SubChannelProposalAcc,
 )
 
 DEFAULT_MAX_SIZE: Final = 1 << 20
@@ -665,6 +667,60 @@ class _LedgerChannelProposalAccWire(_MessageWire, tag=LedgerChannelProposalAcc.c
         )
 
 
+class _SubChannelProposalWire(_MessageWire, tag=SubChannelProposal.code):
+    model = SubChannelProposal
+    proposal_id: _Id
+    backend: _Backend
+    challenge_duration: _Challenge
+    nonce_share: _Id
+    app: _AppId
+    init_data: _AppData
+    init_alloc: _AllocationWire
+    aux: _Aux
+    parent: _Id
+
+    @classmethod
+    def of(cls, m: SubChannelProposal) -> _SubChannelProposalWire:
+        return cls(
+            m.proposal_id,
+            _text_out(m.backend, MAX_NAME_LEN),  # type: ignore[arg-type]
+            m.challenge_duration,
+            m.nonce_share,
+            m.app,
+            m.init_data,
+            _AllocationWire.of(m.init_alloc),
+            m.aux,
+            m.parent,
+        )
+
+    def to_model(self) -> SubChannelProposal:
+        return SubChannelProposal(
+            self.proposal_id,
+            _field(_text_in, "backend", self.backend, MAX_NAME_LEN),
+            self.challenge_duration,
+            self.nonce_share,
+            self.app,
+            self.init_data,
+            _field(_AllocationWire.to_model, "init_alloc", self.init_alloc),
+            self.aux,
+            self.parent,
+        )
+
+
+class _SubChannelProposalAccWire(_MessageWire, tag=SubChannelProposalAcc.code):
+    model = SubChannelProposalAcc
+    proposal_id: _Id
+    nonce_share: _Id
+    init_sig: _Sig
+
+    @classmethod
+    def of(cls, m: SubChannelProposalAcc) -> _SubChannelProposalAccWire:
+        return cls(m.proposal_id, m.nonce_share, m.init_sig)
+
+    def to_model(self) -> SubChannelProposalAcc:
+        return SubChannelProposalAcc(self.proposal_id, self.nonce_share, self.init_sig)
+
+
 class _ChannelProposalRejWire(_MessageWire, tag=ChannelProposalRej.code):
     model = ChannelProposalRej
     proposal_id: _Id
@@ -773,6 +829,8 @@ _AnyMessage = (
     | _AuthConfirmWire
     | _LedgerChannelProposalWire
     | _LedgerChannelProposalAccWire
+    | _SubChannelProposalWire
+    | _SubChannelProposalAccWire
     | _ChannelProposalRejWire
     | _ChannelUpdateWire
     | _ChannelUpdateAccWire

@@ -115,6 +115,35 @@ class LedgerChannelProposalAcc(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class SubChannelProposal(Message):
+    """Proposal of a sub-channel funded from the parent channel ``parent`` (either party).
+
+    The participants, peers and indices are the parent's; there is no funding agreement.
+    """
+
+    code: ClassVar[int] = 18
+    proposal_id: bytes
+    backend: str
+    challenge_duration: int
+    nonce_share: bytes
+    app: bytes | None
+    init_data: bytes
+    init_alloc: Allocation
+    aux: bytes
+    parent: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SubChannelProposalAcc(Message):
+    """Acceptance of a sub-channel proposal with the responder's v0 signature."""
+
+    code: ClassVar[int] = 19
+    proposal_id: bytes
+    nonce_share: bytes
+    init_sig: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelProposalRej(Message):
     """Rejection of a channel proposal."""
 
@@ -180,6 +209,8 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     AuthConfirm,
     LedgerChannelProposal,
     LedgerChannelProposalAcc,
+    SubChannelProposal,
+    SubChannelProposalAcc,
     ChannelProposalRej,
     ChannelUpdate,
     ChannelUpdateAcc,
@@ -216,4 +247,6 @@ __all__ = [
     "Ping",
     "Pong",
     "Shutdown",
+    "SubChannelProposal",
+    "SubChannelProposalAcc",
 ]
