@@ -309,14 +309,14 @@ class InvalidFundingAgreementError(InvalidStateError):
 class InsufficientFundsError(InvalidStateError):
     """A party tried to move more than it owns."""
 
+    rule = "insufficient-funds"
+
 
 class SubChannelsPresentError(InvalidStateError):
     """The channel still locks funds in live sub-channels: settle them first (or dispute,
     which registers the whole tree)."""
 
     rule = "sub-channels-present"
-
-    rule = "insufficient-funds"
 
 
 class PhaseTransitionError(InvalidTransitionError):

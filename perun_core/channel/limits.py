@@ -19,3 +19,6 @@ FLOOR_SLACK = 8
 """How far above the newest fully signed version a version floor the peer cannot prove is
 believed (sync), and how far ahead a proposal may be to trigger a sync round instead of a
 refusal."""
+
+MAX_TREE_DEPTH = 64
+"""Deepest nesting of sub-channels a client follows (a ledger channel is depth 0)."""

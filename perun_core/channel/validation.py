@@ -247,7 +247,8 @@ def check_update(
         version_floor: the highest burned version (see docs/protocols.md).
         app: the channel's app, or ``None``.
         allow_locked_change: the caller checks the locked funds itself (sub-channel funding
-            and settlement updates).
+            and settlement updates, which both parties compute exactly; the app rule, which
+            governs the channel's own moves, does not apply to them).
     """
     cid, ver = params.id, new.version
     if new.channel_id != params.id:
@@ -278,7 +279,7 @@ def check_update(
             channel_id=cid,
             version=ver,
         )
-    if app is not None:
+    if app is not None and not allow_locked_change:
         try:
             app.valid_transition(params, current, new, actor_idx)
         except InvalidUpdateError as e:  # AppTransitionError with the app's reason, usually

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from perun_core.channel.allocation import as_balances
 from perun_core.channel.machine import Machine
 from perun_core.channel.params import Params
 from perun_core.channel.phase import Phase
@@ -25,6 +26,7 @@ from perun_core.channel.state import SignedState, State, Transaction
 from perun_core.channel.types import Address
 from perun_core.client.ordered_io import OrderedIO
 from perun_core.client.runtime import ChannelRuntime
+from perun_core.client.subchannel import SubChannelProposal
 from perun_core.errors import (
     ChannelClosedError,
     ChannelNotReadyError,
@@ -57,6 +59,7 @@ class Channel:
         params: the channel's parameters.
         idx: our participant index.
         peers: every participant's wire address, by index.
+        parent: the parent channel's ID for a sub-channel (``None``: a ledger channel).
         machine: the channel's record and state machine (internal to the client's
             protocols; read it, never change it from application code).
         rt: the protocols' per-channel bookkeeping (internal).
@@ -74,6 +77,7 @@ class Channel:
         "io",
         "machine",
         "params",
+        "parent",
         "peers",
         "rt",
     )
@@ -96,6 +100,7 @@ class Channel:
         self.id: bytes = record.params.id
         self.idx: int = record.idx
         self.peers: tuple[Address, ...] = record.peers
+        self.parent: bytes | None = record.parent
         self.rt = ChannelRuntime()
         self.io = OrderedIO(record.params.id, engine.client.persister, engine.track)
         self._op_lock: asyncio.Lock | None = None  # created by the first operation
@@ -195,6 +200,7 @@ class Channel:
             staging=staging,
             version_floor=floor,
             needs_sync=needs_sync,
+            parent=self.parent,
         )
 
     def signed_state(self) -> SignedState:
@@ -316,6 +322,46 @@ class Channel:
         await self._acquire_slot(self._check_not_reentrant())
         try:
             await self._engine.settlement.settle(self)
+        finally:
+            self._release_slot()
+
+    async def propose_sub_channel(
+        self,
+        balances: Sequence[Sequence[int]],
+        *,
+        app: bytes | None = None,
+        data: bytes = b"",
+        challenge_duration: int | None = None,
+    ) -> Channel:
+        """Open a sub-channel funded from this channel's free balances; returns it once funded.
+
+        The sub-channel has this channel's participants in the same order; ``balances`` is
+        ``balances[asset][participant]`` in that order. The peer's proposal handler decides
+        (``proposal.parent`` is this channel); then this channel is updated to lock the
+        funds, which the peer accepts without asking because it is exactly what it agreed to.
+        This channel takes no other operation meanwhile.
+
+        Raises:
+            InsufficientFundsError: our or the peer's free balance does not cover it.
+            PeerRejectedError: the peer rejected the proposal.
+            ChannelFundingError: the funding update failed (carries the sub-channel).
+            RequestTimedOutError: the peer did not answer in time.
+        """
+        prop = SubChannelProposal(
+            as_balances(balances), app=app, data=data, challenge_duration=challenge_duration
+        )
+        await self._acquire_slot(self._check_not_reentrant())
+        try:
+            return await self._engine.subs.propose(self, prop)
+        finally:
+            self._release_slot()
+
+    async def tree_update(self, fn: Callable[[Channel], Awaitable[None]]) -> None:
+        """Run ``fn(self)`` holding this channel's operation slot (the sub-channel protocol
+        uses it to fund and settle sub-channels; internal)."""
+        await self._acquire_slot(self._check_not_reentrant())
+        try:
+            await fn(self)
         finally:
             self._release_slot()
 

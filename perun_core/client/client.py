@@ -23,6 +23,7 @@ from perun_core.client.proposal import (
 )
 from perun_core.client.restore import restore_channels
 from perun_core.client.settle import SettleProtocol
+from perun_core.client.subchannel import SubChannelProtocol
 from perun_core.client.sync import SyncProtocol
 from perun_core.client.update import UpdateProtocol, UpdateResponder
 from perun_core.errors import (
@@ -138,6 +139,7 @@ class Client:
         engine.settlement = SettleProtocol(engine)
         engine.disputes = DisputeProtocol(engine)
         engine.sync = SyncProtocol(engine)
+        engine.subs = SubChannelProtocol(engine)
         self.watcher: LocalWatcher | None = (
             LocalWatcher(adjudicator, engine.on_ledger_event) if self.config.watch else None
         )

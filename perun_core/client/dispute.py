@@ -13,9 +13,10 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from perun_core.channel.limits import MAX_SUBALLOCS
 from perun_core.channel.machine import IN_DISPUTE, PRE_DISPUTE
 from perun_core.channel.phase import Phase
-from perun_core.channel.state import State, Transaction
+from perun_core.channel.state import SignedState, State, Transaction
 from perun_core.errors import (
     AlreadyConcludedError,
     ChainConnectionError,
@@ -129,36 +130,71 @@ class DisputeProtocol:
 
     # --- our own ledger operations ---------------------------------------------------------------
 
+    def tree(self, root: Channel) -> list[Channel]:
+        """``root`` and every live sub-channel under it, depth-first pre-order."""
+        out = [root]
+        todo = list(reversed(self.engine.children(root)))
+        while todo and len(out) <= MAX_SUBALLOCS:
+            ch = todo.pop()
+            out.append(ch)
+            todo.extend(reversed(self.engine.children(ch)))
+        return out
+
+    def sub_states(self, channels: list[Channel], registered: bool) -> dict[bytes, SignedState]:
+        """The sub-channels' states for a registration (our newest fully signed ones) or a
+        conclusion (what the ledger registered, where known)."""
+        out: dict[bytes, SignedState] = {}
+        for ch in channels[1:]:
+            tx = ch.machine.current
+            if registered and ch.rt.registered_state is not None:
+                st = ch.rt.registered_state
+                if tx is None or tx.state != st:
+                    tx = Transaction(st, tuple(None for _ in ch.params.participants))
+            if tx is not None:
+                out[ch.id] = SignedState.from_tx(ch.params, tx)
+        return out
+
     async def register(self, ch: Channel) -> None:
-        """Register the channel's latest fully signed state (no-op if it is already there)."""
-        m = ch.machine
-        current = m.current
+        """Register the latest fully signed state of ``ch``'s tree (from its root ledger
+        channel, with every sub-channel); a no-op for what the ledger already holds."""
+        root = self.engine.root_of(ch)
+        tree = self.tree(root)
+        current = root.machine.current
         if current is None:
             raise ChannelRegisteredError("the channel has no fully signed state to register")
-        if m.phase in PRE_DISPUTE and m.phase != Phase.REGISTERING:
-            self._end_offchain(ch)
-            await ch.io.write(m.registering())
-        req = AdjudicatorReq(ch.params, current, ch.idx)
+        for c in tree:
+            m = c.machine
+            if m.phase in PRE_DISPUTE and m.phase != Phase.REGISTERING and m.current is not None:
+                self._end_offchain(c)
+                await c.io.write(m.registering())
+        req = AdjudicatorReq(root.params, current, root.idx)
         try:
-            await self.client.adjudicator.register(req)
+            await self.client.adjudicator.register(req, self.sub_states(tree, registered=False))
         except ChainError as e:
             # The peer may have registered the same or a newer state, or concluded already:
             # then the ledger's state decides, and settling proceeds from there.
             if not registration_superseded(e):
                 raise
             if isinstance(e, AlreadyConcludedError):
-                ch.rt.concluded = True
+                root.rt.concluded = True
             log.info(
                 "register on 0x%s: %s (the ledger decides)",
-                ch.id.hex()[:12],
+                root.id.hex()[:12],
                 e,
-                extra=channel_extra(ch),
+                extra=channel_extra(root),
             )
-        if m.phase == Phase.REGISTERING:
-            await ch.io.write(m.registered())
+        for c in tree:
+            if c.machine.phase == Phase.REGISTERING:
+                await c.io.write(c.machine.registered())
 
     def ensure_settle(self, ch: Channel) -> asyncio.Future[None]:
-        """Start (once) concluding and withdrawing a registered channel; returns its task."""
+        """Start (once) concluding and withdrawing a registered channel; returns its task.
+
+        For a sub-channel that is its root ledger channel's task: concluding the root
+        settles the whole tree.
+        """
+        if ch.parent is not None:
+            return self.ensure_settle(self.engine.root_of(ch))
         if ch.rt.settle_task is None or (
             ch.rt.settle_task.done() and ch.rt.settle_task.exception() is not None
         ):
@@ -167,6 +203,7 @@ class DisputeProtocol:
 
     async def settle(self, ch: Channel) -> None:
         """Settle through the ledger: register if needed, wait out the dispute, withdraw."""
+        ch = self.engine.root_of(ch)
         if ch.machine.phase not in (*IN_DISPUTE, Phase.WITHDRAWING, Phase.WITHDRAWN):
             await self.register(ch)
         await asyncio.shield(self.ensure_settle(ch))
@@ -230,7 +267,9 @@ class DisputeProtocol:
                 # Conclude with the registered state (it may be newer than our current one
                 # if the peer registered a state whose acceptance we never received); once
                 # concluded, the ledger's outcome is withdrawn whatever state we pass.
-                await self.client.adjudicator.withdraw(self._withdraw_req(ch), {})
+                tree = self.tree(ch)
+                subs = self.sub_states(tree, registered=True)
+                await self.client.adjudicator.withdraw(self._withdraw_req(ch), subs)
                 break
             except ChainError as e:
                 # A newer event (a refutation, the peer's registration or conclusion) may
@@ -247,7 +286,22 @@ class DisputeProtocol:
                 await self._refresh(ch)
                 await self._wait_concludable(ch)
                 await asyncio.sleep(0.01 * (attempt + 1))
+        # The conclusion paid every sub-channel's outcome through the root: the tree is done.
+        for sub in reversed(self.tree(ch)[1:]):
+            await self._retire_sub(sub)
         await self.engine.finish_channel(ch)
+
+    async def _retire_sub(self, sub: Channel) -> None:
+        """A sub-channel whose root was concluded and withdrawn: record it as withdrawn."""
+        m = sub.machine
+        if m.phase in PRE_DISPUTE:
+            self._end_offchain(sub)
+            if m.phase != Phase.FINAL:
+                await sub.io.write(m.registered())
+        if m.phase != Phase.WITHDRAWING:
+            await sub.io.write(m.withdrawing())
+        sub.rt.concluded = True
+        await self.engine.finish_channel(sub)
 
 
 WITHDRAW_ATTEMPTS = 20

@@ -14,11 +14,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from perun_core.channel import limits
 from perun_core.channel.app import App
 from perun_core.channel.machine import Removed
 from perun_core.channel.params import Params
 from perun_core.channel.state import State, Transaction
-from perun_core.errors import InvalidSignatureError, PerunError, RejectCode
+from perun_core.errors import InvalidSignatureError, PerunError, RejectCode, UnknownChannelError
 from perun_core.interfaces.adjudicator import AdjudicatorEvent, ConcludedEvent
 from perun_core.interfaces.persister import ChannelRecord
 from perun_core.logging import log_extra
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from perun_core.client.dispute import DisputeProtocol
     from perun_core.client.proposal import ProposalProtocol
     from perun_core.client.settle import SettleProtocol
+    from perun_core.client.subchannel import SubChannelProtocol
     from perun_core.client.sync import SyncProtocol
     from perun_core.client.update import UpdateProtocol
 
@@ -57,6 +59,7 @@ class Engine:
         self.tx_listeners: list[Callable[[Channel, Transaction], None]] = []
         # The protocols, set by the client once the engine exists (they register routes).
         self.proposals: ProposalProtocol
+        self.subs: SubChannelProtocol
         self.updates: UpdateProtocol
         self.settlement: SettleProtocol
         self.disputes: DisputeProtocol
@@ -133,6 +136,28 @@ class Engine:
         self.channels[ch.id] = ch
         return ch
 
+    def children(self, ch: Channel) -> list[Channel]:
+        """The live sub-channels of ``ch`` (in the order its state locks them, then others)."""
+        kids = [c for c in self.channels.values() if c.parent == ch.id]
+        if len(kids) > 1 and ch.machine.current is not None:
+            order = {sa.id: i for i, sa in enumerate(ch.machine.current.state.allocation.locked)}
+            kids.sort(key=lambda c: order.get(c.id, len(order)))
+        return kids
+
+    def root_of(self, ch: Channel) -> Channel:
+        """The ledger channel at the root of ``ch``'s tree (``ch`` itself for a ledger channel).
+
+        Raises:
+            UnknownChannelError: a parent is not known here.
+        """
+        seen = 0
+        while ch.parent is not None:
+            parent = self.channels.get(ch.parent)
+            if parent is None or seen > limits.MAX_TREE_DEPTH:
+                raise UnknownChannelError(f"parent 0x{ch.parent.hex()[:12]} is not known")
+            ch, seen = parent, seen + 1
+        return ch
+
     def app_of(self, params: Params) -> App | None:
         """The app of a channel (``None``: no app)."""
         return self.client.apps.get(params.app) if params.app is not None else None
@@ -151,8 +176,8 @@ class Engine:
         """Hand a newly enabled, fully signed transaction to the watcher and listeners."""
         ch.rt.forget_signed_upto(tx.state.version)
         watcher = self.client.watcher
-        if watcher is not None and ch.params.ledger_channel:
-            watcher.start_watching(ch.params, ch.idx, tx)  # idempotent; newest wins
+        if watcher is not None:
+            watcher.start_watching(ch.params, ch.idx, tx, parent=ch.parent)  # newest wins
         for listener in self.tx_listeners:
             listener(ch, tx)
 
@@ -282,7 +307,9 @@ class Engine:
             ch.rt.unmark_callback(task)
 
     def notify_update(self, ch: Channel, old: State | None, new: State) -> None:
-        """Tell ``on_update`` callbacks about a new current state."""
+        """A new current state is persisted: fund or settle sub-channels it concerns, and
+        tell the ``on_update`` callbacks."""
+        self.subs.on_enabled(ch, old, new)
         for cb in self.update_callbacks:
             self.spawn(self.await_user(ch, cb, ch, old, new))
 

@@ -79,12 +79,15 @@ class ProposalInfo:
     app: bytes | None
     data: bytes
     funding_agreement: Balances | None
-    msg: wire.LedgerChannelProposal = field(repr=False)
+    msg: wire.LedgerChannelProposal | wire.SubChannelProposal = field(repr=False)
+    parent: Channel | None = None
+    """For a sub-channel proposal: the parent channel it would be funded from."""
 
     @property
     def my_balances(self) -> tuple[int, ...]:
-        """What the initial state credits us (column 1) per asset."""
-        return tuple(row[1] for row in self.allocation.balances)
+        """What the initial state credits us per asset."""
+        me = self.parent.idx if self.parent is not None else 1
+        return tuple(row[me] for row in self.allocation.balances)
 
     @property
     def my_deposits(self) -> tuple[int, ...]:
@@ -93,7 +96,9 @@ class ProposalInfo:
         return _deposits(self.msg)
 
 
-def _deposits(msg: wire.LedgerChannelProposal) -> tuple[int, ...]:
+def _deposits(msg: wire.LedgerChannelProposal | wire.SubChannelProposal) -> tuple[int, ...]:
+    if isinstance(msg, wire.SubChannelProposal):
+        return tuple(0 for _ in msg.init_alloc.assets)  # funded off-chain, from the parent
     rows = msg.funding_agreement if msg.funding_agreement is not None else msg.init_alloc.balances
     return tuple(row[1] for row in rows)
 
@@ -138,6 +143,10 @@ class ProposalResponder:
                 rejected).
         """
         msg = self._env.msg
+        if isinstance(msg, wire.SubChannelProposal):
+            self._use()
+            self.task = asyncio.ensure_future(self._protocol.engine.subs.accept(self._env))
+            return self.task
         assert isinstance(msg, wire.LedgerChannelProposal)
         wanted = _deposits(msg)
         credited = tuple(row[1] for row in msg.init_alloc.balances)
@@ -156,7 +165,7 @@ class ProposalResponder:
         """Reject the proposal with a reason the proposer sees."""
         self._use()
         msg = self._env.msg
-        assert isinstance(msg, wire.LedgerChannelProposal)
+        assert isinstance(msg, wire.LedgerChannelProposal | wire.SubChannelProposal)
         self.task = asyncio.ensure_future(
             self._protocol.send_rej(self._env.sender, msg.proposal_id, RejectCode.REJECTED, reason)
         )
@@ -172,6 +181,7 @@ class ProposalProtocol:
         engine.route(wire.LedgerChannelProposal, self.on_proposal)
         engine.route(wire.LedgerChannelProposalAcc, self.on_answer)
         engine.route(wire.ChannelProposalRej, self.on_answer)
+        engine.route(wire.SubChannelProposalAcc, self.on_answer)
         self._pending: dict[bytes, asyncio.Future[wire.Message]] = {}
         # Recent proposal IDs (insertion-ordered, bounded): a repeat is ignored.
         self._seen: dict[bytes, None] = {}
@@ -231,22 +241,9 @@ class ProposalProtocol:
             peers=(me, prop.peer),
         )
         self._validate(msg, me, prop.peer)
-        fut: asyncio.Future[wire.Message] = asyncio.get_running_loop().create_future()
-        self._pending[msg.proposal_id] = fut
-        try:
-            await engine.send(prop.peer, msg)
-            async with asyncio.timeout(client.config.proposal_timeout):
-                answer = await fut
-        except TimeoutError:
-            raise RequestTimedOutError(
-                f"peer {prop.peer} did not answer the channel proposal within "
-                f"{client.config.proposal_timeout}s"
-            ) from None
-        finally:
-            self._pending.pop(msg.proposal_id, None)
-        if isinstance(answer, wire.ChannelProposalRej):
-            raise PeerRejectedError(answer.reason, answer.reject_code, what="channel proposal")
-        assert isinstance(answer, wire.LedgerChannelProposalAcc)
+        answer = await self.ask(prop.peer, msg)
+        if not isinstance(answer, wire.LedgerChannelProposalAcc):
+            raise InvalidStateError("the peer answered with another kind of acceptance")
         params = self._params(msg, answer.nonce_share, answer.participant)
         if params.id in engine.channels:
             raise InvalidStateError("a channel with this ID exists already", rule="duplicate")
@@ -270,6 +267,42 @@ class ProposalProtocol:
         await ch.io.run(lambda: engine.send(prop.peer, wire.ChannelUpdateAcc(params.id, 0, my_sig)))
         await self._fund(ch, msg.funding_agreement)
         return ch
+
+    async def ask(
+        self, peer: Address, msg: wire.LedgerChannelProposal | wire.SubChannelProposal
+    ) -> wire.Message:
+        """Send a channel proposal and return the peer's acceptance.
+
+        Raises:
+            PeerRejectedError: the peer rejected it.
+            RequestTimedOutError: no answer within the proposal timeout.
+        """
+        timeout = self.client.config.proposal_timeout
+        fut: asyncio.Future[wire.Message] = asyncio.get_running_loop().create_future()
+        self._pending[msg.proposal_id] = fut
+        try:
+            await self.engine.send(peer, msg)
+            async with asyncio.timeout(timeout):
+                answer = await fut
+        except TimeoutError:
+            raise RequestTimedOutError(
+                f"peer {peer} did not answer the channel proposal within {timeout}s"
+            ) from None
+        finally:
+            self._pending.pop(msg.proposal_id, None)
+        if isinstance(answer, wire.ChannelProposalRej):
+            raise PeerRejectedError(answer.reason, answer.reject_code, what="channel proposal")
+        return answer
+
+    def first_time(self, proposal_id: bytes) -> bool:
+        """Whether a proposal ID is new (remembered, bounded; a repeat is ignored)."""
+        seen = self._seen
+        if proposal_id in seen:
+            return False
+        seen[proposal_id] = None
+        if len(seen) > self.client.config.seen_proposals:
+            del seen[next(iter(seen))]
+        return True
 
     def _params(
         self, msg: wire.LedgerChannelProposal, share_r: bytes, participant_r: Address
@@ -314,12 +347,8 @@ class ProposalProtocol:
 
     def on_proposal(self, env: wire.Envelope, msg: wire.LedgerChannelProposal) -> None:
         """A proposal arrived (dispatcher, synchronous)."""
-        seen = self._seen
-        if msg.proposal_id in seen:
+        if not self.first_time(msg.proposal_id):
             return  # a repeated proposal ID is ignored
-        seen[msg.proposal_id] = None
-        if len(seen) > self.client.config.seen_proposals:
-            del seen[next(iter(seen))]
         try:
             self._validate(msg, env.sender, self.client.address)
         except PerunError as e:
@@ -333,21 +362,34 @@ class ProposalProtocol:
                 self.send_rej(env.sender, msg.proposal_id, RejectCode.INVALID, str(e))
             )
             return
-        self.engine.spawn(self._decide(env, msg))
+        self.engine.spawn(self.decide(env, msg))
 
-    async def _decide(self, env: wire.Envelope, msg: wire.LedgerChannelProposal) -> None:
+    async def decide(
+        self,
+        env: wire.Envelope,
+        msg: wire.LedgerChannelProposal | wire.SubChannelProposal,
+        parent: Channel | None = None,
+    ) -> None:
+        """Ask the proposal handler about a valid proposal, then answer it."""
         client = self.client
         engine = self.engine
         responder = ProposalResponder(self, env)
+        if isinstance(msg, wire.SubChannelProposal):
+            assert parent is not None
+            participant = parent.params.participants[parent.peer_idx]
+            agreement = None
+        else:
+            participant, agreement = msg.participant, msg.funding_agreement
         info = ProposalInfo(
             proposer=env.sender,
-            participant=msg.participant,
+            participant=participant,
             allocation=msg.init_alloc,
             challenge_duration=msg.challenge_duration,
             app=msg.app,
             data=msg.init_data,
-            funding_agreement=msg.funding_agreement,
+            funding_agreement=agreement,
             msg=msg,
+            parent=parent,
         )
         handler = engine.proposal_handler
         try:
@@ -430,7 +472,8 @@ class ProposalProtocol:
         if fut is None or fut.done() or staging is None or ch.machine.phase != Phase.INIT_SIGNING:
             return
         try:
-            ok = self.client.backend.verify_state(ch.params.participants[0], staging.state, msg.sig)
+            proposer = ch.params.participants[ch.peer_idx]
+            ok = self.client.backend.verify_state(proposer, staging.state, msg.sig)
         except PerunError:
             ok = False
         if not ok:
@@ -440,7 +483,7 @@ class ProposalProtocol:
                 )
             )
             return
-        ch.machine.add_sig(0, msg.sig)
+        ch.machine.add_sig(ch.peer_idx, msg.sig)
         enabled = ch.machine.enable()
         tx = enabled.current
         ch.io.write(enabled)

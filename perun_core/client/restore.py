@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, TypeVar
 
+from perun_core.channel.limits import MAX_TREE_DEPTH
 from perun_core.channel.phase import Phase
 from perun_core.logging import channel_extra
 
@@ -90,7 +91,7 @@ async def restore_channels(engine: Engine) -> int:
     for peer in await persister.active_peers():
         if peer == client.address:
             continue  # every record also lists us; restore each channel once, by its peer
-        for rec in await persister.restore_peer(peer):
+        for rec in _parents_first(await persister.restore_peer(peer)):
             if rec.channel_id in engine.channels:
                 continue
             if rec.phase == Phase.INIT_ACTING or rec.phase == Phase.WITHDRAWN:
@@ -101,6 +102,19 @@ async def restore_channels(engine: Engine) -> int:
             restored += 1
             await _resume(engine, ch, rec)
     return restored
+
+
+def _parents_first(records: list[ChannelRecord]) -> list[ChannelRecord]:
+    """``records`` ordered so that every sub-channel comes after its parent."""
+    by_id = {r.channel_id: r for r in records}
+
+    def depth(r: ChannelRecord) -> int:
+        d = 0
+        while r.parent is not None and r.parent in by_id and d <= MAX_TREE_DEPTH:
+            r, d = by_id[r.parent], d + 1
+        return d
+
+    return sorted(records, key=depth)
 
 
 async def _resume(engine: Engine, ch: Channel, rec: ChannelRecord) -> None:
@@ -116,7 +130,9 @@ async def _resume(engine: Engine, ch: Channel, rec: ChannelRecord) -> None:
         engine.publish_to_watcher(ch, rec.current)
     if ch.machine.phase in (Phase.ACTING, Phase.FINAL, Phase.INIT_SIGNING):
         engine.sync.expect(ch)  # the peer may hold newer signatures
-    if rec.phase == Phase.FUNDING:
+    if rec.phase == Phase.FUNDING and ch.parent is not None:
+        engine.spawn(engine.subs.resume_funding(ch))
+    elif rec.phase == Phase.FUNDING:
         engine.spawn(engine.proposals.resume_funding(ch))
     elif rec.phase == Phase.INIT_SIGNING:
         ch.machine.set_needs_sync(True)

@@ -14,6 +14,7 @@ from perun_core.errors import (
     PerunError,
     ReentrantUpdateError,
     RequestTimedOutError,
+    SubChannelsPresentError,
     SyncRequiredError,
     UpdateConflictError,
 )
@@ -93,6 +94,14 @@ class SettleProtocol:
         m = ch.machine
         if m.phase == Phase.WITHDRAWN:
             return  # settled already (e.g. automatically after the peer concluded)
+        if ch.parent is not None:
+            await self.engine.subs.settle(ch)
+            return
+        if m.in_phase(Phase.ACTING, Phase.SIGNING, Phase.FINAL) and ch.state.allocation.locked:
+            raise SubChannelsPresentError(
+                f"channel 0x{ch.id.hex()[:12]} has live sub-channels: settle them first "
+                "(or register the channel, which disputes the whole tree)"
+            )
         if m.in_phase(Phase.ACTING, Phase.SIGNING) and m.needs_sync:
             await self._sync_first(ch)
         if m.in_phase(Phase.ACTING, Phase.SIGNING) and not m.needs_sync:

@@ -26,6 +26,7 @@ from perun_core.errors import (
     ChannelRegisteredError,
     InvalidSignatureError,
     InvalidUpdateError,
+    LockedFundsChangedError,
     MalformedSignatureError,
     PeerRejectedError,
     PerunError,
@@ -170,8 +171,12 @@ class UpdateProtocol:
 
     # --- proposer ------------------------------------------------------------------------------
 
-    async def propose(self, ch: Channel, fn: Updater) -> State:
-        """Run the proposer side (the caller holds the channel's operation slot)."""
+    async def propose(self, ch: Channel, fn: Updater, *, tree_change: bool = False) -> State:
+        """Run the proposer side (the caller holds the channel's operation slot).
+
+        ``tree_change``: the update funds or settles a sub-channel (the sub-channel protocol
+        computed it exactly); its locked funds may change and the app rule does not apply.
+        """
         cfg = self.client.config
         attempt = 0
         while True:
@@ -190,7 +195,7 @@ class UpdateProtocol:
                 except TimeoutError:
                     pass  # _propose_once raises SyncRequiredError
             try:
-                return await self._propose_once(ch, fn)
+                return await self._propose_once(ch, fn, tree_change)
             except UpdateConflictError:
                 attempt += 1
                 if ch.idx > ch.peer_idx or attempt > cfg.conflict_retries:
@@ -211,7 +216,7 @@ class UpdateProtocol:
                     raise
                 await self.engine.sync.start(ch)
 
-    async def _propose_once(self, ch: Channel, fn: Updater) -> State:
+    async def _propose_once(self, ch: Channel, fn: Updater, tree_change: bool = False) -> State:
         check_updatable(ch)
         m = ch.machine
         assert m.current is not None
@@ -231,7 +236,14 @@ class UpdateProtocol:
             expected_actor=ch.idx,
             version_floor=ch.machine.version_floor,
             app=self.engine.app_of(ch.params),
+            allow_locked_change=tree_change,
         )
+        if not tree_change and nxt.allocation.locked != cur.allocation.locked:
+            raise LockedFundsChangedError(
+                "locked funds change only by opening or settling a sub-channel",
+                channel_id=ch.id,
+                version=nxt.version,
+            )
         backend = self.client.backend
         sig = backend.sign_state(self.client.account, nxt)
         sigs: list[bytes | None] = [None] * ch.params.num_parts
@@ -466,17 +478,25 @@ class UpdateProtocol:
         st = msg.state
         if self._deferred_or_refused(ch, env, st.version):
             return
+        expected = False
         try:
             check_updatable(ch)
             assert ch.machine.current is not None
+            cur = ch.machine.current.state
+            # A change of locked funds is valid only as the exact funding or settlement of a
+            # sub-channel we know; that one is accepted without asking the user.
+            expected = st.allocation.locked != cur.allocation.locked and self.engine.subs.expected(
+                ch, cur, st
+            )
             check_update(
                 ch.params,
-                ch.machine.current.state,
+                cur,
                 st,
                 actor_idx=msg.actor_idx,
                 expected_actor=ch.peer_idx,
                 version_floor=ch.machine.version_floor,
                 app=self.engine.app_of(ch.params),
+                allow_locked_change=expected,
             )
             self.engine.verify_peer_sig(ch, st, msg.sig)
         except (ChannelNotReadyError, ChannelRegisteredError) as e:
@@ -518,6 +538,9 @@ class UpdateProtocol:
         pending = _Peer(msg)
         ch.rt.peer = pending
         ch.rt.idle.clear()
+        if expected:
+            UpdateResponder(self, ch, msg).accept()
+            return
         self._decide_now(ch, msg, pending)
 
     def _decide_now(self, ch: Channel, msg: ChannelUpdate, pending: _Peer) -> None:

@@ -13,8 +13,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from perun_core.channel.limits import MAX_SUBALLOCS, MAX_TREE_DEPTH
 from perun_core.channel.params import Params
-from perun_core.channel.state import Transaction
+from perun_core.channel.state import SignedState, Transaction
 from perun_core.errors import ChainError, RefutationClosedError, StaleStateError
 from perun_core.interfaces.adjudicator import (
     Adjudicator,
@@ -39,12 +40,13 @@ class _Watch:
 
     # Slots, and the ledger bookkeeping only once the channel has an event: a client may
     # watch 100,000 idle channels.
-    __slots__ = ("idx", "latest", "ledger", "params")
+    __slots__ = ("idx", "latest", "ledger", "params", "parent")
 
-    def __init__(self, params: Params, idx: int, latest: Transaction) -> None:
+    def __init__(self, params: Params, idx: int, latest: Transaction, parent: bytes | None) -> None:
         self.params = params
         self.idx = idx
         self.latest = latest
+        self.parent = parent  # a sub-channel's parent ID (None: a ledger channel)
         self.ledger: _Seen | None = None
 
     @property
@@ -93,14 +95,21 @@ class LocalWatcher:
         """Whether ``channel_id`` is watched."""
         return channel_id in self._watches
 
-    def start_watching(self, params: Params, idx: int, tx: Transaction) -> None:
-        """Watch a ledger channel, starting from its fully signed transaction ``tx``."""
+    def start_watching(
+        self, params: Params, idx: int, tx: Transaction, *, parent: bytes | None = None
+    ) -> None:
+        """Watch a channel, starting from its fully signed transaction ``tx``.
+
+        A sub-channel names its ``parent``: a stale registration anywhere in a tree is
+        refuted by registering the root ledger channel with the newest state of every
+        channel it locks.
+        """
         w = self._watches.get(params.id)
         if w is not None:
             if tx.state.version >= w.latest.state.version:
                 w.latest = tx
             return
-        self._watches[params.id] = _Watch(params, idx, tx)
+        self._watches[params.id] = _Watch(params, idx, tx, parent)
         events = self._events
         if events is None:
             events = self._events = self._adjudicator.channel_events()
@@ -191,6 +200,30 @@ class LocalWatcher:
             if seen is not None and seen.refute is asyncio.current_task():
                 seen.refute = None
 
+    def _root(self, w: _Watch) -> _Watch | None:
+        """The watched ledger channel at the root of ``w``'s tree (``None``: not watched)."""
+        for _ in range(MAX_TREE_DEPTH + 1):
+            if w.parent is None:
+                return w
+            parent = self._watches.get(w.parent)
+            if parent is None:
+                return None
+            w = parent
+        return None
+
+    def tree_states(self, root: Transaction) -> dict[bytes, SignedState]:
+        """The newest signed state of every channel ``root``'s state locks, recursively
+        (what a registration of the tree needs); channels not watched are left out."""
+        out: dict[bytes, SignedState] = {}
+        todo = [sa.id for sa in root.state.allocation.locked]
+        while todo and len(out) <= MAX_SUBALLOCS:
+            sub = self._watches.get(todo.pop())
+            if sub is None or sub.params.id in out:
+                continue
+            out[sub.params.id] = SignedState.from_tx(sub.params, sub.latest)
+            todo.extend(sa.id for sa in sub.latest.state.allocation.locked)
+        return out
+
     async def _maybe_refute(self, w: _Watch, ev: RegisteredEvent) -> None:
         latest = w.latest
         if ev.version >= latest.state.version or w.registered >= latest.state.version:
@@ -202,7 +235,16 @@ class LocalWatcher:
             latest.state.version,
             extra=log_extra(channel_id=w.params.id, version=latest.state.version),
         )
-        req = AdjudicatorReq(w.params, latest, w.idx)
+        root = self._root(w)
+        if root is None:
+            log.error(
+                "channel 0x%s: its root ledger channel is not watched; cannot refute",
+                w.params.id.hex()[:12],
+                extra=log_extra(channel_id=w.params.id, version=latest.state.version),
+            )
+            return
+        req = AdjudicatorReq(root.params, root.latest, root.idx)
+        subs = self.tree_states(root.latest)
         for attempt in range(REFUTE_RETRIES):
             if await ev.timeout.is_elapsed():
                 log.error(
@@ -212,12 +254,13 @@ class LocalWatcher:
                 )
                 return
             try:
-                if latest.state.is_final and not latest.state.allocation.locked:
+                top = root.latest.state
+                if root is w and top.is_final and not top.allocation.locked:
                     # A final state concludes at once (and pays us out), whatever version
                     # the running dispute holds.
                     await self._adjudicator.withdraw(req)
                 else:
-                    await self._adjudicator.register(req)
+                    await self._adjudicator.register(req, subs)
                 self.refutations += 1
                 if w.ledger is not None:
                     w.ledger.refuted = max(w.ledger.refuted, latest.state.version)

@@ -1,0 +1,193 @@
+"""Sub-channel scenarios every chain backend with the ``sub_channels`` capability runs.
+
+Subclass :class:`SubChannelConformance` and provide the ``backend`` (with ``faucet``,
+``balances`` and ``time_travel``), ``parties`` and ``asset`` fixtures, as for
+:class:`~perun_core.testing.dispute.DisputeConformance`. Ledger time is moved with
+``backend.advance_time``; nothing sleeps out a challenge duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from perun_core.channel.phase import Phase
+from perun_core.channel.state import SignedState
+from perun_core.client import Channel, ClientConfig
+from perun_core.errors import (
+    InsufficientFundsError,
+    PeerRejectedError,
+    SubChannelsPresentError,
+)
+from perun_core.interfaces.adjudicator import (
+    AdjudicatorEvent,
+    AdjudicatorReq,
+    RegisteredEvent,
+)
+from perun_core.testing.parties import Party, PartyFactory, open_channel
+from perun_core.testing.waiting import until
+
+CHALLENGE = 60
+CHEATER = ClientConfig(watch=False, auto_settle=False, update_timeout=5, proposal_timeout=5)
+
+
+def _free(ch: Channel) -> tuple[int, ...]:
+    return ch.balances[0]
+
+
+def _locked(ch: Channel) -> dict[bytes, tuple[int, ...]]:
+    return {sa.id: sa.balances for sa in ch.state.allocation.locked}
+
+
+async def _open_sub(
+    a: Channel, b_party: Party, balances: tuple[int, int], **kw: Any
+) -> tuple[Channel, Channel]:
+    sub_a = await a.propose_sub_channel([list(balances)], **kw)
+    sub_b = await b_party.next_channel()
+    while sub_b.id != sub_a.id:  # skip channels announced to b as a proposer
+        sub_b = await b_party.next_channel()
+    assert sub_b.parent == a.id
+    await sub_b.wait_phase(Phase.ACTING, timeout=5)
+    return sub_a, sub_b
+
+
+class SubChannelConformance:
+    """Sub-channels: funding, nesting, settlement into the parent, disputes of the tree."""
+
+    async def _check_both(self, x: Channel, y: Channel, free: tuple[int, int], locked: int) -> None:
+        """Both ends agree on the free balances and on how many sub-channels are locked."""
+        await until(lambda: x.state == y.state)
+        assert _free(x) == _free(y) == free
+        assert len(_locked(x)) == locked
+
+    async def test_sub_channels_nested_two_deep_settle_step_by_step(
+        self, backend: Any, parties: PartyFactory, asset: Any
+    ) -> None:
+        susie = await parties.make("susie")
+        tim = await parties.make("tim")
+        funds = parties.funds
+        led_s, led_t = await open_channel(susie, tim, asset, (100, 100))
+        # Two sub-channels of the ledger channel, proposed by either party.
+        sub1_s, sub1_t = await _open_sub(led_s, tim, (10, 10))
+        await self._check_both(led_s, led_t, (90, 90), 1)
+        assert _locked(led_s) == {sub1_s.id: (20,)}
+        sub2_t, sub2_s = await _open_sub(led_t, susie, (5, 5))
+        await self._check_both(led_s, led_t, (85, 85), 2)
+        assert _locked(led_s)[sub2_s.id] == (10,)
+        # Three payment-app sub-sub-channels under sub-channel 1.
+        pay = susie.client.backend.payment_app_id()
+        subsubs = []
+        for amounts in ((3, 3), (2, 2), (1, 1)):
+            subsubs.append(await _open_sub(sub1_s, tim, amounts, app=pay))
+        await self._check_both(sub1_s, sub1_t, (4, 4), 3)
+        assert sum(_locked(sub1_s)[x.id][0] for x, _ in subsubs) == 12
+        assert _free(led_s) == (85, 85)  # the ledger channel did not move
+        # One transfer in each channel of the tree, each independent of its parent.
+        await led_s.send(7)
+        await sub1_t.send(2)
+        await sub2_s.send(1)
+        for x_s, _x_t in subsubs:
+            await x_s.send(1)
+        assert _free(led_t) == (78, 92)
+        assert _free(sub1_s) == (6, 2)
+        # A parent with live sub-channels cannot settle cooperatively.
+        with pytest.raises(SubChannelsPresentError):
+            await sub1_s.settle()
+        with pytest.raises(SubChannelsPresentError):
+            await led_t.settle()
+        # Settle the sub-sub-channels: each folds its final balances back into sub 1.
+        for i, (x_s, x_t) in enumerate(subsubs):
+            final_s = x_s.balances[0]
+            before = _free(sub1_s)
+            await x_t.settle() if i % 2 else await x_s.settle()
+            await until(lambda x=x_s, y=x_t: Phase.WITHDRAWN == x.phase == y.phase)
+            await until(lambda x=x_s: x.id not in _locked(sub1_t))
+            assert _free(sub1_s) == (before[0] + final_s[0], before[1] + final_s[1])
+            assert x_s.id not in _locked(sub1_s)
+        # sub-sub finals: (2, 4), (1, 3), (0, 2) on top of sub 1's free (6, 2)
+        assert _free(sub1_s) == (6 + 3, 2 + 9) and not _locked(sub1_s)
+        # Then the sub-channels, then the ledger channel.
+        await sub1_s.settle()
+        await sub2_t.settle()
+        await until(lambda: Phase.WITHDRAWN == sub1_t.phase == sub2_s.phase)
+        await self._check_both(led_s, led_t, (78 + 9 + 4, 92 + 11 + 6), 0)
+        before = [await backend.balance_of(p.account.address, asset) for p in (susie, tim)]
+        assert before == [funds - 100, funds - 100]
+        await led_s.settle()
+        await led_t.settle()
+        after = [await backend.balance_of(p.account.address, asset) for p in (susie, tim)]
+        assert after == [funds - 9, funds + 9]
+
+    async def test_sub_channel_proposals_that_cannot_be_funded_are_refused(
+        self, backend: Any, parties: PartyFactory, asset: Any
+    ) -> None:
+        susie = await parties.make("susie")
+        tim = await parties.make("tim")
+        led_s, led_t = await open_channel(susie, tim, asset, (10, 5))
+        with pytest.raises(InsufficientFundsError):
+            await led_s.propose_sub_channel([[11, 0]])
+        # The proposer's own balance suffices but the peer's free balance does not: the
+        # peer's check refuses it with a typed answer, and nothing changes.
+        tim.client.on_proposal(lambda p, r: r.reject("not now"))
+        with pytest.raises(PeerRejectedError, match="not now"):
+            await led_s.propose_sub_channel([[1, 1]])
+        assert led_s.state == led_t.state and not led_s.state.allocation.locked
+        assert led_s.state.version == 0
+
+    async def test_stale_sub_state_registration_is_refuted_and_the_tree_settles(
+        self, backend: Any, parties: PartyFactory, asset: Any
+    ) -> None:
+        susie = await parties.make("susie", config=CHEATER)
+        tim = await parties.make("tim", config=ClientConfig(auto_settle=False))
+        funds = parties.funds
+        led_s, led_t = await open_channel(
+            susie, tim, asset, (100, 100), challenge_duration=CHALLENGE
+        )
+        sub_s, sub_t = await _open_sub(led_s, tim, (20, 20))
+        stale_sub = sub_s.transaction
+        assert stale_sub is not None and stale_sub.state.version == 0
+        for _ in range(3):
+            await sub_s.send(5)  # Susie pays Tim 15 in the sub-channel
+        assert sub_t.balances[0] == (5, 35)
+        events: list[AdjudicatorEvent] = []
+        sub_t.watch(lambda ch, ev: events.append(ev))
+        # Susie registers the current ledger state with the version-0 sub-channel state.
+        led = led_s.transaction
+        assert led is not None
+        adj_s = backend.adjudicator(susie.account)
+        stale = {sub_s.id: SignedState.from_tx(sub_s.params, stale_sub)}
+        await adj_s.register(AdjudicatorReq(led_s.params, led, 0), stale)
+        # Tim's watcher refutes with the current sub-channel version.
+        await until(lambda: any(e.version == 3 for e in events if isinstance(e, RegisteredEvent)))
+        assert isinstance(events[0], RegisteredEvent) and events[0].version == 0
+        await backend.advance_time(CHALLENGE + 1)
+        # Concluding with the old sub-channel state cannot pay its outcome: the ledger
+        # concludes with the sub-channel state it registered last (Tim's refutation).
+        await adj_s.withdraw(AdjudicatorReq(led_s.params, led, 0), stale)
+        assert await backend.balance_of(susie.account.address, asset) == funds - 15
+        await sub_t.settle()  # settling the sub-channel settles the whole tree
+        assert sub_t.phase == Phase.WITHDRAWN
+        await led_t.wait_phase(Phase.WITHDRAWN, timeout=10)
+        assert await backend.balance_of(tim.account.address, asset) == funds + 15
+        assert await backend.balance_of(susie.account.address, asset) == funds - 15
+
+    async def test_settling_a_sub_channel_with_a_silent_peer_disputes_the_tree(
+        self, backend: Any, parties: PartyFactory, asset: Any
+    ) -> None:
+        susie = await parties.make("susie", config=ClientConfig(update_timeout=0.5))
+        tim = await parties.make("tim", config=ClientConfig(update_timeout=0.5))
+        funds = parties.funds
+        led_s, _led_t = await open_channel(
+            susie, tim, asset, (50, 50), challenge_duration=CHALLENGE
+        )
+        sub_s, _sub_t = await _open_sub(led_s, tim, (10, 10))
+        await sub_s.send(4)
+        await tim.client.close()  # Tim vanishes
+        settling = asyncio.ensure_future(sub_s.settle())
+        await until(lambda: led_s.phase == Phase.REGISTERED, timeout=20)
+        await backend.advance_time(CHALLENGE + 1)
+        await asyncio.wait_for(settling, 20)
+        assert sub_s.phase == Phase.WITHDRAWN and led_s.phase == Phase.WITHDRAWN
+        assert await backend.balance_of(susie.account.address, asset) == funds - 4
