@@ -53,6 +53,14 @@ async def _open_sub(
     return sub_a, sub_b
 
 
+async def _withdrawn(x: Channel, y: Channel) -> None:
+    await until(lambda: Phase.WITHDRAWN == x.phase == y.phase)
+
+
+async def _unlocked(parent: Channel, sub_id: bytes) -> None:
+    await until(lambda: sub_id not in _locked(parent))
+
+
 class SubChannelConformance:
     """Sub-channels: funding, nesting, settlement into the parent, disputes of the tree."""
 
@@ -102,8 +110,8 @@ class SubChannelConformance:
             final_s = x_s.balances[0]
             before = _free(sub1_s)
             await x_t.settle() if i % 2 else await x_s.settle()
-            await until(lambda x=x_s, y=x_t: Phase.WITHDRAWN == x.phase == y.phase)
-            await until(lambda x=x_s: x.id not in _locked(sub1_t))
+            await _withdrawn(x_s, x_t)
+            await _unlocked(sub1_t, x_s.id)
             assert _free(sub1_s) == (before[0] + final_s[0], before[1] + final_s[1])
             assert x_s.id not in _locked(sub1_s)
         # sub-sub finals: (2, 4), (1, 3), (0, 2) on top of sub 1's free (6, 2)
@@ -113,8 +121,8 @@ class SubChannelConformance:
         await sub2_t.settle()
         await until(lambda: Phase.WITHDRAWN == sub1_t.phase == sub2_s.phase)
         await self._check_both(led_s, led_t, (78 + 9 + 4, 92 + 11 + 6), 0)
-        before = [await backend.balance_of(p.account.address, asset) for p in (susie, tim)]
-        assert before == [funds - 100, funds - 100]
+        held = [await backend.balance_of(p.account.address, asset) for p in (susie, tim)]
+        assert held == [funds - 100, funds - 100]
         await led_s.settle()
         await led_t.settle()
         after = [await backend.balance_of(p.account.address, asset) for p in (susie, tim)]
