@@ -29,6 +29,7 @@ from typing import Any
 from perun_leveldb.store import LevelDBStore
 from perun_sim import SimBackend
 from perun_tcp import TcpBus
+from perun_watchtower import TowerConfig, Watchtower
 
 from perun_core.channel.allocation import Allocation
 from perun_core.channel.params import make_params
@@ -36,7 +37,6 @@ from perun_core.channel.state import State, Transaction
 from perun_core.watcher import tower_wire
 from perun_core.watcher.tower_wire import WatchAck, WatchRequest
 from perun_core.wire.messages import Envelope
-from perun_watchtower import TowerConfig, Watchtower
 
 SEED = b"tower-bench"
 

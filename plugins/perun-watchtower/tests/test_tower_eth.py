@@ -17,7 +17,6 @@ perun_eth = pytest.importorskip("perun_eth")
 
 from perun_eth.anvil import AnvilNotFoundError, find_anvil  # noqa: E402
 from perun_eth.backend import EthBackend  # noqa: E402
-
 from perun_watchtower.testing import DisputeResult, offline_client_dispute  # noqa: E402
 
 
