@@ -164,6 +164,8 @@ class Parts:
     persister: Persister
     client_config: ClientConfig
     owned: list[Bus | Persister | ChainBackend]
+    table: Mapping[str, Any] = field(default_factory=dict)
+    """The whole ``[perun]`` table (e.g. ``[perun.watchtower]`` for remote watchers)."""
 
     async def close(self) -> None:
         """Close the parts :func:`build_parts` opened, the last opened first."""
@@ -217,7 +219,7 @@ async def build_parts(
         for part in reversed(owned):
             await part.close()
         raise
-    return Parts(account, backend, bus, persister, client_config, owned)
+    return Parts(account, backend, bus, persister, client_config, owned, cfg.table)
 
 
 async def _account(cfg: PerunConfig, backend: ChainBackend) -> Account:

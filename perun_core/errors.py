@@ -23,6 +23,8 @@ Family tree (leaves in brackets)::
     ├── RequestTimedOutError
     ├── PersistenceError [StoreLockedError, StoreCorruptError, StoreClosedError,
     │                     StoreFailedError]
+    ├── WatchtowerError [TowerUnavailableError, WatchRefusedError [NotAParticipantError,
+    │                    StaleWatchStateError, InvalidWatchStateError, ...]]
     └── ChannelClosedError, ChannelRegisteredError, SyncRequiredError, ...
 """
 
@@ -726,3 +728,83 @@ class StoreFailedError(PersistenceError):
     After a failed write the engine's files and memory may disagree about what is stored;
     close the store and open it again, which checks its files, before using it.
     """
+
+
+# --- watchtower ---------------------------------------------------------------------------
+
+
+class WatchtowerError(PerunError):
+    """A remote watchtower refused a request or could not be reached.
+
+    Attributes:
+        channel_id: the channel the request was about, if any.
+    """
+
+    def __init__(self, message: str, *, channel_id: bytes | None = None) -> None:
+        self.channel_id = channel_id
+        where = f"channel {_short(channel_id)}: " if channel_id is not None else ""
+        super().__init__(where + message)
+
+
+class WatchRefusedError(WatchtowerError):
+    """The tower refused to watch a state (the leaf says why; ``code`` goes on the wire).
+
+    The tower keeps whatever it held before; the client's local watcher is unaffected.
+    """
+
+    code: int = 0
+
+
+class NotAParticipantError(WatchRefusedError):
+    """The requesting identity is not a participant of the channel (nor authorized by one)."""
+
+    code = 1
+
+
+class StaleWatchStateError(WatchRefusedError):
+    """The tower already holds this version of the channel or a newer one."""
+
+    code = 2
+
+
+class InvalidWatchStateError(WatchRefusedError):
+    """The state is not one the adjudicator would accept (a signature is missing or wrong,
+    the ID does not match the params, another backend, ...); fix the client, resend."""
+
+    code = 3
+
+
+class WatchQuotaExceededError(WatchRefusedError):
+    """A per-client or tower-wide limit (channels, states per second, bytes) was reached."""
+
+    code = 4
+
+
+class UnknownWatchedChannelError(WatchRefusedError):
+    """The tower does not watch this channel (e.g. the parent of a sub-channel)."""
+
+    code = 5
+
+
+class TowerFailureError(WatchRefusedError):
+    """The tower could not store the state (its store failed); try again or another tower."""
+
+    code = 6
+
+
+WATCH_REFUSALS: dict[int, type[WatchRefusedError]] = {
+    c.code: c
+    for c in (
+        NotAParticipantError,
+        StaleWatchStateError,
+        InvalidWatchStateError,
+        WatchQuotaExceededError,
+        UnknownWatchedChannelError,
+        TowerFailureError,
+    )
+}
+"""The refusal classes by their wire code (an unknown code maps to :class:`WatchRefusedError`)."""
+
+
+class TowerUnavailableError(WatchtowerError):
+    """The tower did not acknowledge in time or cannot be reached (the client keeps retrying)."""

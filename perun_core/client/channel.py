@@ -154,6 +154,13 @@ class Channel:
         return not self.machine.needs_sync and self.rt.sync_done.is_set()
 
     @property
+    def protected_version(self) -> int | None:
+        """The newest version a remote watchtower acknowledged storing durably (``None``:
+        none yet, or no remote watchers): from then on the tower refutes older
+        registrations while this client is offline."""
+        return self._engine.protected_version(self.id)
+
+    @property
     def peer(self) -> Address:
         """The peer's wire address."""
         return self.peers[self.peer_idx]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from perun_core.channel.app import AppRegistry, PaymentApp, bind_apps
@@ -33,6 +33,7 @@ from perun_core.errors import (
 )
 from perun_core.logging import log_extra
 from perun_core.plugins import installed_apps
+from perun_core.watcher.base import Watcher
 from perun_core.watcher.local import LocalWatcher
 from perun_core.wire import messages as wire
 
@@ -93,6 +94,9 @@ class Client:
         config: timeouts and limits.
         apps: the app registry (default: the backend's payment app and every installed
             plugin app the backend can run, see :func:`~perun_core.plugins.installed_apps`).
+        watchers: watchers besides the local one, e.g.
+            :class:`~perun_core.watcher.remote.RemoteWatcher` s of remote watchtowers; each
+            gets every newly enabled state too.
 
     Use as ``async with Client(...) as client:``; it then handles incoming messages.
     :meth:`from_config` builds one from a ``perun.toml`` configuration.
@@ -110,6 +114,7 @@ class Client:
         address: Address | None = None,
         config: ClientConfig | None = None,
         apps: AppRegistry | None = None,
+        watchers: Sequence[Watcher] = (),
     ) -> None:
         if persister is None:
             from perun_core.persistence.memory import MemoryPersister
@@ -143,11 +148,15 @@ class Client:
         self.watcher: LocalWatcher | None = (
             LocalWatcher(adjudicator, engine.on_ledger_event) if self.config.watch else None
         )
+        self.extra_watchers: tuple[Watcher, ...] = tuple(watchers)
+        self._message_handlers: dict[type[wire.Message], list[Callable[[wire.Envelope], None]]] = {}
         self._sub: Subscription | None = None
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
         # Parts that from_config opened for this client, closed with it (last opened first).
         self._owned: list[Bus | Persister | ChainBackend] = []
+        for w in self.extra_watchers:
+            w.attach(self)
 
     @classmethod
     async def from_config(
@@ -189,12 +198,15 @@ class Client:
             source, account=account, backend=backend, bus=bus, persister=persister, plugins=plugins
         )
         try:
+            from perun_core.watcher.remote import towers_from_config
+
             client = cls(
                 account=parts.account,
                 backend=parts.backend,
                 bus=parts.bus,
                 persister=parts.persister,
                 config=config if config is not None else parts.client_config,
+                watchers=towers_from_config(parts.table, parts.backend),
             )
         except BaseException:
             await parts.close()
@@ -244,6 +256,8 @@ class Client:
         engine.updates.close()
         if self.watcher is not None:
             await self.watcher.close()
+        for w in self.extra_watchers:
+            await w.close()
         for t in list(engine.tasks):
             t.cancel()
         await asyncio.gather(
@@ -335,6 +349,33 @@ class Client:
     def channels(self) -> list[Channel]:
         """Every channel of this client that is not withdrawn."""
         return list(self._engine.channels.values())
+
+    @property
+    def watchers(self) -> tuple[Watcher, ...]:
+        """Every watcher of this client: the local one (if on) and the extra ones."""
+        local = (self.watcher,) if self.watcher is not None else ()
+        return local + self.extra_watchers
+
+    def add_message_handler(
+        self, kind: type[wire.Message], handler: Callable[[wire.Envelope], None]
+    ) -> None:
+        """Hand incoming messages of a plugin-defined ``kind`` (codes 128-255) to ``handler``.
+
+        Several handlers of one kind each get every such envelope (e.g. one remote watcher
+        per tower, each picking its tower's answers); ``handler`` runs synchronously in
+        arrival order and must not block.
+        """
+        handlers = self._message_handlers.get(kind)
+        if handlers is None:
+            handlers = self._message_handlers[kind] = []
+            hs = handlers
+
+            def fan_out(env: wire.Envelope, msg: wire.Message) -> None:
+                for h in list(hs):
+                    h(env)
+
+            self._engine.route(kind, fan_out)
+        handlers.append(handler)
 
     def add_tx_listener(self, listener: Callable[[Channel, Transaction], None]) -> None:
         """Register a synchronous listener for every newly enabled transaction (watchers)."""

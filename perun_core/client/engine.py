@@ -178,6 +178,8 @@ class Engine:
         watcher = self.client.watcher
         if watcher is not None:
             watcher.start_watching(ch.params, ch.idx, tx, parent=ch.parent)  # newest wins
+        for extra in self.client.extra_watchers:
+            extra.start_watching(ch.params, ch.idx, tx, parent=ch.parent)
         for listener in self.tx_listeners:
             listener(ch, tx)
 
@@ -209,9 +211,24 @@ class Engine:
         await ch.io.write(Removed())
         ch.io.retired = True
         self.channels.pop(ch.id, None)
+        await self.stop_extra_watchers(ch.id)
         watcher = self.client.watcher
         if watcher is not None:
             await watcher.stop_watching(ch.id)
+
+    async def stop_extra_watchers(self, channel_id: bytes) -> None:
+        """Tell the extra (e.g. remote) watchers that a channel is gone."""
+        for extra in self.client.extra_watchers:
+            await extra.stop_watching(channel_id)
+
+    def protected_version(self, channel_id: bytes) -> int | None:
+        """The newest version an extra watcher holds durably (``None``: none)."""
+        best: int | None = None
+        for extra in self.client.extra_watchers:
+            v = extra.protected_version(channel_id)
+            if v is not None and (best is None or v > best):
+                best = v
+        return best
 
     async def finish_channel(self, ch: Channel) -> None:
         """The channel is withdrawn: forget it everywhere.
@@ -225,6 +242,7 @@ class Engine:
         await ch.io.write(removed)
         ch.io.retired = True
         self.channels.pop(ch.id, None)
+        await self.stop_extra_watchers(ch.id)
         watcher = self.client.watcher
         if watcher is None:
             return

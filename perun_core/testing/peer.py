@@ -7,7 +7,7 @@ the parent asks. The parent uses :class:`PeerProcess`; the child runs :func:`mai
 
     python -m perun_core.testing.peer --ledger tcp://127.0.0.1:7545 --peer 0xALICE \\
         --peer-endpoint tcp://127.0.0.1:7001 [--listen tcp://127.0.0.1:0] [--funds N] \\
-        [--persister leveldb --db PATH] [--cheat]
+        [--persister leveldb --db PATH] [--cheat] [--tower ADDRESS=ENDPOINT ...]
 
 The account's key seed comes from the environment (``PERUN_PEER_SEED``; a random account
 without it), not from the command line, where other local users could read it.
@@ -32,6 +32,8 @@ command             effect and answer
 ``stale``           the signed state of channel ``id`` in which we owned the most
 ``register_stale``  register that state on the ledger (a cheating peer; ``--cheat``
                     also turns off our watchtower and automatic settlement)
+``protected``       the version of channel ``id`` a remote watchtower (``--tower``)
+                    acknowledged (``version``; ``null``: none yet)
 ``quit``            close everything and exit 0 (so does the end of stdin)
 ==================  ============================================================
 """
@@ -59,6 +61,7 @@ from perun_core.errors import PerunError
 from perun_core.interfaces.adjudicator import AdjudicatorReq
 from perun_core.interfaces.persister import Persister
 from perun_core.plugins import load_plugins
+from perun_core.watcher.base import Watcher
 from perun_core.wire.messages import Envelope, Ping
 
 SEED_ENV = "PERUN_PEER_SEED"
@@ -114,6 +117,7 @@ class PeerProcess:
         ready_timeout: float = 30.0,
         module: str = "perun_core.testing.peer",
         env: dict[str, str] | None = None,
+        towers: Sequence[tuple[Address, str]] = (),
     ) -> PeerProcess:
         """Start a peer process and wait until it listens.
 
@@ -134,6 +138,7 @@ class PeerProcess:
             module: the module run as the child (``python -m``); it must speak this
                 module's protocol (e.g. :mod:`perun_core.testing.crash`).
             env: extra environment variables for the child.
+            towers: remote watchtowers ``(address, endpoint)`` the child hands its states to.
 
         Raises:
             PeerProcessError: it exited or did not get ready in time (it is killed then).
@@ -163,6 +168,8 @@ class PeerProcess:
             argv += ["--db", db]
         if cheat:
             argv.append("--cheat")
+        for tower, tower_endpoint in towers:
+            argv += ["--tower", f"{tower.hex()}={tower_endpoint}"]
         child_env = dict(os.environ)
         child_env.pop(SEED_ENV, None)
         child_env.update(env or {})
@@ -310,6 +317,8 @@ class _Peer:
             return _view(ch)
         if cmd == "state":
             return _view(self._channel(args))
+        if cmd == "protected":
+            return {"version": self._channel(args).protected_version}
         if cmd == "pay":
             ch = self._channel(args)
             await ch.send(int(args["amount"]))
@@ -341,6 +350,17 @@ async def _reconnect(bus: Any, me: Address, peers: set[Address]) -> None:
             await bus.publish(Envelope(me, peer, Ping(time.time_ns())))
         except PerunError as e:  # unreachable now: the sync waits for a later connection
             log.warning("cannot reconnect to %s after the restart: %s", peer, e)
+
+
+def _towers(specs: Sequence[str]) -> list[Watcher]:
+    """Remote watchers of ``--tower ADDRESS=ENDPOINT`` options."""
+    from perun_core.watcher.remote import RemoteWatcher  # noqa: PLC0415 - only with --tower
+
+    out: list[Watcher] = []
+    for spec in specs:
+        address, _, endpoint = spec.partition("=")
+        out.append(RemoteWatcher(Address.from_hex(address), endpoint or None))
+    return out
 
 
 def _view(ch: Channel) -> dict[str, Any]:
@@ -377,6 +397,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=None, help="path of a durable persister's database")
     p.add_argument("--cheat", action="store_true", help="no watchtower, no auto-settle")
     p.add_argument("--update-timeout", type=float, default=10.0, help="client update timeout")
+    p.add_argument(
+        "--tower",
+        action="append",
+        default=[],
+        help="a remote watchtower ADDRESS=ENDPOINT to hand our states to (repeatable)",
+    )
     return p
 
 
@@ -412,6 +438,7 @@ async def _run(args: argparse.Namespace, wrap_persister: PersisterWrapper | None
             backend=backend,
             bus=bus,
             persister=persister,
+            watchers=_towers(args.tower),
             config=ClientConfig(
                 update_timeout=args.update_timeout,
                 proposal_timeout=30,

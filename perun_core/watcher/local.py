@@ -26,6 +26,7 @@ from perun_core.interfaces.adjudicator import (
     RegisteredEvent,
 )
 from perun_core.logging import log_extra
+from perun_core.watcher.base import Watcher
 
 log = logging.getLogger("perun.watcher")
 
@@ -72,7 +73,7 @@ class _Seen:
         self.refute: asyncio.Task[None] | None = None  # the running refutation, if any
 
 
-class LocalWatcher:
+class LocalWatcher(Watcher):
     """Watches channels on one adjudicator on behalf of one participant.
 
     Every watched channel's events come through one :meth:`Adjudicator.channel_events`
@@ -81,11 +82,17 @@ class LocalWatcher:
     Args:
         adjudicator: the adjudicator to subscribe to and to refute with.
         sink: called synchronously with every new event (the client applies it).
+        conclude_final: refute with a final state by concluding it at once and withdrawing
+            (a participant's watcher); ``False`` registers it instead (a watchtower, which
+            holds no participant key to withdraw with).
     """
 
-    def __init__(self, adjudicator: Adjudicator, sink: EventSink) -> None:
+    def __init__(
+        self, adjudicator: Adjudicator, sink: EventSink, *, conclude_final: bool = True
+    ) -> None:
         self._adjudicator = adjudicator
         self._sink = sink
+        self._conclude_final = conclude_final
         self._watches: dict[bytes, _Watch] = {}
         self._events: ChannelEvents | None = None  # created with the reader, on first use
         self._reader: asyncio.Task[None] | None = None
@@ -94,6 +101,15 @@ class LocalWatcher:
     def is_watching(self, channel_id: bytes) -> bool:
         """Whether ``channel_id`` is watched."""
         return channel_id in self._watches
+
+    def latest(self, channel_id: bytes) -> Transaction | None:
+        """The latest transaction held for a watched channel (``None``: not watched)."""
+        w = self._watches.get(channel_id)
+        return None if w is None else w.latest
+
+    def __len__(self) -> int:
+        """How many channels are watched."""
+        return len(self._watches)
 
     def start_watching(
         self, params: Params, idx: int, tx: Transaction, *, parent: bytes | None = None
@@ -255,7 +271,12 @@ class LocalWatcher:
                 return
             try:
                 top = root.latest.state
-                if root is w and top.is_final and not top.allocation.locked:
+                if (
+                    self._conclude_final
+                    and root is w
+                    and top.is_final
+                    and not top.allocation.locked
+                ):
                     # A final state concludes at once (and pays us out), whatever version
                     # the running dispute holds.
                     await self._adjudicator.withdraw(req)

@@ -47,6 +47,7 @@ from perun_core.channel.types import Address, Asset
 from perun_core.errors import (
     FrameTooLargeError,
     MalformedMessageError,
+    PluginConflictError,
     UnsupportedWireVersionError,
 )
 from perun_core.interfaces.persister import ChannelRecord
@@ -1086,7 +1087,7 @@ def encode(msg: Message) -> bytes:
     """
     w = _WIRE_OF.get(type(msg))
     if w is None:
-        raise MalformedMessageError(f"cannot encode {_tname(msg)}: not a wire message")
+        return _HEADER + _PLUGIN_MESSAGES.encode(msg)
     wire = None
     try:
         wire = w.of(msg)
@@ -1114,6 +1115,8 @@ def decode(data: bytes | bytearray | memoryview, *, max_size: int = DEFAULT_MAX_
         wire = _MESSAGE_DECODER.decode(body)
     except msgspec.ValidationError as e:
         idx, reason = _split(e)
+        if idx[:1] == [0] and (plugin := _PLUGIN_MESSAGES.decode(body, 0)) is not None:
+            return plugin
         raise MalformedMessageError(_message_problem(body, 0, idx, reason)) from None
     except msgspec.DecodeError as e:
         raise MalformedMessageError(f"undecodable message: {e}") from None
@@ -1130,7 +1133,7 @@ def encode_envelope(env: Envelope) -> bytes:
         raise MalformedMessageError(f"cannot encode {_tname(env)} as an envelope")
     w = _WIRE_OF.get(type(env.msg))
     if w is None:
-        raise MalformedMessageError(f"cannot encode {_tname(env.msg)}: not a wire message")
+        return _HEADER + _PLUGIN_MESSAGES.encode_envelope(env)
     wire = None
     try:
         wire = _EnvelopeWire(_addr_out(env.sender), _addr_out(env.recipient), w.of(env.msg))  # type: ignore[arg-type]
@@ -1161,7 +1164,10 @@ def decode_envelope(
         elif idx[0] < 2:
             problem = f"malformed envelope address ({('sender', 'recipient')[idx[0]]}): {reason}"
         else:
-            problem = _message_problem(body, _envelope_message_offset(body), idx[1:], reason)
+            at = _envelope_message_offset(body)
+            if idx[1:2] == [0] and (plugin := _PLUGIN_MESSAGES.decode(body, at)) is not None:
+                return _PLUGIN_MESSAGES.envelope(body, plugin)
+            problem = _message_problem(body, at, idx[1:], reason)
         raise MalformedMessageError(problem) from None
     except msgspec.DecodeError as e:
         raise MalformedMessageError(f"undecodable envelope: {e}") from None
@@ -1212,6 +1218,201 @@ def decode_record(
     """Inverse of :func:`encode_record` (raises :class:`MalformedMessageError`)."""
     record: ChannelRecord = _value_model(_decode_value(_RecordWire, data, max_size))
     return record
+
+
+# --- plugin messages (type codes 128-255) ---------------------------------------------------
+# The core's messages are one static union; a plugin's messages (e.g. the watchtower's) are
+# registered at run time with :func:`register_messages` and decoded when the static union
+# does not know a frame's type code. The same strict rules apply: typed structs with limits,
+# MalformedMessageError naming the message and field, the size limit before parsing.
+
+PLUGIN_CODES: Final = range(128, 256)
+"""The type codes plugins may use for their messages."""
+
+WireU8 = _U8
+WireU64 = _U64
+WireId = _Id
+WireSig = _Sig
+WireAddr = _Addr
+WireReason = _Reason
+WireParams = _ParamsWire
+WireTransaction = _TransactionWire
+"""Field types with their limits, for plugin message structs (a str field's byte length is
+checked with :meth:`PluginMessageWire.text_in`)."""
+
+
+class PluginMessageWire(_MessageWire):
+    """The wire struct of a plugin-defined message.
+
+    Subclass it with ``tag=CODE`` (``CODE`` in :data:`PLUGIN_CODES`), set ``model`` to the
+    message class (a :class:`~perun_core.wire.messages.Message` with the same ``code``),
+    declare the fields in wire order with limit-carrying types (``WireId``, ``WireU64``, the
+    nested ``WireTransaction`` and ``WireParams`` structs, ...), implement
+    ``of(message)`` and ``to_model()``, and pass the class to :func:`register_messages`.
+    ``to_model`` may raise ``ValueError`` for a rule the types cannot express; the peer's
+    frame is then refused with :class:`~perun_core.errors.MalformedMessageError`.
+    """
+
+    @staticmethod
+    def tx_of(tx: Transaction) -> _TransactionWire:
+        """The wire form of a transaction."""
+        return _TransactionWire.of(tx)
+
+    @staticmethod
+    def tx_in(w: _TransactionWire, name: str) -> Transaction:
+        """A decoded transaction field as the model (errors name ``name``)."""
+        tx = _tx_in(w, name)
+        assert tx is not None
+        return tx
+
+    @staticmethod
+    def params_of(p: Params) -> _ParamsWire:
+        """The wire form of channel params."""
+        return _ParamsWire.of(p)
+
+    @staticmethod
+    def params_in(w: _ParamsWire, name: str) -> Params:
+        """A decoded params field as the model (errors name ``name``)."""
+        return _field(_ParamsWire.to_model, name, w)
+
+    @staticmethod
+    def text_in(s: str, name: str, max_bytes: int = limits.MAX_REASON) -> str:
+        """A decoded text field, checked for its UTF-8 byte length."""
+        return _field(_text_in, name, s, max_bytes)
+
+    @staticmethod
+    def text_out(s: str, max_bytes: int = limits.MAX_REASON) -> Any:
+        """A text field for encoding (refused on encoding when too long)."""
+        return _text_out(s, max_bytes)
+
+    @staticmethod
+    def addr_out(a: Address) -> Any:
+        """An address field for encoding."""
+        return _addr_out(a)
+
+
+class _EnvelopeHeadWire(_Wire):
+    doc = "envelope"
+    sender: _Addr
+    recipient: _Addr
+    msg: msgspec.Raw  # a plugin message its own decoder has checked already
+
+
+_ENVELOPE_HEAD_DECODER: Final = msgspec.msgpack.Decoder(_EnvelopeHeadWire)
+
+
+class _PluginMessages:
+    """The registered plugin message structs, by type code and by model class."""
+
+    def __init__(self) -> None:
+        self._by_code: dict[int, tuple[type[PluginMessageWire], msgspec.msgpack.Decoder[Any]]] = {}
+        self._by_model: dict[type[Message], type[PluginMessageWire]] = {}
+        self._info: dict[type[PluginMessageWire], mi.Type] = {}
+
+    def register(self, w: type[PluginMessageWire]) -> None:
+        if not (isinstance(w, type) and issubclass(w, PluginMessageWire)):
+            raise TypeError(f"{w!r} is not a PluginMessageWire subclass")
+        code = w.__struct_config__.tag
+        if not isinstance(code, int) or code not in PLUGIN_CODES:
+            raise ValueError(f"{w.__name__}: plugin message codes are 128..255, got {code!r}")
+        if getattr(w.model, "code", None) != code:
+            raise ValueError(f"{w.__name__}: model {w.model.__name__} must have code {code}")
+        known = self._by_code.get(code)
+        if known is not None:
+            if known[0] is w:
+                return
+            raise PluginConflictError(
+                f"message code {code} is registered already by {known[0].model.__name__}"
+            )
+        self._by_code[code] = (w, msgspec.msgpack.Decoder(w))
+        self._by_model[w.model] = w
+        self._info[w] = mi.type_info(w)
+
+    def wires(self) -> tuple[type[PluginMessageWire], ...]:
+        return tuple(w for w, _ in sorted(self._by_code.values(), key=lambda e: e[0].model.code))
+
+    def encode(self, msg: Message) -> bytes:
+        w = self._by_model.get(type(msg))
+        if w is None:
+            raise MalformedMessageError(f"cannot encode {_tname(msg)}: not a wire message")
+        wire = None
+        try:
+            wire = w.of(msg)
+            data = _ENCODER.encode(wire)
+            self._by_code[msg.code][1].decode(data)  # the check: what encodes, decodes
+        except _REFUSED as e:
+            raise MalformedMessageError(_refusal(_name(w), self._info[w], wire, e)) from None
+        return data
+
+    def encode_envelope(self, env: Envelope) -> bytes:
+        msg = msgspec.Raw(self.encode(env.msg))
+        try:
+            data = _ENCODER.encode([_addr_out(env.sender), _addr_out(env.recipient), msg])
+            _ENVELOPE_HEAD_DECODER.decode(data)
+        except _REFUSED as e:
+            raise MalformedMessageError(f"cannot encode an envelope's addresses: {e}") from None
+        return data
+
+    def decode(self, body: memoryview, at: int) -> Message | None:
+        """The plugin message starting at ``at``; ``None`` if its code is not registered."""
+        code = _peek_code(body, at)
+        entry = self._by_code.get(code) if code is not None else None
+        if entry is None:
+            return None
+        w, decoder = entry
+        try:
+            wire = decoder.decode(body[at:])
+        except msgspec.ValidationError as e:
+            idx, reason = _split(e)
+            if not idx:
+                raise MalformedMessageError(
+                    f"malformed {_name(w)}: wrong number of fields: {reason}"
+                ) from None
+            path = _field_path(self._info[w], idx)
+            raise MalformedMessageError(f"malformed {_name(w)}: {path}: {reason}") from None
+        except msgspec.DecodeError as e:
+            raise MalformedMessageError(f"undecodable {_name(w)}: {e}") from None
+        try:
+            return _message_model(wire)
+        except (ValueError, TypeError) as e:
+            if isinstance(e, MalformedMessageError):
+                raise
+            raise MalformedMessageError(f"malformed {_name(w)}: {e}") from None
+
+    def envelope(self, body: memoryview, msg: Message) -> Envelope:
+        head = _ENVELOPE_HEAD_DECODER.decode(body)
+        return Envelope(Address(head.sender), Address(head.recipient), msg)
+
+    def table(self) -> str:
+        lines = ["| code | message | fields after the code, in order |", "|---|---|---|"]
+        for w in self.wires():
+            info = self._info[w]
+            assert isinstance(info, mi.StructType)
+            fields = ", ".join(f"`{f.name}: {_doc(f.type)}`" for f in info.fields)
+            lines.append(f"| {w.model.code} | {w.model.__name__} | {fields} |")
+        return "\n".join(lines) + "\n"
+
+
+_PLUGIN_MESSAGES: Final = _PluginMessages()  # the one registry of plugin messages (append-only)
+
+
+def register_messages(*wires: type[PluginMessageWire]) -> None:
+    """Make plugin messages encodable and decodable in this process (idempotent).
+
+    Args:
+        wires: :class:`PluginMessageWire` subclasses, each tagged with its type code.
+
+    Raises:
+        ValueError: a code outside :data:`PLUGIN_CODES`, or a model with another code.
+        PluginConflictError: another struct holds the code already.
+    """
+    for w in wires:
+        _PLUGIN_MESSAGES.register(w)
+
+
+def plugin_message_table() -> str:
+    """The registered plugin messages as a Markdown table (for their docs)."""
+    return _PLUGIN_MESSAGES.table()
 
 
 # --- the docs' table ------------------------------------------------------------------------
@@ -1266,7 +1467,17 @@ __all__ = [
     "MAX_FRAME_LIMIT",
     "MAX_NAME_LEN",
     "MAX_SIG_LEN",
+    "PLUGIN_CODES",
+    "PluginMessageWire",
     "UnknownWireVersionError",
+    "WireAddr",
+    "WireId",
+    "WireParams",
+    "WireReason",
+    "WireSig",
+    "WireTransaction",
+    "WireU8",
+    "WireU64",
     "decode",
     "decode_envelope",
     "decode_record",
@@ -1277,5 +1488,7 @@ __all__ = [
     "encode_record",
     "encode_state",
     "encode_transaction",
+    "plugin_message_table",
+    "register_messages",
     "wire_format_table",
 ]

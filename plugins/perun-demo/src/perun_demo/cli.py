@@ -101,6 +101,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="Bob registers a stale state; Alice's watchtower refutes it",
     )
+    parser.add_argument(
+        "--watchtower",
+        action="store_true",
+        help="a remote watchtower in its own process refutes while Alice is offline "
+        "(needs perun-watchtower)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,6 +128,14 @@ def run(args: argparse.Namespace) -> int:
     previous = perun_log.level
     if log_level(args) is None:
         perun_log.setLevel(logging.ERROR)
+    if args.watchtower:
+        from perun_demo.watchtower import run_watchtower_demo
+
+        try:
+            ok = asyncio.run(run_watchtower_demo(backend, Console(quiet=quiet)))
+        finally:
+            perun_log.setLevel(previous)
+        return 0 if ok else 1
     try:
         result = asyncio.run(
             run_demo(
