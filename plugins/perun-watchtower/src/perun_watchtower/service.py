@@ -149,8 +149,7 @@ class Watchtower:
         e.durable = e.pending = rec.version
         e.size = size
         self.quotas.charge(rec.owner, 1, size)
-        if req.parent is None:
-            self.watcher.start_watching(req.params, rec.idx, req.tx)
+        self.watcher.start_watching(req.params, rec.idx, req.tx, parent=req.parent)
 
     async def close(self) -> None:
         """Stop serving and watching; close the store (records stay)."""
@@ -282,8 +281,9 @@ class Watchtower:
         self.quotas.charge(e.owner, 0, size - e.size)
         e.size = size
         e.durable = version
-        if req.parent is None:
-            self.watcher.start_watching(req.params, rec.idx, req.tx)  # newest wins
+        # newest wins; a sub-channel joins its tree (a stale registration in it is refuted
+        # by registering the tree from its root)
+        self.watcher.start_watching(req.params, rec.idx, req.tx, parent=req.parent)
         self.stats.accepted += 1
         await self._send(sender, WatchAck(req.request_id, cid, version))
 
