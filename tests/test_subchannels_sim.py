@@ -7,7 +7,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from perun_core.testing.parties import PartyFactory
-from perun_core.testing.subchannels import SubChannelConformance
+from perun_core.testing.subchannels import (
+    HostileSubChannelConformance,
+    SubChannelConformance,
+)
 from perun_core.wire.local_bus import LocalBus
 
 
@@ -20,3 +23,7 @@ async def parties(backend) -> AsyncIterator[PartyFactory]:  # type: ignore[no-un
 
 class TestSubChannelsOnSim(SubChannelConformance):
     """Sub-channels, nested sub-channels and disputes of the tree on the sim ledger."""
+
+
+class TestHostileSubChannelsOnSim(HostileSubChannelConformance):
+    """Mallory bends the sub-channel funding and settlement updates (sim ledger)."""

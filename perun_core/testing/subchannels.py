@@ -9,15 +9,20 @@ Subclass :class:`SubChannelConformance` and provide the ``backend`` (with ``fauc
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from perun_core.channel.allocation import Allocation
 from perun_core.channel.phase import Phase
-from perun_core.channel.state import SignedState
+from perun_core.channel.state import SignedState, State
 from perun_core.client import Channel, ClientConfig
 from perun_core.errors import (
+    ChannelFundingError,
     InsufficientFundsError,
+    LockedFundsChangedError,
     PeerRejectedError,
     StateMismatchError,
     SubChannelsPresentError,
@@ -27,10 +32,13 @@ from perun_core.interfaces.adjudicator import (
     AdjudicatorReq,
     RegisteredEvent,
 )
+from perun_core.testing.faults import FaultyBus
 from perun_core.testing.parties import Party, PartyFactory, open_channel
 from perun_core.testing.waiting import until
+from perun_core.wire import messages as wire
 
 CHALLENGE = 60
+HOSTILE_CFG = ClientConfig(update_timeout=2, proposal_timeout=5)
 CHEATER = ClientConfig(watch=False, auto_settle=False, update_timeout=5, proposal_timeout=5)
 
 
@@ -206,3 +214,130 @@ class SubChannelConformance:
         await asyncio.wait_for(settling, 20)
         assert sub_s.phase == Phase.WITHDRAWN and led_s.phase == Phase.WITHDRAWN
         assert await backend.balance_of(susie.account.address, asset) == funds - 4
+
+
+class HostileSubChannelConformance:
+    """Mallory, an insider with a real client, bends the parent updates that fund and
+    settle a sub-channel (her client's messages are rewritten on the wire and signed again
+    with her key). Alice's client refuses each with a typed answer and loses nothing.
+
+    Needs the same fixtures as :class:`SubChannelConformance`; builds its parties on a
+    :class:`~perun_core.testing.faults.FaultyBus`.
+    """
+
+    @staticmethod
+    def _bend(
+        bus: FaultyBus,
+        mallory: Party,
+        change: Callable[[State], State],
+        when: Callable[[State], bool],
+    ) -> None:
+        """Rewrite Mallory's next parent update matching ``when`` (re-signed by her)."""
+        backend = mallory.client.backend
+
+        def pred(env: wire.Envelope) -> bool:
+            msg = env.msg
+            return (
+                env.sender == mallory.address
+                and isinstance(msg, wire.ChannelUpdate)
+                and when(msg.state)
+            )
+
+        def rewrite(env: wire.Envelope) -> wire.Envelope:
+            msg = env.msg
+            assert isinstance(msg, wire.ChannelUpdate)
+            bent = change(msg.state)
+            sig = backend.sign_state(mallory.account, bent)
+            return replace(env, msg=wire.ChannelUpdate(bent, msg.actor_idx, sig))
+
+        bus.rewrite_once(pred, rewrite)
+
+    async def _pair(self, parties: PartyFactory) -> tuple[PartyFactory, FaultyBus]:
+        bus = FaultyBus()
+        return PartyFactory(parties.backend, bus, funds=parties.funds), bus
+
+    async def test_funding_that_takes_more_than_agreed_is_refused(
+        self, parties: PartyFactory, asset: Any
+    ) -> None:
+        f, bus = await self._pair(parties)
+        try:
+            mallory = await f.make("mallory", config=HOSTILE_CFG)
+            alice = await f.make("alice", config=HOSTILE_CFG)
+            led_m, led_a = await open_channel(mallory, alice, asset, (50, 50))
+
+            def take_more(st: State) -> State:
+                bal = st.allocation.balances[0]
+                lock = st.allocation.locked[-1]
+                more = replace(lock, balances=(lock.balances[0] + 5,))
+                alloc = replace(st.allocation, balances=((bal[0], bal[1] - 5),), locked=(more,))
+                return replace(st, allocation=alloc)
+
+            self._bend(bus, mallory, take_more, lambda st: bool(st.allocation.locked))
+            with pytest.raises(ChannelFundingError) as info:
+                await led_m.propose_sub_channel([[10, 10]])
+            assert isinstance(info.value.__cause__, PeerRejectedError)
+            # Alice refused: her ledger channel locks nothing and is still usable.
+            assert not led_a.state.allocation.locked and led_a.balances[0] == (50, 50)
+            await led_m.send(1)
+            await until(lambda: led_a.balances[0] == (49, 51))
+            assert any(isinstance(e, LockedFundsChangedError) for e in alice.errors)
+        finally:
+            await f.close()
+
+    async def test_settlement_that_pays_mallory_more_is_refused_then_done_right(
+        self, parties: PartyFactory, asset: Any
+    ) -> None:
+        f, bus = await self._pair(parties)
+        try:
+            mallory = await f.make("mallory", config=HOSTILE_CFG)
+            alice = await f.make("alice", config=HOSTILE_CFG)
+            led_m, led_a = await open_channel(mallory, alice, asset, (50, 50))
+            sub_m, sub_a = await _open_sub(led_m, alice, (10, 10))
+            await sub_m.send(4)  # Mallory pays Alice 4: the sub-channel ends (6, 14)
+
+            def pay_mallory(st: State) -> State:
+                bal = st.allocation.balances[0]
+                alloc = replace(st.allocation, balances=((bal[0] + 8, bal[1] - 8),))
+                return replace(st, allocation=alloc)
+
+            # The fold back into the parent (the update that unlocks the sub-channel).
+            self._bend(
+                bus,
+                mallory,
+                pay_mallory,
+                lambda st: st.channel_id == led_m.id and not st.allocation.locked,
+            )
+            await sub_m.update(lambda s: s.finalized())
+            await until(lambda: bus.count(wire.ChannelUpdateRej, alice.address) >= 1)
+            assert led_a.state.allocation.locked  # refused: the sub-channel is still locked
+            assert sub_a.phase == Phase.FINAL
+            # Mallory's client (honest code) tries again, this time unbent.
+            await sub_m.settle()
+            await until(lambda: sub_a.phase == Phase.WITHDRAWN)
+            assert led_a.balances[0] == led_m.balances[0] == (40 + 6, 40 + 14)
+        finally:
+            await f.close()
+
+    async def test_unlocking_a_live_sub_channel_is_refused(
+        self, parties: PartyFactory, asset: Any
+    ) -> None:
+        f, bus = await self._pair(parties)
+        try:
+            mallory = await f.make("mallory", config=HOSTILE_CFG)
+            alice = await f.make("alice", config=HOSTILE_CFG)
+            led_m, led_a = await open_channel(mallory, alice, asset, (50, 50))
+            sub_m, sub_a = await _open_sub(led_m, alice, (10, 10))
+
+            def unlock(st: State) -> State:
+                bal = st.allocation.balances[0]
+                alloc = Allocation(st.allocation.assets, ((bal[0] + 20, bal[1]),))
+                return replace(st, allocation=alloc)
+
+            self._bend(bus, mallory, unlock, lambda st: st.channel_id == led_m.id)
+            with pytest.raises(PeerRejectedError):
+                await led_m.send(1)
+            assert led_a.state.allocation.locked and led_a.balances[0] == (40, 40)
+            await sub_m.send(2)  # the sub-channel is untouched
+            await until(lambda: sub_a.balances[0] == (8, 12))
+        finally:
+            await f.close()

@@ -26,7 +26,7 @@ from perun_core.testing.dispute import DisputeConformance
 from perun_core.testing.funder import FunderConformance
 from perun_core.testing.parties import PartyFactory
 from perun_core.testing.safety import FundSafetyConformance
-from perun_core.testing.subchannels import SubChannelConformance
+from perun_core.testing.subchannels import HostileSubChannelConformance, SubChannelConformance
 from perun_core.wire.local_bus import LocalBus
 
 CAMPAIGN_SEEDS = [1, 2, 5, 7, 9, 14, 19]  # one run of each scenario
@@ -81,6 +81,10 @@ class TestEthFundSafety(_OnAnvil, FundSafetyConformance):
 
 
 class TestEthSubChannels(_OnAnvil, SubChannelConformance):
+    pass
+
+
+class TestEthHostileSubChannels(_OnAnvil, HostileSubChannelConformance):
     pass
 
 
