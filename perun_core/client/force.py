@@ -72,6 +72,10 @@ class ForceProtocol:
         """Force ``fn(ledger state)`` on the ledger (the caller holds the operation slot)."""
         m = ch.machine
         app = self._app(ch)
+        if m.in_phase(Phase.WITHDRAWING, Phase.WITHDRAWN):
+            raise ForceExecutionClosedError(
+                f"channel 0x{ch.id.hex()[:12]} is concluding", operation="force_update"
+            )
         if not m.in_phase(Phase.REGISTERED, Phase.PROGRESSED):
             raise ChannelNotReadyError(
                 f"a force update needs a registered channel (REGISTERED or PROGRESSED), "
@@ -130,6 +134,7 @@ class ForceProtocol:
             # slow one): adopt it now; the event, when it comes, changes nothing.
             ch.rt.registered_state = nxt
             self._adopt(ch, tx)
+        await ch.io.run(_settled)  # the adoption is written before we return
         return nxt
 
     async def _await_event(self, ch: Channel, version: int) -> None:
@@ -243,11 +248,16 @@ class ForceProtocol:
         enabled = ch.machine.adopt_progressed(tx)
         if enabled is None:
             return
-        ch.io.write(enabled)
         ch.rt.pulse()
         old = cur.state if cur is not None else None
-        if old is not None and old != tx.state:
-            self.engine.notify_update(ch, old, tx.state)
+
+        async def write_then_tell() -> None:
+            # The forced state is durable before the application learns of it.
+            await ch.io.write_now((enabled,))
+            if old is not None and old != tx.state:
+                self.engine.notify_update(ch, old, tx.state)
+
+        ch.io.run(write_then_tell)
 
     # --- concluding ------------------------------------------------------------------------------
 
@@ -290,6 +300,10 @@ class ForceProtocol:
         cur = ch.machine.current
         if watcher is not None and cur is not None and ch.params.ledger_channel:
             watcher.start_watching(ch.params, ch.idx, cur)
+
+
+async def _settled() -> None:
+    """An empty I/O step: awaiting it waits for every earlier write of the channel."""
 
 
 def _valid_progress(app: App, ch: Channel, frm: State, to: State, now: int) -> None:
