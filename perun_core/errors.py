@@ -296,6 +296,13 @@ class AppFaultError(AppTransitionError):
     rule = "U12-app-fault"
 
 
+class NoAppError(InvalidUpdateError):
+    """A force update on a channel without app: the ledger has no rule to run a transition
+    signed by one party only (such a channel settles with its registered state)."""
+
+    rule = "no-app"
+
+
 class InvalidInitialStateError(InvalidStateError):
     """The version-0 state of a channel is not acceptable."""
 

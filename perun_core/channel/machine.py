@@ -19,7 +19,10 @@ transition             from                                                to
 ``funded``             FUNDING                                             ACTING
 ``registering``        FUNDING, ACTING, SIGNING, FINAL                     REGISTERING
 ``registered``         FUNDING..REGISTERING                                REGISTERED
+``progressing``        REGISTERED, PROGRESSED                              PROGRESSING
+``progress_failed``    PROGRESSING                                         REGISTERED / PROGRESSED
 ``progressed``         REGISTERED, PROGRESSING, PROGRESSED                 PROGRESSED
+``adopt_progressed``   REGISTERED, PROGRESSING, PROGRESSED                 PROGRESSED
 ``withdrawing``        FINAL, REGISTERED, PROGRESSED                       WITHDRAWING
 ``withdrawn``          WITHDRAWING                                         WITHDRAWN
 =====================  ==================================================  ==================
@@ -156,7 +159,11 @@ class Machine:
 
     @property
     def current(self) -> Transaction | None:
-        """The current, fully signed transaction (``None`` before v0 has every signature)."""
+        """The current, fully signed transaction (``None`` before v0 has every signature).
+
+        After a force execution it is the progressed state, which carries only its actor's
+        signature (see :meth:`adopt_progressed`).
+        """
         return self._current
 
     @property
@@ -356,6 +363,56 @@ class Machine:
             return None
         self._go(Phase.PROGRESSED)
         return self.phase_record()
+
+    def progressing(self, tx: Transaction) -> Staged:
+        """Our force update goes to the ledger: REGISTERED/PROGRESSED → PROGRESSING.
+
+        ``tx`` (the forced state, signed by us only) is staged, so a restart finds it.
+
+        Raises:
+            ChannelNotReadyError: not REGISTERED or PROGRESSED.
+        """
+        if self._phase not in (Phase.REGISTERED, Phase.PROGRESSED):
+            raise ChannelNotReadyError(
+                f"a force update needs REGISTERED or PROGRESSED, not {self._phase.name}",
+                phase=self._phase,
+                channel_id=self.params.id,
+            )
+        self._staging = tx
+        self._go(Phase.PROGRESSING)
+        return Staged(tx, Phase.PROGRESSING)
+
+    def progress_failed(self) -> Staged | None:
+        """Our force update did not reach the ledger: back to the phase it started from.
+
+        That is PROGRESSED when the current state is a force-executed one (it carries only
+        its actor's signature; a registered state carries every signature), else
+        REGISTERED. The staged state is dropped. ``None`` if not PROGRESSING.
+        """
+        if self._phase != Phase.PROGRESSING:
+            return None
+        cur = self._current
+        to = Phase.REGISTERED if cur is not None and cur.fully_signed else Phase.PROGRESSED
+        self._staging = None
+        self._go(to)
+        return Staged(None, to)
+
+    def adopt_progressed(self, tx: Transaction) -> Enabled | None:
+        """A force-executed state is on the ledger: it becomes the current state.
+
+        ``tx`` holds the signatures we know of it (ours if we forced it, else none: the
+        ledger checked the actor's). → PROGRESSED; a staged force update is cleared.
+        ``None`` outside the dispute phases, or when ``tx`` is current already.
+        """
+        if self._phase not in IN_DISPUTE:
+            return None
+        cur = self._current
+        if self._phase == Phase.PROGRESSED and cur is not None and cur.state == tx.state:
+            return None
+        self._current = tx
+        self._staging = None
+        self._go(Phase.PROGRESSED)
+        return Enabled(tx, Phase.PROGRESSED)
 
     def withdrawing(self) -> PhaseChanged | None:
         """Conclusion and withdrawal start (``None`` if they had already)."""

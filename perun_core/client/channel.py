@@ -411,6 +411,39 @@ class Channel:
         finally:
             self._release_slot()
 
+    async def force_update(self, fn: Updater) -> State:
+        """Force an app channel's next state on the ledger, signed by us alone.
+
+        Works on a registered app channel once the refutation window is over, and within
+        a force-execution window (either party may force again in it). ``fn`` receives the
+        state the ledger holds (registered or last forced) and returns the next one; its
+        version (the ledger's + 1) and channel ID are set for you. It is checked against
+        every update rule, the app's included, and against the app's on-chain rule at the
+        ledger's time before anything is signed or sent. The channel then holds the forced
+        state (phase PROGRESSED); :meth:`settle` concludes with the last forced state once
+        its force-execution window has ended.
+
+        Returns:
+            The forced state (the channel's current state, unless the peer forced again).
+
+        Raises:
+            NoAppError: the channel has no app.
+            ChannelNotReadyError: the channel is not registered (REGISTERED or PROGRESSED).
+            TimeoutNotElapsedError: the refutation window is still open; wait for the
+                registration's timeout (:attr:`last_event`) and try again.
+            ForceExecutionClosedError: the force-execution window is over, or the channel
+                is concluded.
+            InvalidUpdateError: ``fn`` produced an invalid state or the app refused it
+                (``AppTransitionError``); nothing was signed or sent, the channel is unchanged.
+            ChainError: the ledger refused the transaction (e.g. the peer forced first); the
+                channel returns to its previous phase.
+        """
+        await self._acquire_slot(self._check_not_reentrant())
+        try:
+            return await self._engine.force.force_update(self, fn)
+        finally:
+            self._release_slot()
+
     async def wait_phase(self, *phases: Phase, timeout: float | None = None) -> Phase:  # noqa: ASYNC109 - every wait has a deadline; this one takes it as an argument
         """Wait until the channel is in one of ``phases``; returns that phase."""
         async with asyncio.timeout(timeout):

@@ -15,6 +15,7 @@ from perun_core.client.channel import Channel
 from perun_core.client.config import ClientConfig
 from perun_core.client.dispute import DisputeProtocol
 from perun_core.client.engine import Engine
+from perun_core.client.force import ForceProtocol
 from perun_core.client.proposal import (
     LedgerChannelProposal,
     ProposalInfo,
@@ -143,6 +144,7 @@ class Client:
         engine.updates = UpdateProtocol(engine)
         engine.settlement = SettleProtocol(engine)
         engine.disputes = DisputeProtocol(engine)
+        engine.force = ForceProtocol(engine)
         engine.sync = SyncProtocol(engine)
         engine.subs = SubChannelProtocol(engine)
         self.watcher: LocalWatcher | None = (

@@ -57,6 +57,7 @@ class DisputeProtocol:
         """Apply one ledger event to the channel and tell the application."""
         rt, m = ch.rt, ch.machine
         rt.last_event = ev
+        self.engine.force.on_event(ch, ev)
         auto = self.client.config.auto_settle
         if isinstance(ev, RegisteredEvent | ProgressedEvent):
             if ev.state is not None:
@@ -65,7 +66,7 @@ class DisputeProtocol:
                 self._end_offchain(ch)
                 ch.io.write(m.registered())
             if isinstance(ev, ProgressedEvent):
-                ch.io.write(m.progressed())
+                self.engine.force.on_progressed(ch, ev)
             if auto and m.phase in IN_DISPUTE:
                 self.ensure_settle(ch)
         elif isinstance(ev, ConcludedEvent):
@@ -214,11 +215,20 @@ class DisputeProtocol:
             await self._refresh(ch)
         return ch.rt.last_event
 
+    async def latest_event(self, ch: Channel) -> AdjudicatorEvent | None:
+        """The channel's latest ledger event; read from the ledger when none came yet (no
+        watcher runs, or it trails our own registration)."""
+        if ch.rt.last_event is None:
+            await self._refresh(ch)
+        return ch.rt.last_event
+
     async def _wait_concludable(self, ch: Channel) -> None:
         """Wait until the latest event's timeout passed; a newer event restarts the wait."""
         while not ch.rt.concluded:
             ev = await self._latest_event(ch)
             if ev is None or await ev.timeout.is_elapsed():
+                if await self.engine.force.wait_force_window(ch, ev):
+                    continue  # force execution may have moved the ledger on
                 return
             changed = asyncio.ensure_future(ch.rt.changed.wait())
             elapsed = asyncio.ensure_future(ev.timeout.wait())

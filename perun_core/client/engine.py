@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from perun_core.client.channel import Channel
     from perun_core.client.client import Client
     from perun_core.client.dispute import DisputeProtocol
+    from perun_core.client.force import ForceProtocol
     from perun_core.client.proposal import ProposalProtocol
     from perun_core.client.settle import SettleProtocol
     from perun_core.client.subchannel import SubChannelProtocol
@@ -63,6 +64,7 @@ class Engine:
         self.updates: UpdateProtocol
         self.settlement: SettleProtocol
         self.disputes: DisputeProtocol
+        self.force: ForceProtocol
         self.sync: SyncProtocol
         self.route(wire.Ping, self._on_ping)
         self.route(wire.Pong, self._on_quiet)

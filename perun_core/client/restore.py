@@ -11,6 +11,7 @@ FUNDING                   funding resumes (idempotent)
 ACTING / FINAL            kept; sync on the next connection
 SIGNING                   a fully signed staged state is enabled; otherwise sync decides
 REGISTERING and later     the watcher replays the latest ledger event; settling resumes
+PROGRESSING               the replayed event tells whether our force update landed
 WITHDRAWING               withdrawal runs again (idempotent)
 ========================  ==========================================================
 """
@@ -126,8 +127,10 @@ async def _resume(engine: Engine, ch: Channel, rec: ChannelRecord) -> None:
         await ch.io.write_now((ch.machine.recover_signing(),))
         if ch.machine.current is not None and ch.machine.current is rec.staging:
             engine.publish_to_watcher(ch, ch.machine.current)
-    if rec.current is not None:
+    if rec.current is not None and rec.current.fully_signed:
         engine.publish_to_watcher(ch, rec.current)
+    elif rec.current is not None:
+        engine.force.watch(ch)  # a force-executed state: watched, never refuted with
     if ch.machine.phase in (Phase.ACTING, Phase.FINAL, Phase.INIT_SIGNING):
         engine.sync.expect(ch)  # the peer may hold newer signatures
     if rec.phase == Phase.FUNDING and ch.parent is not None:

@@ -24,11 +24,14 @@ command             effect and answer
                     ``balances``, ``phase``, ``synced``)
 ``channels``        the views of every channel (``channels``), restored ones too
 ``propose``         open a channel with the peer: we deposit ``mine``, it
-                    deposits ``theirs`` (``challenge_duration`` s); the view
-                    once funded
+                    deposits ``theirs`` (``challenge_duration`` s; ``app``: an
+                    installed app's name); the view once funded
 ``state``           the view of channel ``id``
 ``pay``             send ``amount`` to the peer in channel ``id``; the new view
 ``settle``          settle channel ``id`` (cooperatively or through the ledger)
+``register``        register channel ``id`` on the ledger; the view
+``force_pay``       force a payment of ``amount`` to the peer in the registered
+                    app channel ``id`` on the ledger; the view
 ``stale``           the signed state of channel ``id`` in which we owned the most
 ``register_stale``  register that state on the ledger (a cheating peer; ``--cheat``
                     also turns off our watchtower and automatic settlement)
@@ -312,6 +315,7 @@ class _Peer:
                     peer=self.peer,
                     allocation=Allocation((asset,), balances),
                     challenge_duration=int(args.get("challenge_duration", 60)),
+                    app=self.client.app_id(str(args["app"])) if args.get("app") else None,
                 )
             )
             return _view(ch)
@@ -326,6 +330,15 @@ class _Peer:
         if cmd == "settle":
             ch = self._channel(args)
             await ch.settle()
+            return _view(ch)
+        if cmd == "register":
+            ch = self._channel(args)
+            await ch.register()
+            return _view(ch)
+        if cmd == "force_pay":
+            ch = self._channel(args)
+            amount, me = int(args["amount"]), ch.idx
+            await ch.force_update(lambda s: s.transfer(me, ch.peer_idx, amount))
             return _view(ch)
         if cmd in ("stale", "register_stale"):
             ch = self._channel(args)

@@ -1,6 +1,8 @@
 """The local watchtower: follows the ledger and refutes stale registrations (see docs/protocols.md).
 
-The client hands the watcher every newly enabled, fully signed transaction. The watcher
+The client hands the watcher every newly enabled, fully signed transaction; only fully
+signed ones ever become the state it refutes with (a force-executed state is signed by its
+actor alone, and the ledger accepts no registration after one). The watcher
 follows the adjudicator's events of every watched channel through one stream; when a state
 older than the latest one is registered, it registers the latest one before the refutation
 window closes.
@@ -122,7 +124,7 @@ class LocalWatcher(Watcher):
         """
         w = self._watches.get(params.id)
         if w is not None:
-            if tx.state.version >= w.latest.state.version:
+            if tx.fully_signed and tx.state.version >= w.latest.state.version:
                 w.latest = tx
             return
         self._watches[params.id] = _Watch(params, idx, tx, parent)
@@ -135,7 +137,7 @@ class LocalWatcher(Watcher):
     def publish(self, channel_id: bytes, tx: Transaction) -> None:
         """Hand the watcher a newer fully signed transaction (newest wins)."""
         w = self._watches.get(channel_id)
-        if w is not None and tx.state.version >= w.latest.state.version:
+        if w is not None and tx.fully_signed and tx.state.version >= w.latest.state.version:
             w.latest = tx
 
     async def stop_watching(self, channel_id: bytes) -> None:
@@ -244,6 +246,8 @@ class LocalWatcher(Watcher):
         latest = w.latest
         if ev.version >= latest.state.version or w.registered >= latest.state.version:
             return
+        if not latest.fully_signed:
+            return  # a force-executed state (restored): the ledger takes no registration
         log.warning(
             "channel 0x%s: stale state v%d registered; refuting with v%d",
             w.params.id.hex()[:12],

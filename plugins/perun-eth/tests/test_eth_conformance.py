@@ -23,6 +23,7 @@ from perun_core.testing.campaign import run_campaign
 from perun_core.testing.chain import ChainConformance
 from perun_core.testing.client import TwoPartyConformance
 from perun_core.testing.dispute import DisputeConformance
+from perun_core.testing.force import ForceExecutionConformance
 from perun_core.testing.funder import FunderConformance
 from perun_core.testing.parties import PartyFactory
 from perun_core.testing.safety import FundSafetyConformance
@@ -86,6 +87,13 @@ class TestEthSubChannels(_OnAnvil, SubChannelConformance):
 
 class TestEthHostileSubChannels(_OnAnvil, HostileSubChannelConformance):
     pass
+
+
+class TestEthForce(_OnAnvil, ForceExecutionConformance):
+    @pytest.fixture
+    def force_app(self, module_deployment: Deployment) -> bytes:
+        """The deployed TrivialApp: its on-chain rule accepts every transition."""
+        return bytes.fromhex(module_deployment.trivial_app.removeprefix("0x"))
 
 
 class TestEthCampaign(_OnAnvil):
