@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("perun.subchannel")
 
+RESUME_ATTEMPTS = 6
+"""How often a restored FUNDING sub-channel tries to get funded before it waits for a restart."""
+
 
 @dataclass(frozen=True, slots=True)
 class SubChannelProposal:
@@ -203,13 +206,27 @@ class SubChannelProtocol:
         parent = self.engine.channels.get(sub.parent or b"")
         if parent is None:
             return
-        if self.locks(parent, sub.id):
-            await self._mark_funded(sub)
-            return
-        try:
-            await parent.tree_update(lambda p: self._fund(p, sub))
-        except PerunError as e:
-            log.info("funding sub-channel 0x%s again failed: %s", sub.id.hex()[:12], e)
+        wait = self.client.config.update_timeout
+        for attempt in range(RESUME_ATTEMPTS):
+            if sub.machine.phase != Phase.FUNDING:
+                return
+            if self.locks(parent, sub.id):
+                await self._mark_funded(sub)
+                return
+            try:
+                # The peer may first need a sync round (it restarted too, or has not seen
+                # our initial signature): a refusal now is retried after a pause.
+                await parent.tree_update(lambda p: self._fund(p, sub))
+                return
+            except PerunError as e:
+                log.info(
+                    "funding sub-channel 0x%s again failed (%d): %s",
+                    sub.id.hex()[:12],
+                    attempt + 1,
+                    e,
+                    extra=channel_extra(sub),
+                )
+            await asyncio.sleep(wait / 2 * (attempt + 1))
 
     # --- responder ------------------------------------------------------------------------------
 

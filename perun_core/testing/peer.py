@@ -300,6 +300,20 @@ class _Peer:
     def _channel(self, args: dict[str, Any]) -> Channel:
         return self.client.channel(bytes.fromhex(str(args["id"])))
 
+    async def _propose(self, cmd: str, args: dict[str, Any]) -> Channel:
+        mine, theirs = int(args["mine"]), int(args["theirs"])
+        if cmd == "propose_sub":
+            return await self._channel(args).propose_sub_channel([[mine, theirs]])
+        asset = self.client.backend.default_assets()[0]
+        return await self.client.propose_channel(
+            LedgerChannelProposal(
+                peer=self.peer,
+                allocation=Allocation((asset,), ((mine, theirs),)),
+                challenge_duration=int(args.get("challenge_duration", 60)),
+                app=self.client.app_id(str(args["app"])) if args.get("app") else None,
+            )
+        )
+
     async def handle(self, args: dict[str, Any]) -> dict[str, Any]:
         cmd = args.get("cmd")
         if cmd == "channel":
@@ -307,18 +321,8 @@ class _Peer:
             return _view(ch)
         if cmd == "channels":
             return {"channels": [_view(ch) for ch in self.client.channels]}
-        if cmd == "propose":
-            asset = self.client.backend.default_assets()[0]
-            balances = ((int(args["mine"]), int(args["theirs"])),)
-            ch = await self.client.propose_channel(
-                LedgerChannelProposal(
-                    peer=self.peer,
-                    allocation=Allocation((asset,), balances),
-                    challenge_duration=int(args.get("challenge_duration", 60)),
-                    app=self.client.app_id(str(args["app"])) if args.get("app") else None,
-                )
-            )
-            return _view(ch)
+        if cmd in ("propose", "propose_sub"):
+            return _view(await self._propose(cmd, args))
         if cmd == "state":
             return _view(self._channel(args))
         if cmd == "protected":
@@ -384,6 +388,8 @@ def _view(ch: Channel) -> dict[str, Any]:
         "phase": ch.phase.name,
         # no sync round pending or running (see docs/protocols.md)
         "synced": ch.synced,
+        "parent": ch.parent.hex() if ch.parent is not None else None,
+        "locked": [sa.id.hex() for sa in ch.state.allocation.locked],
     }
 
 

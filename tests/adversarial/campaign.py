@@ -2,6 +2,7 @@
 
     python tests/adversarial/campaign.py --runs 2000 --seed 1            # sim ledger
     python tests/adversarial/campaign.py --runs 50 --backend eth         # a fresh anvil
+    python tests/adversarial/campaign.py --runs 300 --scenario sub_channel
 
 Prints runs, passed, funds lost, hangs and untyped errors as one JSON object; the exit
 status is 0 only when no funds were lost, nothing hung and every error was typed.
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from perun_core.interfaces.chain import ChainBackend
-from perun_core.testing.campaign import Summary, run_campaign
+from perun_core.testing.campaign import Summary, run_campaign, seeds_of
 
 
 @asynccontextmanager
@@ -51,13 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1, help="first seed (runs use seed, seed+1, …)")
     ap.add_argument("--backend", choices=("sim", "eth"), default="sim")
     ap.add_argument("--progress", action="store_true", help="counts every 50 runs on stderr")
+    ap.add_argument("--scenario", help="only seeds that play this scenario (e.g. sub_channel)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.CRITICAL)
 
     async def go() -> Summary:
         chain = sim_chain() if args.backend == "sim" else eth_chain()
         async with chain as (backend, asset):
-            seeds = list(range(args.seed, args.seed + args.runs))
+            if args.scenario:
+                seeds = seeds_of(args.scenario, args.seed, args.runs)
+            else:
+                seeds = list(range(args.seed, args.seed + args.runs))
             return await run_campaign(backend, asset, seeds, progress=args.progress)
 
     t0 = time.monotonic()
