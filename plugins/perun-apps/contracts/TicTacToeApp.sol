@@ -30,7 +30,7 @@ contract TicTacToeApp is App {
         require(uint8(t[0]) == 1 - actorIdx, "turn must pass");
         require(_winner(f) == 0, "game over");
         uint256 mark = actorIdx + 1;
-        uint256 changed = 9;
+        uint256 changed; // the changed cell's byte index (1..9); 0: none yet
         bool full = true;
         for (uint256 i = 1; i <= 9; ++i) {
             uint256 a = uint8(f[i]);
@@ -38,13 +38,13 @@ contract TicTacToeApp is App {
             // Unchanged cells equal from's, so this validates both boards.
             require(b <= 2, "bad cell");
             if (a != b) {
-                require(changed == 9, "one cell per move");
+                require(changed == 0, "one cell per move");
                 require(a == 0 && b == mark, "cell taken or wrong mark");
                 changed = i;
             }
             if (b == 0) full = false;
         }
-        require(changed != 9, "no move");
+        require(changed != 0, "no move");
         uint256 w = _winner(t);
         uint256[][] calldata o = from.outcome.balances;
         uint256[][] calldata n = to.outcome.balances;
