@@ -186,6 +186,8 @@ def claim(state: State, preimage: bytes) -> State:
     rows = state.allocation.balances
     if terms.asset >= len(rows):
         refuse(NAME, f"the channel has no asset {terms.asset}", state)
+    if max(terms.payer, terms.payee) >= len(rows[terms.asset]):
+        refuse(NAME, "payer and payee must be participants", state)
     if rows[terms.asset][terms.payer] < terms.amount:
         refuse(NAME, "the payer's balance is below the amount", state)
     paid = state.allocation.transfer(terms.payer, terms.payee, terms.amount, terms.asset)
