@@ -178,6 +178,23 @@ async def deploy(
     )
 
 
+async def deploy_app(node: EthNode, deployer: EthAccount, artifact: AppArtifact) -> str:
+    """Deploy one app contract (e.g. your own app's, compiled with
+    ``node contracts/build.mjs --app MyApp.sol``); its address is the app's AppID.
+
+    Raises:
+        ChainError: the deployment failed.
+    """
+    r = await node.transact(
+        deployer, None, artifact.bytecode, operation=f"deploy app {artifact.app}"
+    )
+    tx = await node.retrying(
+        "eth_getTransactionReceipt",
+        lambda: node.w3.eth.get_transaction_receipt(r.tx_hash),  # type: ignore[arg-type]
+    )
+    return str(tx["contractAddress"])
+
+
 async def validate(
     node: EthNode,
     adjudicator: str,
