@@ -1,20 +1,28 @@
 #!/usr/bin/env node
 // Compiles contracts/src/*.sol offline with the pinned solcjs (standard-JSON) and writes one
-// artifact per contract into the perun-eth package. `--check` compiles in memory and fails if
-// the committed artifacts differ, so CI proves they are reproducible from the sources.
+// artifact per contract into the perun-eth package, and the app contracts of perun-apps
+// (plugins/perun-apps/contracts/*.sol, which import the core sources as "perun/App.sol", ...)
+// into that package. `--check` compiles in memory and fails if the committed artifacts differ,
+// so CI proves they are reproducible from the sources.
 //
-//   node contracts/build.mjs           write artifacts
-//   node contracts/build.mjs --check   verify artifacts (exit 1 if stale)
+//   node contracts/build.mjs               write artifacts
+//   node contracts/build.mjs --check       verify artifacts (exit 1 if stale)
+//   node contracts/build.mjs --app X.sol   compile one app contract (named as its file) with the
+//                                          apps' settings and print its artifact (JSON) to stdout
 
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const SRC = join(HERE, "src");
 const OUT = join(HERE, "..", "plugins", "perun-eth", "src", "perun_eth", "artifacts");
+const APPS_SRC = join(HERE, "..", "plugins", "perun-apps", "contracts");
+const APPS_OUT = join(HERE, "..", "plugins", "perun-apps", "src", "perun_apps", "artifacts");
+// App sources import the core contracts under this prefix ("perun/App.sol", "perun/Channel.sol").
+const CORE_PREFIX = "perun/";
 
 // Contracts that get an artifact (libraries and abstract contracts are compiled in).
 const CONTRACTS = [
@@ -63,12 +71,15 @@ function loadSolc() {
   }
 }
 
-function readSources() {
+function readSource(path) {
+  // Normalise line endings so a checkout with CRLF compiles to the same bytes.
+  return readFileSync(path, "utf8").replace(/\r\n/g, "\n");
+}
+
+function readSources(dir = SRC, prefix = "src/") {
   const sources = {};
-  for (const name of readdirSync(SRC).filter((f) => f.endsWith(".sol")).sort()) {
-    // Normalise line endings so a checkout with CRLF compiles to the same bytes.
-    const content = readFileSync(join(SRC, name), "utf8").replace(/\r\n/g, "\n");
-    sources[`src/${name}`] = { content };
+  for (const name of readdirSync(dir).filter((f) => f.endsWith(".sol")).sort()) {
+    sources[`${prefix}${name}`] = { content: readSource(join(dir, name)) };
   }
   return sources;
 }
@@ -82,7 +93,7 @@ function compile(solc, sources, settings) {
   return output;
 }
 
-function artifacts(solc, sources) {
+function artifacts(solc, sources, names = CONTRACTS, prefix = "src/") {
   const sourceHashes = {};
   for (const [path, { content }] of Object.entries(sources)) {
     sourceHashes[path] = "sha256:" + createHash("sha256").update(content).digest("hex");
@@ -90,16 +101,16 @@ function artifacts(solc, sources) {
   // One compilation per distinct settings (most contracts share the default).
   const outputs = new Map();
   const files = {};
-  for (const name of CONTRACTS) {
+  for (const name of names) {
     const full = settingsOf(name);
     const key = JSON.stringify(full);
     if (!outputs.has(key)) outputs.set(key, compile(solc, sources, full));
-    const c = outputs.get(key).contracts[`src/${name}.sol`]?.[name];
+    const c = outputs.get(key).contracts[`${prefix}${name}.sol`]?.[name];
     if (!c) throw new Error(`no output for ${name}`);
     const { outputSelection, ...settings } = full;
     const artifact = {
       contractName: name,
-      sourceName: `src/${name}.sol`,
+      sourceName: `${prefix}${name}.sol`,
       abi: c.abi,
       bytecode: "0x" + c.evm.bytecode.object,
       deployedBytecode: "0x" + c.evm.deployedBytecode.object,
@@ -112,30 +123,75 @@ function artifacts(solc, sources) {
   return files;
 }
 
-const check = process.argv.includes("--check");
-const solc = loadSolc();
-const sources = readSources();
-const files = artifacts(solc, sources);
+// The app contracts: the core sources under CORE_PREFIX beside the apps' own (one compilation,
+// separate from the core's, so the core artifacts do not depend on the apps).
+function appSources(extra = {}) {
+  const sources = {};
+  for (const [path, src] of Object.entries(readSources())) {
+    sources[CORE_PREFIX + path.slice("src/".length)] = src;
+  }
+  return { ...sources, ...extra };
+}
 
-if (check) {
+function appNames(dir) {
+  return existsSync(dir)
+    ? readdirSync(dir).filter((f) => f.endsWith(".sol")).sort().map((f) => f.slice(0, -4))
+    : [];
+}
+
+function checkDir(out, files) {
   const stale = [];
   for (const [file, text] of Object.entries(files)) {
-    const path = join(OUT, file);
+    const path = join(out, file);
     if (!existsSync(path) || readFileSync(path, "utf8") !== text) stale.push(file);
   }
-  const extra = existsSync(OUT)
-    ? readdirSync(OUT).filter((f) => f.endsWith(".json") && !(f in files))
+  const extra = existsSync(out)
+    ? readdirSync(out).filter((f) => f.endsWith(".json") && !(f in files))
     : [];
-  if (stale.length || extra.length) {
+  return [...stale, ...extra];
+}
+
+const solc = loadSolc();
+const appArg = process.argv.indexOf("--app");
+if (appArg >= 0) {
+  const file = process.argv[appArg + 1];
+  if (!file || !file.endsWith(".sol")) {
+    console.error("usage: node contracts/build.mjs --app path/to/Name.sol");
+    process.exit(2);
+  }
+  const name = basename(file, ".sol");
+  const sources = appSources({ [`app/${name}.sol`]: { content: readSource(file) } });
+  const files = artifacts(solc, sources, [name], "app/");
+  process.stdout.write(files[`${name}.json`]);
+  process.exit(0);
+}
+
+const check = process.argv.includes("--check");
+const files = artifacts(solc, readSources());
+const apps = appNames(APPS_SRC);
+const appFiles = apps.length
+  ? artifacts(solc, appSources(readSources(APPS_SRC, "perun-apps/")), apps, "perun-apps/")
+  : {};
+
+if (check) {
+  const stale = [...checkDir(OUT, files), ...(apps.length ? checkDir(APPS_OUT, appFiles) : [])];
+  if (stale.length) {
     console.error(
-      `committed artifacts differ from a fresh build (${[...stale, ...extra].join(", ")}); ` +
+      `committed artifacts differ from a fresh build (${stale.join(", ")}); ` +
         "re-run `node contracts/build.mjs` and commit the result",
     );
     process.exit(1);
   }
-  console.log(`artifacts up to date (${Object.keys(files).length} contracts, solc ${solc.version()})`);
+  const count = Object.keys(files).length + Object.keys(appFiles).length;
+  console.log(`artifacts up to date (${count} contracts, solc ${solc.version()})`);
 } else {
-  mkdirSync(OUT, { recursive: true });
-  for (const [file, text] of Object.entries(files)) writeFileSync(join(OUT, file), text);
-  console.log(`wrote ${Object.keys(files).length} artifacts to ${OUT}`);
+  for (const [out, written] of [
+    [OUT, files],
+    [APPS_OUT, appFiles],
+  ]) {
+    if (!Object.keys(written).length) continue;
+    mkdirSync(out, { recursive: true });
+    for (const [file, text] of Object.entries(written)) writeFileSync(join(out, file), text);
+    console.log(`wrote ${Object.keys(written).length} artifacts to ${out}`);
+  }
 }

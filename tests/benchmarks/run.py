@@ -696,6 +696,7 @@ def gas() -> dict[str, Any]:
         # The test asserts "no more than the reference"; here we only report.
         with contextlib.suppress(AssertionError):
             test_gas.test_gas_per_operation(chain)
+        chain.gas.update(_app_gas(node, dep))
     ops = []
     for name, used in chain.gas.items():
         ref = REFERENCE.get(name)
@@ -712,6 +713,22 @@ def gas() -> dict[str, Any]:
         "max_ratio": worst["ratio"] if worst else None,
         "max_ratio_operation": worst["operation"] if worst else None,
     }
+
+
+def _app_gas(node: Any, dep: Any) -> dict[str, int]:
+    """Gas of ``progress`` with the perun-apps apps (tic-tac-toe move, HTLC claim/refund), if
+    perun-apps is installed (its contracts are then part of ``dep``)."""
+    if not {"tictactoe", "htlc"} <= set(getattr(dep, "apps", {})):
+        print("  (perun-apps not installed: no app gas)")
+        return {}
+    tests = ROOT / "plugins" / "perun-apps" / "tests"
+    sys.path.insert(0, str(tests))
+    try:
+        import test_apps_gas  # type: ignore[import-not-found]  # the apps' gas scenario
+    finally:
+        sys.path.remove(str(tests))
+    gas: dict[str, int] = test_apps_gas.measure_on(node, dep)
+    return gas
 
 
 # --- scale ---------------------------------------------------------------------------------

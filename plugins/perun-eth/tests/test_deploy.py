@@ -71,7 +71,7 @@ async def test_our_async_deployment_validates_strictly(
     module_anvil.set_balance(deployer.checksum_address, 10**20)
     seen: list[str] = []
     record = await deploy(
-        node, deployer, with_token=False, on_receipt=lambda name, r: seen.append(name)
+        node, deployer, with_token=False, apps={}, on_receipt=lambda name, r: seen.append(name)
     )
     assert seen == ["Adjudicator", "AssetHolderETH"]
     assert record.token is None and record.asset_holder_erc20 is None

@@ -47,7 +47,9 @@ def test_loading_the_plugin_imports_no_web3() -> None:
     assert seen == {
         "web3": False,
         "eth_account": False,
-        "registers": [{"chain": ["eth"], "bus": [], "persister": [], "command": ["eth"]}],
+        "registers": [
+            {"chain": ["eth"], "bus": [], "persister": [], "command": ["eth"], "app": []}
+        ],
     }
 
 

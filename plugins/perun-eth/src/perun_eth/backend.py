@@ -76,6 +76,8 @@ class EthBackend(ChainBackend):
         chain: the deployment the backend drives.
         wallet: the wallet (default: empty).
         payment_app: address of the payment app contract, if deployed.
+        apps: plugin apps by name: the address of each app's deployed contract (its AppID
+            here; see :meth:`app_id`).
         secondary_grace: seconds a secondary settler waits for the peer's conclusion.
         faucet_account: an unlocked node account holding test tokens (dev faucet).
         on_receipt: called with every confirmed transaction of the backend's components.
@@ -92,6 +94,7 @@ class EthBackend(ChainBackend):
         *,
         wallet: EthWallet | None = None,
         payment_app: bytes | None = None,
+        apps: Mapping[str, bytes] | None = None,
         secondary_grace: float = DEFAULT_SECONDARY_GRACE,
         faucet_account: str | None = None,
         receiver: Address | None = None,
@@ -100,6 +103,7 @@ class EthBackend(ChainBackend):
         self.chain = chain
         self._wallet = wallet if wallet is not None else EthWallet()
         self._payment_app = payment_app
+        self._apps: dict[str, bytes] = dict(apps or {})
         self.secondary_grace = secondary_grace
         self._faucet_account = faucet_account
         self._faucet_lock = asyncio.Lock()
@@ -124,6 +128,9 @@ class EthBackend(ChainBackend):
             ``assets``: asset holders, each an address (kind detected through ``token()``)
             or ``{"holder": ..., "token": ...}``; the first is the default asset.
             ``payment_app``: the payment app's address (enables payment-app channels).
+            ``apps``: a table of plugin apps' contract addresses by app name
+            (``apps = {tictactoe = "0x…", htlc = "0x…"}``; ``perun eth deploy`` deploys
+            every installed app and records them).
             ``chain_id``: the chain ID (the node must serve it; asked from the node when
             omitted). Assets given as ``{"holder": ..., "token": ..., "decimals": n}`` also
             check the token's ``decimals()``.
@@ -169,6 +176,7 @@ class EthBackend(ChainBackend):
             chain_id_cfg = int(cfg["chain_id"]) if "chain_id" in cfg else None
             payment = cfg.get("payment_app")
             payment_app = parse_hex_address(str(payment), "payment_app") if payment else None
+            apps = _apps_table(cfg.get("apps"))
             receiver = (
                 Address(parse_hex_address(str(cfg["receiver"]), "receiver"))
                 if cfg.get("receiver")
@@ -184,7 +192,7 @@ class EthBackend(ChainBackend):
                 adjudicator=adjudicator,
                 holders=holders,
                 decimals=decimals,
-                apps={"payment app": payment_app},
+                apps=_app_checks(payment_app, apps),
                 strict=bool(cfg.get("strict", False)),
             )
         )
@@ -210,6 +218,7 @@ class EthBackend(ChainBackend):
             chain,
             wallet=wallet,
             payment_app=payment_app,
+            apps=apps,
             secondary_grace=float(cfg.get("secondary_grace", DEFAULT_SECONDARY_GRACE)),
             faucet_account=cfg.get("faucet_account"),
             receiver=receiver,
@@ -243,7 +252,7 @@ class EthBackend(ChainBackend):
             chain_id=self.chain.chain_id,
             adjudicator=self.chain.adjudicator,
             holders=self.chain.holders,
-            apps={"payment app": self._payment_app},
+            apps=_app_checks(self._payment_app, self._apps),
             strict=strict,
         )
 
@@ -349,6 +358,13 @@ class EthBackend(ChainBackend):
         """The payment app contract's address, if configured."""
         return self._payment_app
 
+    def app_id(self, name: str) -> bytes | None:
+        """The address of app ``name``'s contract (the ``apps`` configuration; ``"payment"``
+        is the payment app), or ``None`` if it is not deployed/configured."""
+        if name == "payment":
+            return self._payment_app
+        return self._apps.get(name)
+
     def default_assets(self) -> list[Asset]:
         """The configured asset holders on this chain (ETH first in a standard deployment)."""
         return [self.chain.asset(h.holder) for h in self.chain.holders]
@@ -429,6 +445,19 @@ class EthBackend(ChainBackend):
         if isinstance(self.chain.log_poller, LogPoller):
             await self.chain.log_poller.close()
         await self.node.close()
+
+
+def _apps_table(table: Any) -> dict[str, bytes]:
+    if table is None:
+        return {}
+    if not isinstance(table, Mapping):
+        raise TypeError(f"'apps' is a table of app name -> contract address, not {table!r}")
+    return {str(name): parse_hex_address(str(addr), f"app {name}") for name, addr in table.items()}
+
+
+def _app_checks(payment_app: bytes | None, apps: Mapping[str, bytes]) -> dict[str, bytes | None]:
+    """The app contracts :func:`~perun_eth.config_check.check_chain` requires code at."""
+    return {"payment app": payment_app, **{f"app {name!r}": a for name, a in apps.items()}}
 
 
 def _holder(entry: Any) -> HolderInfo:

@@ -336,6 +336,7 @@ async def validate_command(args: argparse.Namespace) -> int:
     apps = {
         "trivial app": optional(record.trivial_app, "trivial_app"),
         "payment app": optional(record.payment_app, "payment_app"),
+        **{f"app {name!r}": address(a, f"app {name}") for name, a in record.apps.items()},
     }
     url = await _reachable(args.rpc)
     node = EthNode(url)

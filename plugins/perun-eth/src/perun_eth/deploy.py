@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from eth_abi.abi import encode as abi_encode
 
 from perun_eth.chain import parse_hex_address
 from perun_eth.config_check import check_contracts
-from perun_eth.contracts import load_artifact
+from perun_eth.contracts import AppArtifact, installed_app_artifacts, load_artifact
 from perun_eth.errors import DeploymentError
 from perun_eth.node import EthNode, Receipt
 from perun_eth.wallet import EthAccount
@@ -36,6 +36,7 @@ class DeploymentRecord:
         adjudicator, asset_holder_eth: the adjudicator and the ETH holder.
         token, asset_holder_erc20: the ERC-20 token and its holder (``None`` if not deployed).
         trivial_app, payment_app: the app contracts (``None`` if not deployed).
+        apps: the contracts of plugin apps, by app name (the backend's ``apps`` table).
         block: the first block of the deployment (events are scanned from there).
         transactions: per contract, the deployment's transaction hash and gas used.
     """
@@ -47,6 +48,7 @@ class DeploymentRecord:
     asset_holder_erc20: str | None = None
     trivial_app: str | None = None
     payment_app: str | None = None
+    apps: dict[str, str] = field(default_factory=dict)
     block: int = 0
     transactions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -95,6 +97,8 @@ class DeploymentRecord:
         }
         if self.payment_app:
             cfg["payment_app"] = self.payment_app
+        if self.apps:
+            cfg["apps"] = dict(self.apps)
         return cfg
 
 
@@ -105,17 +109,20 @@ async def deploy(
     token_holders: Sequence[str] = (),
     token_balance: int = 10**24,
     with_token: bool = True,
+    apps: Mapping[str, AppArtifact] | None = None,
     on_receipt: Callable[[str, Receipt], None] | None = None,
 ) -> DeploymentRecord:
-    """Deploy the Adjudicator, the ETH holder, and optionally the PerunToken with its holder
-    and the two apps, from ``deployer``.
+    """Deploy the Adjudicator, the ETH holder, optionally the PerunToken with its holder
+    and the two built-in apps, and the contracts of plugin apps, from ``deployer``.
 
     Args:
         node: the chain's node.
         deployer: pays for and signs the deployments.
         token_holders: accounts that get ``token_balance`` PerunTokens each.
         token_balance: tokens minted per holder.
-        with_token: also deploy the test token, its holder and the apps.
+        with_token: also deploy the test token, its holder and the built-in apps.
+        apps: plugin app contracts to deploy, by app name (default: every installed app with
+            an Ethereum artifact, :func:`~perun_eth.contracts.installed_app_artifacts`).
         on_receipt: called with (contract name, receipt) after each deployment.
 
     Raises:
@@ -124,9 +131,11 @@ async def deploy(
     txs: dict[str, dict[str, Any]] = {}
     first_block: list[int] = []
 
-    async def one(name: str, types: list[str], args: list[Any]) -> str:
-        art = load_artifact(name)
-        code = art.bytecode + (abi_encode(types, args) if types else b"")
+    async def one(
+        name: str, types: list[str], args: list[Any], creation: bytes | None = None
+    ) -> str:
+        code = creation if creation is not None else load_artifact(name).bytecode
+        code += abi_encode(types, args) if types else b""
         r = await node.transact(deployer, None, code, operation=f"deploy {name}")
         tx = await node.retrying(
             "eth_getTransactionReceipt",
@@ -151,6 +160,10 @@ async def deploy(
         holder_erc20 = await one("AssetHolderERC20", ["address", "address"], [adj, token])
         trivial = await one("TrivialApp", [], [])
         payment = await one("PaymentApp", [], [])
+    plugin_apps = installed_app_artifacts() if apps is None else apps
+    deployed_apps = {
+        name: await one(f"app {name}", [], [], art.bytecode) for name, art in plugin_apps.items()
+    }
     return DeploymentRecord(
         chain_id=await node.chain_id(),
         adjudicator=adj,
@@ -159,9 +172,27 @@ async def deploy(
         asset_holder_erc20=holder_erc20,
         trivial_app=trivial,
         payment_app=payment,
+        apps=deployed_apps,
         block=min(first_block),
         transactions=txs,
     )
+
+
+async def deploy_app(node: EthNode, deployer: EthAccount, artifact: AppArtifact) -> str:
+    """Deploy one app contract (e.g. your own app's, compiled with
+    ``node contracts/build.mjs --app MyApp.sol``); its address is the app's AppID.
+
+    Raises:
+        ChainError: the deployment failed.
+    """
+    r = await node.transact(
+        deployer, None, artifact.bytecode, operation=f"deploy app {artifact.app}"
+    )
+    tx = await node.retrying(
+        "eth_getTransactionReceipt",
+        lambda: node.w3.eth.get_transaction_receipt(r.tx_hash),  # type: ignore[arg-type]
+    )
+    return str(tx["contractAddress"])
 
 
 async def validate(

@@ -8,8 +8,8 @@ The anvil runtime (:class:`AnvilNode`, :func:`find_anvil`, ...) lives in
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from perun_eth.anvil import AnvilNotFoundError as AnvilNotFoundError
 from perun_eth.anvil import find_anvil as find_anvil
 from perun_eth.anvil import free_port as free_port
 from perun_eth.anvil import rpc as rpc
-from perun_eth.contracts import load_artifact
+from perun_eth.contracts import AppArtifact, Artifact, installed_app_artifacts, load_artifact
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,7 @@ class Deployment:
         adjudicator, asset_holder_eth, token, asset_holder_erc20, trivial_app, payment_app:
             contract addresses (``token`` is the PerunToken the ERC-20 holder keeps).
         deploy_gas: gas used by each deployment transaction, by contract name.
+        apps: the contracts of the installed plugin apps, by app name.
     """
 
     chain_id: int
@@ -44,6 +45,7 @@ class Deployment:
     trivial_app: str
     payment_app: str
     deploy_gas: dict[str, int]
+    apps: dict[str, str] = field(default_factory=dict)
 
 
 def deploy_contracts(
@@ -53,8 +55,10 @@ def deploy_contracts(
     token_holders: Sequence[str] = (),
     token_balance: int = 10**24,
     on_receipt: Callable[[str, Any], None] | None = None,
+    apps: Mapping[str, AppArtifact] | None = None,
 ) -> Deployment:
-    """Deploy every contract from ``deployer`` (an unlocked node account) with a sync Web3.
+    """Deploy every contract from ``deployer`` (an unlocked node account) with a sync Web3,
+    and the contracts of plugin apps.
 
     Args:
         w3: a synchronous ``web3.Web3`` connected to the node.
@@ -62,6 +66,8 @@ def deploy_contracts(
         token_holders: accounts that receive ``token_balance`` PerunTokens each.
         token_balance: tokens minted per holder.
         on_receipt: called with (contract name, receipt) after each deployment.
+        apps: plugin app contracts by app name (default: every installed app with an
+            Ethereum artifact; their gas is recorded as ``"app NAME"``).
 
     Returns:
         The deployment's addresses and gas figures.
@@ -71,8 +77,8 @@ def deploy_contracts(
     """
     gas: dict[str, int] = {}
 
-    def deploy(name: str, *args: Any) -> str:
-        art = load_artifact(name)
+    def deploy(name: str, *args: Any, art: Artifact | AppArtifact | None = None) -> str:
+        art = art if art is not None else load_artifact(name)
         factory = w3.eth.contract(abi=list(art.abi), bytecode=art.bytecode)
         tx_hash = factory.constructor(*args).transact({"from": deployer})
         receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
@@ -90,6 +96,8 @@ def deploy_contracts(
     holder_erc20 = deploy("AssetHolderERC20", adjudicator, token)
     trivial = deploy("TrivialApp")
     payment = deploy("PaymentApp")
+    plugin_apps = installed_app_artifacts() if apps is None else apps
+    deployed_apps = {name: deploy(f"app {name}", art=a) for name, a in plugin_apps.items()}
     return Deployment(
         chain_id=int(w3.eth.chain_id),
         adjudicator=adjudicator,
@@ -99,6 +107,7 @@ def deploy_contracts(
         trivial_app=trivial,
         payment_app=payment,
         deploy_gas=gas,
+        apps=deployed_apps,
     )
 
 
@@ -114,6 +123,7 @@ def deployment_record(dep: Deployment, block: int = 0) -> Any:
         asset_holder_erc20=dep.asset_holder_erc20,
         trivial_app=dep.trivial_app,
         payment_app=dep.payment_app,
+        apps=dict(dep.apps),
         block=block,
     )
 

@@ -1,0 +1,1 @@
+"""perun-apps: channel apps for perun-py, with their on-chain contracts."""
