@@ -118,6 +118,23 @@ def _parents_first(records: list[ChannelRecord]) -> list[ChannelRecord]:
     return sorted(records, key=depth)
 
 
+def _resume_phase(engine: Engine, ch: Channel, phase: Phase) -> None:
+    """Start what a channel restored in ``phase`` still needs."""
+    sub = ch.parent is not None
+    if phase == Phase.FUNDING:
+        engine.spawn(engine.subs.resume_funding(ch) if sub else engine.proposals.resume_funding(ch))
+    elif phase == Phase.INIT_SIGNING:
+        ch.machine.set_needs_sync(True)
+    elif phase == Phase.REGISTERING:
+        engine.spawn(engine.disputes.settle(ch))
+    elif phase == Phase.FINAL and sub and ch.idx == 0:
+        engine.subs.ensure_fold(ch)  # a final sub-channel goes back into its parent
+    elif phase == Phase.WITHDRAWING:
+        # Through the channel's operation slot: a settle() the user calls meanwhile
+        # waits for this one instead of withdrawing and removing the record twice.
+        engine.spawn(ch.settle())
+
+
 async def _resume(engine: Engine, ch: Channel, rec: ChannelRecord) -> None:
     """Take up a restored channel where it stood: finish a crashed signing step, watch it,
     schedule its sync and whatever its phase still needs, and announce it."""
@@ -133,18 +150,7 @@ async def _resume(engine: Engine, ch: Channel, rec: ChannelRecord) -> None:
         engine.force.watch(ch)  # a force-executed state: watched, never refuted with
     if ch.machine.phase in (Phase.ACTING, Phase.FINAL, Phase.INIT_SIGNING):
         engine.sync.expect(ch)  # the peer may hold newer signatures
-    if rec.phase == Phase.FUNDING and ch.parent is not None:
-        engine.spawn(engine.subs.resume_funding(ch))
-    elif rec.phase == Phase.FUNDING:
-        engine.spawn(engine.proposals.resume_funding(ch))
-    elif rec.phase == Phase.INIT_SIGNING:
-        ch.machine.set_needs_sync(True)
-    elif rec.phase == Phase.REGISTERING:
-        engine.spawn(engine.disputes.settle(ch))
-    elif rec.phase == Phase.WITHDRAWING:
-        # Through the channel's operation slot: a settle() the user calls meanwhile
-        # waits for this one instead of withdrawing and removing the record twice.
-        engine.spawn(ch.settle())
+    _resume_phase(engine, ch, rec.phase)
     if ch.machine.phase not in (Phase.FUNDING, Phase.INIT_SIGNING):
         engine.announce(ch)  # funding channels are announced once funded
     log.info(

@@ -103,7 +103,7 @@ class SettleProtocol:
                 "(or register the channel, which disputes the whole tree)"
             )
         if m.in_phase(Phase.ACTING, Phase.SIGNING) and m.needs_sync:
-            await self._sync_first(ch)
+            await self.sync_first(ch)
         if m.in_phase(Phase.ACTING, Phase.SIGNING) and not m.needs_sync:
             try:
                 await self.finalize(ch)
@@ -132,7 +132,7 @@ class SettleProtocol:
             f"cannot settle in phase {m.phase.name}", phase=m.phase, channel_id=ch.id
         )
 
-    async def _sync_first(self, ch: Channel) -> None:
+    async def sync_first(self, ch: Channel) -> None:
         """Give a due sync round a chance (bounded): a synced channel settles cooperatively."""
         await self.engine.sync.start(ch)
         try:

@@ -84,7 +84,7 @@ class SubChannelProtocol:
         self.client = engine.client
         engine.route(wire.SubChannelProposal, self.on_proposal)
         self._folds: dict[bytes, asyncio.Future[None]] = {}
-        self._retiring: set[bytes] = set()
+        self._retiring: dict[bytes, asyncio.Future[None]] = {}
 
     # --- validation ------------------------------------------------------------------------------
 
@@ -344,7 +344,7 @@ class SubChannelProtocol:
                 if phase == Phase.FUNDING and kid.id in locked:
                     self.engine.spawn(self._mark_funded(kid))
                 elif phase == Phase.FINAL and kid.id not in locked:
-                    self.engine.spawn(self._retire(kid))
+                    self._retire(kid)
         if ch.parent is not None and new.is_final and not new.allocation.locked and ch.idx == 0:
             self.ensure_fold(ch)
 
@@ -357,17 +357,20 @@ class SubChannelProtocol:
             self.engine.dispatch(env)
         self.engine.announce(sub)
 
-    async def _retire(self, sub: Channel) -> None:
-        """The parent no longer locks the final sub-channel: it is settled."""
-        if sub.machine.phase == Phase.WITHDRAWN or sub.rt.removed or sub.id in self._retiring:
+    def _retire(self, sub: Channel) -> asyncio.Future[None]:
+        """Record (once) that the parent no longer locks the final ``sub``: it is settled."""
+        task = self._retiring.get(sub.id)
+        if task is None:
+            task = self._retiring[sub.id] = self.engine.spawn(self._retire_once(sub))
+            task.add_done_callback(lambda _t: self._retiring.pop(sub.id, None))
+        return task
+
+    async def _retire_once(self, sub: Channel) -> None:
+        if sub.machine.phase == Phase.WITHDRAWN or sub.rt.removed:
             return
-        self._retiring.add(sub.id)
-        try:
-            await sub.io.write(sub.machine.withdrawing())
-            sub.rt.concluded = True  # nothing on the ledger to wait for
-            await self.engine.finish_channel(sub)
-        finally:
-            self._retiring.discard(sub.id)
+        await sub.io.write(sub.machine.withdrawing())
+        sub.rt.concluded = True  # nothing on the ledger to wait for
+        await self.engine.finish_channel(sub)
 
     # --- settlement -----------------------------------------------------------------------------
 
@@ -387,6 +390,9 @@ class SubChannelProtocol:
         final = sub.machine.current.state
 
         async def fold(p: Channel) -> None:
+            if p.machine.needs_sync or not p.rt.sync_done.is_set():
+                # After a restart or a lost answer: the peer may hold the fold already.
+                await self.engine.settlement.sync_first(p)
             if not self.locks(p, sub.id):
                 return
             await self.engine.updates.propose(
@@ -399,7 +405,7 @@ class SubChannelProtocol:
             await parent.tree_update(fold)
         finally:
             self._folds.pop(sub.id, None)
-        await self._retire(sub)
+        await asyncio.shield(self._retire(sub))
 
     async def settle(self, sub: Channel) -> None:
         """Settle a sub-channel into its parent (the caller holds the sub-channel's slot).
@@ -410,6 +416,11 @@ class SubChannelProtocol:
         """
         m = sub.machine
         if m.phase == Phase.WITHDRAWN:
+            return
+        parent = self.engine.channels.get(sub.parent or b"")
+        if m.phase == Phase.WITHDRAWING and (parent is None or not self.locks(parent, sub.id)):
+            # folded back before a restart: only the removal is left
+            await asyncio.shield(self._retire(sub))
             return
         if sub.state.allocation.locked:
             raise SubChannelsPresentError(
