@@ -19,7 +19,9 @@ import pytest
 from perun_sim import SimBackend, SimLedger
 
 from perun_core.channel import Allocation, Params, State, Transaction
+from perun_core.client import ClientConfig
 from perun_core.client.deadlines import Deadlines
+from perun_core.errors import ChainConnectionError
 from perun_core.interfaces import (
     Adjudicator,
     AdjudicatorReq,
@@ -27,6 +29,7 @@ from perun_core.interfaces import (
     RegisteredEvent,
 )
 from perun_core.testing.parties import PartyFactory, open_channel
+from perun_core.testing.waiting import until
 from perun_core.watcher.events import PerChannelEvents
 from perun_core.wire.local_bus import LocalBus
 
@@ -165,3 +168,48 @@ async def test_watcher_uses_one_stream_for_every_channel(ledger_backend: SimBack
         assert len(asyncio.all_tasks()) - before <= 2  # no task per watched channel
     finally:
         await f.close()
+
+
+class _FlakyAdjudicator:
+    """Delegates to a real adjudicator; its first ``fail`` registrations fail as if the node
+    were down (a typed :class:`ChainConnectionError`)."""
+
+    def __init__(self, inner: Adjudicator, fail: int) -> None:
+        self.inner = inner
+        self.fail = fail
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def register(self, req: Any, sub_states: Any = None) -> None:
+        self.calls += 1
+        if self.calls <= self.fail:
+            raise ChainConnectionError("node unreachable (test)")
+        await self.inner.register(req, sub_states)
+
+
+async def test_the_watcher_keeps_refuting_while_the_node_is_down() -> None:
+    """Eight failed attempts (about 5 s of back-off) do not cost the refutation: the watcher
+    tries until the window closes."""
+    backend = SimBackend.from_config({"clock": "manual"})
+    asset = backend.default_assets()[0]
+    f = PartyFactory(backend, LocalBus())
+    try:
+        mallory = await f.make("mallory", config=ClientConfig(watch=False, auto_settle=False))
+        alice = await f.make("alice", config=ClientConfig(auto_settle=False))
+        ch_m, ch_a = await open_channel(mallory, alice, asset, (50, 50), challenge_duration=60)
+        stale = ch_m.transaction
+        assert stale is not None
+        await ch_m.send(20)
+        watcher = alice.client.watcher
+        assert watcher is not None
+        flaky = _FlakyAdjudicator(backend.adjudicator(alice.account), fail=8)
+        watcher._adjudicator = flaky  # type: ignore[assignment]  # the node alice's watcher uses
+        await backend.adjudicator(mallory.account).register(AdjudicatorReq(ch_m.params, stale, 0))
+        await until(lambda: watcher.refutations == 1, timeout=30)
+        assert flaky.calls == 9
+        await until(lambda: ch_a.last_event is not None and ch_a.last_event.version == 1)
+    finally:
+        await f.close()
+        await backend.close()

@@ -35,7 +35,9 @@ log = logging.getLogger("perun.watcher")
 EventSink = Callable[[bytes, AdjudicatorEvent], None]
 """Receives ``(channel_id, event)`` for every new ledger event of a watched channel."""
 
-REFUTE_RETRIES = 5
+REFUTE_BACKOFF_CAP = 2.0
+"""Longest pause (seconds) between two refutation attempts; they go on until the window
+closes (a node that is down for a while must not cost the refutation)."""
 
 
 class _Watch:
@@ -265,7 +267,8 @@ class LocalWatcher(Watcher):
             return
         req = AdjudicatorReq(root.params, root.latest, root.idx)
         subs = self.tree_states(root.latest)
-        for attempt in range(REFUTE_RETRIES):
+        attempt = 0
+        while True:
             if await ev.timeout.is_elapsed():
                 log.error(
                     "channel 0x%s: refutation window closed",
@@ -299,4 +302,5 @@ class LocalWatcher(Watcher):
                 )
                 if isinstance(e, RefutationClosedError | StaleStateError):
                     return  # the window closed, or the ledger holds our version or newer
-                await asyncio.sleep(0.05 * 2**attempt)
+                await asyncio.sleep(min(0.05 * 2**attempt, REFUTE_BACKOFF_CAP))
+                attempt += 1
