@@ -138,6 +138,15 @@ def test_quick_benchmark_reports_every_section(tmp_path: Path) -> None:
     for name, rate in scale["update_events_256_channels"].items():
         _positive(rate["events_per_s"], f"{name} persister events/s")
 
+    tower = data["tower"]
+    if importlib.util.find_spec("perun_watchtower") is None:
+        assert "skipped" in tower
+    else:
+        assert tower["channels"] == meta["sizes"]["scale_channels"]
+        _positive(tower["ingest_states_per_s"], "tower ingest rate")
+        _positive(tower["restore_seconds"], "tower restore seconds")
+        assert tower["restored"] == tower["channels"]
+
     startup = data["startup"]
     assert startup["plugins"] == sorted(load_plugins().names())
     for case in ("perun plugins, every installed plugin", "perun plugins, built-ins only"):

@@ -24,6 +24,10 @@ Sections (all in one run; ``--only`` picks some):
                reference figures in docs/plugins/ethereum-contracts.md.
 ``scale``      100,000 channels in one client: persister write rate, restore time from
                LevelDB and memory per idle channel (measured in a fresh process).
+``tower``      one watchtower (perun-watchtower) ingesting one state for each of as many
+               channels as ``scale`` (100,000) over TCP into LevelDB, then restoring them in
+               a fresh process: states per second, restore seconds, memory per channel
+               (``tests/benchmarks/tower_bench.py``; skipped without perun-watchtower).
 ``startup``    a fresh ``perun plugins`` with every installed plugin and with the built-ins
                only, and ``import perun_core``: wall and CPU seconds (median of the runs).
 
@@ -45,6 +49,7 @@ import platform
 import resource
 import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -72,7 +77,7 @@ from perun_core.wire.codec import encode_envelope  # noqa: E402
 from perun_core.wire.local_bus import LocalBus  # noqa: E402
 from perun_core.wire.messages import Envelope  # noqa: E402
 
-SECTIONS = ("crypto", "inprocess", "tcp", "gas", "scale", "startup")
+SECTIONS = ("crypto", "inprocess", "tcp", "gas", "scale", "tower", "startup")
 PERSISTERS = ("memory", "leveldb", "rocksdb")
 PERSISTER_CHOICES = (
     *PERSISTERS,
@@ -933,6 +938,26 @@ def _fresh_process(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, cpu
 
 
+def tower(sizes: Sizes) -> dict[str, Any]:
+    """The watchtower's ingest rate, restore time and memory per channel (own processes)."""
+    heading(f"watchtower ({sizes.scale_channels:,} channels, LevelDB, fsync)")
+    try:
+        import perun_watchtower  # noqa: F401 - only to see whether it is installed
+    except ImportError:
+        row("skipped", "-", "", "perun-watchtower is not installed")
+        return {"skipped": "perun-watchtower is not installed"}
+    with tempfile.TemporaryDirectory(prefix="perun-bench-tower-") as tmp:
+        out = Path(tmp) / "tower.json"
+        cmd = [sys.executable, str(HERE / "tower_bench.py"), "--channels"]
+        cmd += [str(sizes.scale_channels), "--json", str(out)]
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+        res: dict[str, Any] = json.loads(out.read_text())["tower"]
+    row("ingest (acknowledged after the durable write)", res["ingest_states_per_s"], "states/s")
+    row("restore in a fresh process", res["restore_seconds"], "s")
+    row("memory per watched channel", float(res["memory_per_channel_bytes"]), "bytes")
+    return res
+
+
 def startup(sizes: Sizes) -> dict[str, Any]:
     """How long a ``perun`` command takes before it does anything: loading every installed
     plugin must cost about as little as loading none (the plugins register by reference)."""
@@ -1073,6 +1098,8 @@ async def run(
         result["gas"] = gas()
     if "scale" in only:
         result["scale"] = await scale(sizes)
+    if "tower" in only:
+        result["tower"] = tower(sizes)
     if "startup" in only:
         result["startup"] = startup(sizes)
     result["targets"] = targets(result) if not quick else []
