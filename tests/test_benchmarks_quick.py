@@ -7,6 +7,7 @@ section, and that each figure is a positive, finite number.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
