@@ -13,6 +13,9 @@ few payments, then plays one scenario at random:
 ``register_during_settle``  Mallory registers while answering Alice's final update.
 ``concurrent``           both pay at once, several rounds.
 ``crash``                Alice's process dies at a random moment; her restarted client goes on.
+``app_force``            a second channel with the payment app: Mallory registers it (maybe an
+                         older state), then tries bogus force moves (taking Alice's funds,
+                         skipping versions, signed by Alice's key) and maybe a valid one.
 ``sub_channel``          either opens a sub-channel; both pay in it; then Mallory registers
                          the tree with an older sub-channel state, goes silent, or
                          cooperates while Alice settles the sub-channel and the channel.
@@ -39,9 +42,11 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+from perun_core.channel.allocation import Allocation
+from perun_core.channel.machine import IN_DISPUTE
 from perun_core.channel.phase import Phase
 from perun_core.channel.state import SignedState, State, Transaction
-from perun_core.client import Channel, ClientConfig
+from perun_core.client import Channel, ClientConfig, LedgerChannelProposal
 from perun_core.errors import PerunError
 from perun_core.interfaces.adjudicator import AdjudicatorReq
 from perun_core.interfaces.chain import ChainBackend
@@ -49,6 +54,7 @@ from perun_core.persistence.memory import MemoryPersister
 from perun_core.testing.faults import FaultyBus
 from perun_core.testing.hostile import HOSTILE, Stage
 from perun_core.testing.parties import PartyFactory, open_channel
+from perun_core.testing.waiting import until
 
 CHALLENGE = 30
 ALICE = ClientConfig(update_timeout=0.4, proposal_timeout=5, sync_timeout=1.0)
@@ -415,6 +421,71 @@ async def sub_channel(r: _Run) -> None:
     await r.check_outcome(floor)
 
 
+async def app_force(r: _Run) -> None:
+    pay = r.backend.payment_app_id()
+    if pay is None:  # a backend without the payment app: the plain dispute instead
+        await stale_registration(r)
+        return
+    a, m = r.rng.randint(1, 40), r.rng.randint(1, 40)
+    prop = LedgerChannelProposal(
+        peer=r.mallory.address,
+        allocation=Allocation((r.asset,), ((a, m),)),
+        challenge_duration=CHALLENGE,
+        app=pay,
+    )
+    app_a = await r.alice.client.propose_channel(prop)
+    app_m = await _announced(r.mallory, app_a.id)
+    r.deposit += a
+    history = [app_m.transaction]
+    for _ in range(r.rng.randint(0, 4)):
+        if r.rng.random() < 0.5 and app_a.balances[0][0] > 0:
+            await r.call(app_a.send(r.rng.randint(1, app_a.balances[0][0])))
+        elif app_m.balances[0][1] > 0:
+            with suppress(PerunError):
+                await app_m.send(r.rng.randint(1, app_m.balances[0][1]))
+        history.append(app_m.transaction)
+    worst = min(int(st.balances[0][0]) for st in (app_a.state, *app_a.enforceable_states))
+    floor = r.worst_outcome() + worst
+    adj = r.backend.adjudicator(r.mallory.account)
+    registered = r.rng.choice(history)
+    assert registered is not None
+    with suppress(PerunError):
+        await adj.register(AdjudicatorReq(app_m.params, registered, 1))
+    await app_a.wait_phase(*IN_DISPUTE, Phase.WITHDRAWN, timeout=10)
+    # Alice's watcher refutes a stale registration; then the refutation window ends.
+    newest = app_a.state.version
+    await until(lambda: app_a.last_event is not None and app_a.last_event.version >= newest)
+    await r.backend.advance_time(CHALLENGE + 1)
+    ev = app_a.last_event
+    if ev is not None and ev.version >= registered.state.version and app_a.machine.current:
+        on_ledger = app_a.state  # what the ledger holds after Alice's watcher refuted
+        cur = Transaction(on_ledger, app_a.machine.current.sigs)
+        req = AdjudicatorReq(app_m.params, cur, 1)
+        bal = on_ledger.balances[0]
+        grab = on_ledger.replace(
+            version=on_ledger.version + 1,
+            allocation=on_ledger.allocation.with_balances(((0, bal[0] + bal[1]),)),
+        )
+        skip = on_ledger.replace(version=on_ledger.version + 3)
+        bogus = [
+            (grab, r.backend.sign_state(r.mallory.account, grab)),  # takes Alice's funds
+            (skip, r.backend.sign_state(r.mallory.account, skip)),  # skips versions
+            (grab, b"\x01" * 65),  # a garbage signature
+        ]
+        r.res.detail = f"registered v{registered.state.version}, ledger v{on_ledger.version}"
+        for st, sig in r.rng.sample(bogus, k=r.rng.randint(1, len(bogus))):
+            with suppress(PerunError):
+                await adj.progress(req, st, sig)
+        if r.rng.random() < 0.5 and bal[1] > 0:
+            with suppress(PerunError):
+                await app_m.force_update(lambda s: s.transfer(1, 0, 1))
+    res = await r.with_ledger_time(r.call(app_a.settle()))
+    if app_a.phase != Phase.WITHDRAWN:
+        raise AssertionError(f"Alice's app channel not withdrawn ({app_a.phase.name}): {res!r}")
+    await r.settle_alice()
+    await r.check_outcome(floor)
+
+
 async def _announced(party: Any, channel_id: bytes) -> Channel:
     """The channel ``channel_id`` as announced to ``party`` (skipping others)."""
     while True:
@@ -437,6 +508,7 @@ SCENARIOS: dict[str, Scenario] = {
     "concurrent": concurrent,
     "crash": crash,
     "sub_channel": sub_channel,
+    "app_force": app_force,
 }
 
 

@@ -30,7 +30,7 @@ from perun_core.testing.safety import FundSafetyConformance
 from perun_core.testing.subchannels import HostileSubChannelConformance, SubChannelConformance
 from perun_core.wire.local_bus import LocalBus
 
-CAMPAIGN_SEEDS = [1, 2, 3, 5, 6, 7, 9, 17]  # one run of each scenario
+CAMPAIGN_SEEDS = [1, 2, 3, 5, 6, 7, 9, 17, 24]  # one run of each scenario
 
 
 class _OnAnvil:
