@@ -35,6 +35,9 @@ log = logging.getLogger("perun.watcher")
 EventSink = Callable[[bytes, AdjudicatorEvent], None]
 """Receives ``(channel_id, event)`` for every new ledger event of a watched channel."""
 
+REFUTE_DRAIN = 2.0
+"""Seconds :meth:`LocalWatcher.stop_watching` lets a running refutation finish."""
+
 REFUTE_BACKOFF_CAP = 2.0
 """Longest pause (seconds) between two refutation attempts; they go on until the window
 closes (a node that is down for a while must not cost the refutation)."""
@@ -111,8 +114,9 @@ class LocalWatcher(Watcher):
         w = self._watches.get(channel_id)
         return None if w is None else w.latest
 
-    def __len__(self) -> int:
-        """How many channels are watched."""
+    @property
+    def watched(self) -> int:
+        """How many channels are watched (not ``__len__``: an idle watcher is not false)."""
         return len(self._watches)
 
     def start_watching(
@@ -151,6 +155,9 @@ class LocalWatcher(Watcher):
             self._events.remove(channel_id)
         task = w.ledger.refute if w.ledger is not None else None
         if task is not None and task is not asyncio.current_task():
+            # A refutation whose transaction is out gets a moment to hear back (it is
+            # counted, and its failure logged); one that is stuck is cancelled.
+            await asyncio.wait({task}, timeout=REFUTE_DRAIN)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 

@@ -134,7 +134,7 @@ async def restore(db: Path, n: int) -> dict[str, Any]:
     await tower.start()
     seconds = time.perf_counter() - t0
     grown = _rss() - before
-    watched = len(tower.watcher)
+    watched = tower.watcher.watched
     await tower.close()
     await bus.close()
     await backend.close()
