@@ -20,7 +20,7 @@ from perun_core.errors import (
     PluginValidationError,
     UnknownAppError,
 )
-from perun_core.plugins import load_plugins
+from perun_core.plugins import ENV_BLOCK, ENV_ONLY, load_plugins
 from perun_core.registry import AppCatalog
 
 
@@ -32,6 +32,13 @@ class _Frozen(App):
 
     def valid_transition(self, params: Params, frm: State, to: State, actor_idx: int) -> None:
         raise AppTransitionError("frozen")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tox env's plugin selection does not apply to these in-memory plugins."""
+    monkeypatch.delenv(ENV_ONLY, raising=False)
+    monkeypatch.delenv(ENV_BLOCK, raising=False)
 
 
 FROZEN = AppDefinition("frozen", _Frozen, summary="refuses every move")
