@@ -98,6 +98,7 @@ def test_perun_plugins_lists_only_the_builtins(capsys: pytest.CaptureFixture[str
         "bus": ["local"],
         "persister": ["memory"],
         "command": [],
+        "app": [],
     }
 
 
