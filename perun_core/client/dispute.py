@@ -118,6 +118,9 @@ class DisputeProtocol:
                         "while an update was in flight"
                     )
                 )
+                # The proposer may not be waiting for it any more (it failed or was
+                # cancelled meanwhile): the error is its answer, not an unhandled one.
+                own.future.exception()
         peer = ch.rt.peer
         if peer is not None:
             peer.aborted = True
