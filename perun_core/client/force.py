@@ -293,6 +293,35 @@ class ForceProtocol:
             changed.cancel()
         return True
 
+    async def wait_sub_force_windows(self, subs: list[Channel]) -> bool:
+        """Hold the conclusion of a root back while an app sub-channel's force execution is
+        open; returns whether it waited (the caller then looks at the ledger again).
+
+        The ledger concludes a tree once the root's timeout has passed; it does not wait for
+        the sub-channels' force-execution windows. An honest client leaves them their room:
+        a registered app sub-channel gets one more challenge duration after its refutation
+        window, a progressed one the rest of its force-execution window.
+        """
+        for sub in subs:
+            ev = sub.rt.last_event
+            if sub.params.app is None or ev is None or sub.rt.concluded:
+                continue
+            held = sub.rt.registered_state
+            if held is not None and held.is_final:
+                continue  # nothing can be forced after a final state
+            if isinstance(ev, ProgressedEvent) and not await ev.timeout.is_elapsed():
+                changed = asyncio.ensure_future(sub.rt.changed.wait())
+                elapsed = asyncio.ensure_future(ev.timeout.wait())
+                try:
+                    await asyncio.wait({changed, elapsed}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    changed.cancel()
+                    elapsed.cancel()
+                return True
+            if await self.wait_force_window(sub, ev):
+                return True
+        return False
+
     def watch(self, ch: Channel) -> None:
         """Watch a restored channel whose current state is a progressed one (it carries one
         signature only: it is never handed on as a state to refute with)."""
