@@ -301,8 +301,11 @@ class ForceProtocol:
         window, a progressed one the rest of its force-execution window.
         """
         for sub in subs:
-            ev = sub.rt.last_event
-            if sub.params.app is None or ev is None or sub.rt.concluded:
+            if sub.params.app is None or sub.rt.concluded:
+                continue
+            # Registered with the root: read from the ledger if no event came through yet.
+            ev = await self.engine.disputes.latest_event(sub)
+            if ev is None or sub.rt.concluded:
                 continue
             held = sub.rt.registered_state
             if held is not None and held.is_final:

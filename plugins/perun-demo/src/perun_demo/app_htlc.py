@@ -46,7 +46,9 @@ async def _payer_check(stage: Stage) -> None:
     stage.vet = vet
 
 
-async def _lock(stage: Stage, amount: int, window: int, label: str) -> tuple[Channel, Channel, bytes]:
+async def _lock(
+    stage: Stage, amount: int, window: int, label: str
+) -> tuple[Channel, Channel, bytes]:
     """Bob makes a secret; Alice locks ``amount`` to its hash for ``window`` ledger seconds.
     Returns Alice's and Bob's views of the sub-channel and Bob's preimage."""
     preimage, lock = htlc.new_secret()
@@ -88,7 +90,7 @@ async def dispute(stage: Stage) -> None:
     await _payer_check(stage)
     free = stage.ch_a.state.balances[0][0]
     first, second = free // 10, free // 20
-    sub1_a, sub1_b, secret1 = await _lock(stage, first, CLAIM_WINDOW, "payment 1")
+    _, sub1_b, secret1 = await _lock(stage, first, CLAIM_WINDOW, "payment 1")
     sub2_a, sub2_b, secret2 = await _lock(stage, second, SHORT_WINDOW, "payment 2")
     stage.stalled.add("Alice")
     console.print("[red]Alice stalls: she no longer signs anything[/]; Bob claims payment 1")
@@ -125,9 +127,7 @@ async def dispute(stage: Stage) -> None:
     console.print("the conclusion of the payment channel pays both forced states")
 
 
-async def _refused(
-    stage: Stage, ch: Channel, fn: Callable[[State], State], what: str
-) -> None:
+async def _refused(stage: Stage, ch: Channel, fn: Callable[[State], State], what: str) -> None:
     """Show that the app's on-chain rule refuses ``fn`` now (checked before anything is
     sent); a forced update that goes through is recorded as a failure of the demo."""
     try:

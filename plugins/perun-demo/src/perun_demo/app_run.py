@@ -90,20 +90,31 @@ class Stage:
 Scene = Callable[[Stage], Awaitable[None]]
 
 
-def check_app_options(app: str, *, bus_name: str, db: object, watchtower: bool) -> None:
+def check_app_options(
+    app: str,
+    *,
+    bus_name: str = "local",
+    persister_name: str = "memory",
+    db: object = None,
+    keep_open: bool = False,
+    watchtower: bool = False,
+) -> None:
     """Refuse the combinations the app demos do not offer.
 
     Raises:
         DemoOptionError: an app other than those of :data:`APPS`.
-        NotSupportedError: ``--app`` with ``--bus tcp``, ``--db`` or ``--watchtower``.
+        NotSupportedError: ``--app`` with another bus than ``local``, another persister
+            than ``memory``, ``--db``, ``--keep-open`` or ``--watchtower``.
     """
     if app not in APPS:
         raise DemoOptionError(f"--app is one of {', '.join(APPS)}, not {app!r}")
-    if bus_name != "local" or db is not None or watchtower:
+    if bus_name != "local" or persister_name != "memory" or db is not None:
         raise NotSupportedError(
-            "--app runs Alice and Bob in this process on the local bus and in memory: "
-            "it does not combine with --bus tcp, --db or --watchtower"
+            "--app runs Alice and Bob in this process on the local bus with in-memory "
+            "storage: it does not combine with --bus, --persister or --db"
         )
+    if keep_open or watchtower:
+        raise NotSupportedError("--app does not combine with --keep-open or --watchtower")
 
 
 def _scene(app: str, dispute: bool) -> Scene:
@@ -254,8 +265,7 @@ async def _open(
     async with asyncio.timeout(10):
         ch_b = await announced.get()
     console.print(
-        f"payment channel [green]0x{ch_a.id.hex()[:16]}…[/] open and funded: "
-        f"{deposit} / {deposit}"
+        f"payment channel [green]0x{ch_a.id.hex()[:16]}…[/] open and funded: {deposit} / {deposit}"
     )
     stage = Stage(dev, alice, bob, ch_a, ch_b, console, _bob_subs=announced)
     stage_box.append(stage)
