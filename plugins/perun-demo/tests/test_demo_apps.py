@@ -14,8 +14,8 @@ from perun_core.errors import NotSupportedError
 
 pytest.importorskip("perun_apps", reason="perun demo --app needs perun-apps")
 
-from perun_demo.app_run import check_app_options, run_app_demo  # noqa: E402
-from perun_demo.result import DemoOptionError  # noqa: E402
+from perun_demo.app_run import check_app_options, run_app_demo
+from perun_demo.result import DemoOptionError
 
 
 @pytest.fixture(autouse=True)
