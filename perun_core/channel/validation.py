@@ -235,6 +235,7 @@ def check_update(
     version_floor: int,
     app: App | None,
     allow_locked_change: bool = False,
+    progress_at: int | None = None,
 ) -> None:
     """Check ``new`` as the successor of ``current`` (rules U2-U12; U1 and U13 are the caller's).
 
@@ -249,6 +250,8 @@ def check_update(
         allow_locked_change: the caller checks the locked funds itself (sub-channel funding
             and settlement updates, which both parties compute exactly; the app rule, which
             governs the channel's own moves, does not apply to them).
+        progress_at: for a force update, the ledger time: the app's on-chain rule
+            (``valid_progress`` at that time) applies instead of its off-chain one.
     """
     cid, ver = params.id, new.version
     if new.channel_id != params.id:
@@ -281,7 +284,10 @@ def check_update(
         )
     if app is not None and not allow_locked_change:
         try:
-            app.valid_transition(params, current, new, actor_idx)
+            if progress_at is None:
+                app.valid_transition(params, current, new, actor_idx)
+            else:
+                app.valid_progress(params, current, new, actor_idx, progress_at)
         except InvalidUpdateError as e:  # AppTransitionError with the app's reason, usually
             e.add_context(channel_id=cid, version=ver)
             raise

@@ -154,7 +154,13 @@ class DisputeProtocol:
                 st = ch.rt.registered_state
                 if tx is None or tx.state != st:
                     tx = Transaction(st, tuple(None for _ in ch.params.participants))
-            if tx is not None:
+            if tx is None:
+                continue
+            if registered and not tx.fully_signed:
+                # A conclusion matches each sub-state against the ledger's record, not its
+                # signatures: a forced (progressed) state carries its actor's only.
+                out[ch.id] = SignedState(ch.params, tx.state, ())
+            else:
                 out[ch.id] = SignedState.from_tx(ch.params, tx)
         return out
 
@@ -232,6 +238,8 @@ class DisputeProtocol:
             if ev is None or await ev.timeout.is_elapsed():
                 if await self.engine.force.wait_force_window(ch, ev):
                     continue  # force execution may have moved the ledger on
+                if await self.engine.force.wait_sub_force_windows(self.tree(ch)[1:]):
+                    continue
                 return
             changed = asyncio.ensure_future(ch.rt.changed.wait())
             elapsed = asyncio.ensure_future(ev.timeout.wait())

@@ -6,8 +6,8 @@ rule on it (``progress``) and starts a force-execution window of one challenge d
 which either party may advance it again. The channel concludes with the last progressed
 state once that window has ended.
 
-Our own force update is checked here against every update rule, the app's included, and
-against the app's on-chain rule at the ledger's time, before anything is signed: a
+Our own force update is checked here against every update rule, with the app's on-chain
+rule at the ledger's time in place of its off-chain one, before anything is signed: a
 transition the ledger would refuse costs no transaction. Its state is staged (phase
 PROGRESSING) and persisted before the signature leaves the process. The ledger's Progressed
 event, ours or the peer's, makes the forced state the channel's current state (phase
@@ -26,11 +26,9 @@ from perun_core.channel.phase import Phase
 from perun_core.channel.state import State, Transaction
 from perun_core.channel.validation import check_update
 from perun_core.errors import (
-    AppFaultError,
     ChainError,
     ChannelNotReadyError,
     ForceExecutionClosedError,
-    InvalidUpdateError,
     NoAppError,
     NotSupportedError,
     TimeoutNotElapsedError,
@@ -95,8 +93,8 @@ class ForceProtocol:
             expected_actor=ch.idx,
             version_floor=0,
             app=app,
+            progress_at=now,  # the ledger runs the app's on-chain rule at its time
         )
-        _valid_progress(app, ch, base, nxt, now)
         # Stage and persist before our signature leaves the process: after a crash the
         # record shows the transaction that may be on its way to the ledger.
         sig = self.client.backend.sign_state(self.client.account, nxt)
@@ -293,6 +291,38 @@ class ForceProtocol:
             changed.cancel()
         return True
 
+    async def wait_sub_force_windows(self, subs: list[Channel]) -> bool:
+        """Hold the conclusion of a root back while an app sub-channel's force execution is
+        open; returns whether it waited (the caller then looks at the ledger again).
+
+        The ledger concludes a tree once the root's timeout has passed; it does not wait for
+        the sub-channels' force-execution windows. An honest client leaves them their room:
+        a registered app sub-channel gets one more challenge duration after its refutation
+        window, a progressed one the rest of its force-execution window.
+        """
+        for sub in subs:
+            if sub.params.app is None or sub.rt.concluded:
+                continue
+            # Registered with the root: read from the ledger if no event came through yet.
+            ev = await self.engine.disputes.latest_event(sub)
+            if ev is None or sub.rt.concluded:
+                continue
+            held = sub.rt.registered_state
+            if held is not None and held.is_final:
+                continue  # nothing can be forced after a final state
+            if isinstance(ev, ProgressedEvent) and not await ev.timeout.is_elapsed():
+                changed = asyncio.ensure_future(sub.rt.changed.wait())
+                elapsed = asyncio.ensure_future(ev.timeout.wait())
+                try:
+                    await asyncio.wait({changed, elapsed}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    changed.cancel()
+                    elapsed.cancel()
+                return True
+            if await self.wait_force_window(sub, ev):
+                return True
+        return False
+
     def watch(self, ch: Channel) -> None:
         """Watch a restored channel whose current state is a progressed one (it carries one
         signature only: it is never handed on as a state to refute with)."""
@@ -304,19 +334,6 @@ class ForceProtocol:
 
 async def _settled() -> None:
     """An empty I/O step: awaiting it waits for every earlier write of the channel."""
-
-
-def _valid_progress(app: App, ch: Channel, frm: State, to: State, now: int) -> None:
-    """The app's on-chain rule at ledger time ``now`` (what ``progress`` runs)."""
-    try:
-        app.valid_progress(ch.params, frm, to, ch.idx, now)
-    except InvalidUpdateError as e:
-        e.add_context(channel_id=ch.id, version=to.version)
-        raise
-    except Exception as e:
-        raise AppFaultError(
-            f"app failed: {type(e).__name__}: {e}", channel_id=ch.id, version=to.version
-        ) from e
 
 
 __all__ = ["ForceProtocol"]

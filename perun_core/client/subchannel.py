@@ -346,6 +346,8 @@ class SubChannelProtocol:
                 elif phase == Phase.FINAL and kid.id not in locked:
                     self._retire(kid)
         if ch.parent is not None and new.is_final and not new.allocation.locked and ch.idx == 0:
+            if ch.machine.phase in IN_DISPUTE:
+                return  # a forced final state: the tree's conclusion on the ledger pays it
             self.ensure_fold(ch)
 
     async def _mark_funded(self, sub: Channel) -> None:

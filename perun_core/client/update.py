@@ -307,6 +307,9 @@ class UpdateProtocol:
             if fut.cancelled():
                 # Unanswered: keep the proposal open for a late answer or the sync round.
                 own.future = asyncio.get_running_loop().create_future()
+                # Nobody awaits it any more: a later outcome (say, a registration) must not
+                # be logged as an exception never retrieved.
+                own.future.add_done_callback(_observe)
                 self._give_up(ch, own)
             self._write_then(ch, own)
             if not expired:
@@ -742,3 +745,9 @@ def check_updatable(ch: Channel) -> None:
 # Local aliases keep the hot path free of attribute lookups on the runtime module.
 from perun_core.client.runtime import OwnUpdate as _Own  # noqa: E402
 from perun_core.client.runtime import PeerUpdate as _Peer  # noqa: E402
+
+
+def _observe(fut: asyncio.Future[Any]) -> None:
+    """Mark the outcome of a future nobody awaits as seen."""
+    if not fut.cancelled():
+        fut.exception()

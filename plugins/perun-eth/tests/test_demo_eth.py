@@ -70,10 +70,17 @@ def _transactions(out: str) -> list[_Tx]:
     return [_Tx(op, who, h, int(gas.replace(",", ""))) for _, op, who, h, gas in rows]
 
 
+def _deployments(txs: list[_Tx]) -> int:
+    """How many transactions deploy contracts (the framework's, then any installed apps')."""
+    return sum(1 for t in txs if t.operation.startswith("deploy "))
+
+
 def _check_common(out: str, txs: list[_Tx]) -> None:
     """Deployments first, every hash distinct, real gas figures, totals adding up."""
     assert [t.operation for t in txs[:6]] == [f"deploy {n}" for n in _DEPLOYED], out
-    assert len({t.sender for t in txs[:6]}) == 1  # one deployer key
+    deployed = _deployments(txs)
+    assert all(t.operation.startswith("deploy app ") for t in txs[6:deployed]), out
+    assert len({t.sender for t in txs[:deployed]}) == 1  # one deployer key
     assert len({t.tx_hash for t in txs}) == len(txs)
     assert all(t.gas > 21_000 for t in txs)  # each ran contract code
     for who in ("Alice", "Bob"):
@@ -96,9 +103,10 @@ def test_cli_demo_on_anvil_prints_every_transaction_with_its_gas() -> None:
     txs = _transactions(out)
     _check_common(out, txs)
     # Cooperative settlement: one concludeFinal, no dispute.
-    ops = [t.operation for t in txs[6:]]
+    deployed = _deployments(txs)
+    ops = [t.operation for t in txs[deployed:]]
     assert ops.count("concludeFinal") == 1 and "register" not in ops, out
-    assert len(txs) == 6 + 2 + 2 + 1 + 2
+    assert len(txs) == deployed + 2 + 2 + 1 + 2
 
 
 def test_cli_demo_on_anvil_with_a_dispute() -> None:
@@ -110,7 +118,7 @@ def test_cli_demo_on_anvil_with_a_dispute() -> None:
     assert "watchtower refutations: 1" in out
     txs = _transactions(out)
     _check_common(out, txs)
-    after_funding = [(t.operation, t.sender) for t in txs[10:]]
+    after_funding = [(t.operation, t.sender) for t in txs[_deployments(txs) + 4 :]]
     # Bob's stale registration comes first, Alice's refutation (a newer register) next,
     # then the conclusion after the challenge; no cooperative concludeFinal.
     assert after_funding[:2] == [("register", "Bob"), ("register", "Alice")], out
@@ -129,8 +137,9 @@ def test_cli_demo_on_anvil_with_bob_in_another_process_over_tcp() -> None:
     assert "watchtower refutations: 1" in out
     txs = _transactions(out)
     # This process reports the deployments and Alice's transactions; Bob sends his own.
-    assert {t.sender for t in txs[6:]} == {"Alice"}, out
-    assert [t.operation for t in txs[6:8]] == ["approve", "deposit"], out
+    deployed = _deployments(txs)
+    assert {t.sender for t in txs[deployed:]} == {"Alice"}, out
+    assert [t.operation for t in txs[deployed : deployed + 2]] == ["approve", "deposit"], out
     assert "demo OK" in out
 
 
@@ -196,3 +205,49 @@ def _cmdline(pid: int) -> str:
             return f.read().replace(b"\0", b" ").decode(errors="replace")
     except FileNotFoundError:
         return ""
+
+
+def _app_demo(*args: str) -> tuple[str, list[_Tx]]:
+    pytest.importorskip("perun_apps", reason="perun demo --app needs perun-apps")
+    proc = _demo("--app", *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    txs = _transactions(out)
+    ops = [t.operation for t in txs]
+    assert {"deploy app tictactoe", "deploy app htlc"} <= set(ops), out
+    assert "demo OK" in out
+    return out, txs[_deployments(txs) + 4 :]  # after the deployments and the funding
+
+
+def _app_balances(out: str, alice: int, bob: int) -> None:
+    assert re.search(rf"│ Alice │\s+10000 │\s+{alice} │\s+{alice} │\s+✔ │", out), out
+    assert re.search(rf"│ Bob   │\s+10000 │\s+{bob} │\s+{bob} │\s+✔ │", out), out
+
+
+def test_cli_demo_tictactoe_on_anvil_settles_off_chain() -> None:
+    out, txs = _app_demo("tictactoe")
+    _app_balances(out, 10100, 9900)  # Alice won both stakes of 100
+    assert [t.operation for t in txs] == ["concludeFinal", "withdraw", "withdraw"], out
+
+
+def test_cli_demo_tictactoe_on_anvil_forces_the_winning_move() -> None:
+    out, txs = _app_demo("tictactoe", "--dispute")
+    assert "Alice forces her move on the ledger" in out
+    _app_balances(out, 10100, 9900)
+    ops = [(t.operation, t.sender) for t in txs]
+    assert ops[:2] == [("register", "Alice"), ("progress", "Alice")], out
+    assert ("conclude", "Alice") in ops or ("conclude", "Bob") in ops, out
+
+
+def test_cli_demo_htlc_on_anvil() -> None:
+    out, txs = _app_demo("htlc")
+    _app_balances(out, 9900, 10100)  # Bob claimed 100
+    assert [t.operation for t in txs] == ["concludeFinal", "withdraw", "withdraw"], out
+
+
+def test_cli_demo_htlc_on_anvil_forces_a_claim_and_a_refund() -> None:
+    out, txs = _app_demo("htlc", "--dispute")
+    assert out.count("refused by the app, nothing sent") == 2, out
+    _app_balances(out, 9900, 10100)  # payment 1 claimed, payment 2 refunded
+    ops = [(t.operation, t.sender) for t in txs]
+    assert ops[:3] == [("register", "Bob"), ("progress", "Bob"), ("progress", "Alice")], out

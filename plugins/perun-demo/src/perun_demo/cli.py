@@ -24,6 +24,11 @@ By default both run in this process on the simulated ledger (sim), the in-proces
                        by the demo; every ledger transaction is listed with its gas
   --bus tcp            Bob runs in a second OS process, over an authenticated TCP link
   --dispute            Bob registers an old state; Alice's watchtower refutes it
+  --app tictactoe      Alice and Bob play tic-tac-toe for a stake each in a sub-channel;
+                       with --dispute Bob stalls and Alice forces her winning move on chain
+  --app htlc           Alice pays Bob in a hash-time-locked sub-channel, Bob claims with
+                       the secret; with --dispute Bob forces his claim before the deadline
+                       and Alice the refund of a second payment after its deadline
   --persister leveldb --db PATH [--keep-open]
                        the channels are stored under PATH and survive the process:
                        run the same command again to restore them and go on
@@ -102,6 +107,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="Bob registers a stale state; Alice's watchtower refutes it",
     )
     parser.add_argument(
+        "--app",
+        default=None,
+        metavar="NAME",
+        help="play an app in a sub-channel instead of paying: tictactoe or htlc (needs perun-apps)",
+    )
+    parser.add_argument(
         "--watchtower",
         action="store_true",
         help="a remote watchtower in its own process refutes while Alice is offline "
@@ -128,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
     previous = perun_log.level
     if log_level(args) is None:
         perun_log.setLevel(logging.ERROR)
+    if args.app is not None:
+        return _run_app(args, backend, (bus, persister), quiet, previous)
     if args.watchtower:
         from perun_demo.watchtower import run_watchtower_demo
 
@@ -156,4 +169,44 @@ def run(args: argparse.Namespace) -> int:
         perun_log.setLevel(previous)
     verdict = "[green]OK[/]" if result.ok else "[red]MISMATCH[/]"
     Console().print(f"demo {verdict}: {result.payments} payments in {result.seconds:.2f}s")
+    return 0 if result.ok else 1
+
+
+def _run_app(
+    args: argparse.Namespace,
+    backend: str,
+    parts: tuple[str, str],
+    quiet: bool,
+    previous_level: int,
+) -> int:
+    """``perun demo --app NAME``: 0 if the ledger shows exactly what the app's final states
+    pay."""
+    from rich.console import Console
+
+    from perun_demo.app_run import check_app_options, run_app_demo
+
+    try:
+        check_app_options(
+            args.app,
+            bus_name=parts[0],
+            persister_name=parts[1],
+            db=args.db,
+            keep_open=args.keep_open,
+            watchtower=args.watchtower,
+        )
+        result = asyncio.run(
+            run_app_demo(
+                args.app,
+                deposit=args.deposit,
+                backend_name=backend,
+                dispute=args.dispute,
+                console=Console(quiet=quiet),
+            )
+        )
+    finally:
+        logging.getLogger("perun").setLevel(previous_level)
+    verdict = "[green]OK[/]" if result.ok else "[red]MISMATCH[/]"
+    Console().print(
+        f"demo {verdict}: {args.app}, {result.payments} app updates, in {result.seconds:.2f}s"
+    )
     return 0 if result.ok else 1
