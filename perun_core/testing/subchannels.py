@@ -216,6 +216,34 @@ class SubChannelConformance:
         assert sub_s.phase == Phase.WITHDRAWN and led_s.phase == Phase.WITHDRAWN
         assert await backend.balance_of(susie.account.address, asset) == funds - 4
 
+    async def test_an_app_sub_channel_move_forced_after_a_dispute_is_paid(
+        self, backend: Any, parties: PartyFactory, asset: Any
+    ) -> None:
+        """Tim stops answering; Susie disputes the tree, forces her payment-app move in the
+        sub-channel on the ledger after the refutation window, and the conclusion of the
+        root pays the forced sub-channel state."""
+        pay = backend.payment_app_id()
+        if pay is None:
+            pytest.skip("the backend has no payment app")
+        susie = await parties.make("susie", config=ClientConfig(update_timeout=1))
+        tim = await parties.make("tim", config=ClientConfig(update_timeout=1))
+        funds = parties.funds
+        led_s, led_t = await open_channel(susie, tim, asset, (50, 50), challenge_duration=CHALLENGE)
+        sub_s, sub_t = await _open_sub(led_s, tim, (10, 10), app=pay)
+        await sub_s.send(2)  # (8, 12)
+        await sub_s.register()  # registers the whole tree from the ledger channel
+        await until(lambda: sub_t.phase in (Phase.REGISTERED, Phase.WITHDRAWING), timeout=20)
+        await backend.advance_time(CHALLENGE + 1)  # the refutation window ends
+        await sub_s.force_update(lambda s: s.transfer(0, 1, 3))  # Susie pays Tim 3 more
+        assert sub_s.phase == Phase.PROGRESSED and sub_s.balances[0] == (5, 15)
+        await until(lambda: sub_t.state.balances[0] == (5, 15), timeout=20)
+        await backend.advance_time(CHALLENGE + 1)  # the force-execution window ends
+        await asyncio.wait_for(sub_s.settle(), 30)
+        await led_t.wait_phase(Phase.WITHDRAWN, timeout=30)
+        assert led_s.phase == Phase.WITHDRAWN
+        assert await backend.balance_of(susie.account.address, asset) == funds - 5
+        assert await backend.balance_of(tim.account.address, asset) == funds + 5
+
 
 class HostileSubChannelConformance:
     """Mallory, an insider with a real client, bends the parent updates that fund and
