@@ -11,13 +11,17 @@ from perun_sim.encoding import sim_app_id
 from perun_sim.ledger import SimLedger
 
 from perun_core import hookimpl
+from perun_core.channel.allocation import Allocation
 from perun_core.channel.app import App, AppDefinition, AppRegistry, bind_apps
 from perun_core.channel.params import Params
 from perun_core.channel.state import State
+from perun_core.client import LedgerChannelProposal
 from perun_core.errors import (
     AppTransitionError,
+    PeerRejectedError,
     PluginConflictError,
     PluginValidationError,
+    RejectCode,
     UnknownAppError,
 )
 from perun_core.plugins import ENV_BLOCK, ENV_ONLY, load_plugins
@@ -108,3 +112,31 @@ async def test_client_app_id_refuses_an_unknown_app(make_party: Any) -> None:
     assert alice.app_id("payment") == alice.backend.payment_app_id()
     with pytest.raises(UnknownAppError, match="'no-such-app'"):
         alice.app_id("no-such-app")
+
+
+async def test_a_proposal_with_an_app_the_peer_lacks_is_refused_typed(
+    make_party: Any, asset: Any
+) -> None:
+    """Alice knows an app Bob does not: Bob answers INVALID naming it; nothing is created."""
+    alice = await make_party("alice")
+    bob = await make_party("bob")
+    frozen = _Frozen(b"\x77" * 20)
+    alice.client.apps.register(frozen)
+    prop = LedgerChannelProposal(
+        peer=bob.address,
+        allocation=Allocation((asset,), ((10, 10),)),
+        app=frozen.app_id,
+    )
+    with pytest.raises(PeerRejectedError) as info:
+        await alice.client.propose_channel(prop)
+    assert info.value.code == RejectCode.INVALID and "unknown app" in str(info.value)
+    assert not alice.client.channels and not bob.client.channels
+    # Our own proposal naming an app we lack is refused before anything is sent.
+    with pytest.raises(UnknownAppError):
+        await bob.client.propose_channel(
+            LedgerChannelProposal(
+                peer=alice.address,
+                allocation=Allocation((asset,), ((10, 10),)),
+                app=frozen.app_id,
+            )
+        )
