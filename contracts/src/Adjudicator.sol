@@ -269,9 +269,16 @@ contract Adjudicator {
             bytes32 id = sub.channelID;
             require(locked[s].ID == id, "invalid subchannel id");
             Dispute memory d = _load(id);
-            require(d.stateHash != 0, "not registered");
+            // A sub-channel is registered with the state that locks it (a tree is always
+            // registered whole), so an unregistered one cannot match: Channel.hash is never 0.
             require(d.stateHash == Channel.hash(sub), "invalid channel state");
             if (d.phase != CONCLUDED) {
+                // An app sub-channel keeps its force-execution window: the tree concludes
+                // only once it could conclude on its own.
+                if (d.hasApp) {
+                    uint256 extra = d.phase == DISPUTE ? d.challengeDuration : 0;
+                    require(block.timestamp >= d.timeout + extra, "timeout not passed yet");
+                }
                 d.phase = CONCLUDED;
                 _storeMeta(id, d);
                 emit ChannelUpdate(id, d.version, CONCLUDED, d.timeout);

@@ -26,6 +26,7 @@ from perun_core.errors import (
     PeerRejectedError,
     StateMismatchError,
     SubChannelsPresentError,
+    TimeoutNotElapsedError,
 )
 from perun_core.interfaces.adjudicator import (
     AdjudicatorEvent,
@@ -243,6 +244,37 @@ class SubChannelConformance:
         assert led_s.phase == Phase.WITHDRAWN
         assert await backend.balance_of(susie.account.address, asset) == funds - 5
         assert await backend.balance_of(tim.account.address, asset) == funds + 5
+
+    async def test_a_tree_with_an_app_sub_channel_keeps_its_force_window(
+        self, backend: Any, parties: PartyFactory, asset: Any
+    ) -> None:
+        """Mallory registers the tree and tries to conclude the root as soon as its own
+        refutation window is over: the ledger refuses until the app sub-channel's
+        force-execution room has passed too, so Tim can still force his move."""
+        pay = backend.payment_app_id()
+        if pay is None:
+            pytest.skip("the backend has no payment app")
+        mallory = await parties.make("mallory", config=CHEATER)
+        tim = await parties.make("tim", config=ClientConfig(auto_settle=False))
+        led_m, _led_t = await open_channel(
+            mallory, tim, asset, (50, 50), challenge_duration=CHALLENGE
+        )
+        sub_m, sub_t = await _open_sub(led_m, tim, (10, 10), app=pay)
+        led, sub = led_m.transaction, sub_m.transaction
+        assert led is not None and sub is not None
+        adj = backend.adjudicator(mallory.account)
+        subs = {sub_m.id: SignedState.from_tx(sub_m.params, sub)}
+        await adj.register(AdjudicatorReq(led_m.params, led, 0), subs)
+        await until(lambda: sub_t.phase == Phase.REGISTERED, timeout=20)
+        await backend.advance_time(CHALLENGE + 1)  # the root's refutation window is over
+        with pytest.raises(TimeoutNotElapsedError):
+            await adj.withdraw(AdjudicatorReq(led_m.params, led, 0), subs)
+        # Tim can still force a move in the room the ledger kept (the payment app lets the
+        # actor pay: he pays Mallory 1), and the conclusion pays it.
+        await sub_t.force_update(lambda s: s.transfer(1, 0, 1))
+        await backend.advance_time(CHALLENGE + 1)
+        await asyncio.wait_for(sub_t.settle(), 30)
+        assert sub_t.phase == Phase.WITHDRAWN
 
 
 class HostileSubChannelConformance:

@@ -32,6 +32,11 @@ REFERENCE: dict[str, int] = {
 # Issue 8: at most this multiple of the reference per operation.
 TARGET_RATIO = 0.85
 
+# Operations held to a looser ratio than TARGET_RATIO, with the reason. The Adjudicator's
+# deployment grew by the check that an app sub-channel's force-execution room has passed
+# before its tree concludes (a fund-safety rule; deployment is paid once).
+RATIO_OF: dict[str, float] = {"deploy Adjudicator": 0.86}
+
 # The operations that meet TARGET_RATIO (asserted by test_gas). The others are bound by fixed
 # EVM costs: the 21,000 base fee, the calldata, fresh storage slots (22,100 each), logs,
 # ecrecover and the cold accesses to the asset holder and the token.

@@ -172,6 +172,14 @@ class _Tx:
         return (asset, cid) in self.settled or self.ledger.is_settled(asset, cid)
 
 
+def _concludable(d: Dispute) -> int:
+    """When a registered channel may conclude: its timeout, plus one challenge duration for
+    an app channel that was never force-executed (room for ``progress``)."""
+    if d.phase == DisputePhase.DISPUTE and d.has_app:
+        return d.timeout + d.challenge_duration
+    return d.timeout
+
+
 class SimLedger:
     """One simulated ledger shared by every client of a process.
 
@@ -530,10 +538,7 @@ class SimLedger:
         tx.require(
             d.phase != DisputePhase.CONCLUDED, AlreadyConcludedError, "channel already concluded"
         )
-        effective = d.timeout
-        if d.phase == DisputePhase.DISPUTE and d.has_app:
-            effective += d.challenge_duration  # 2x rule: room for force-execution
-        tx.require(tx.now >= effective, TimeoutNotElapsedError, "timeout not passed yet")
+        tx.require(tx.now >= _concludable(d), TimeoutNotElapsedError, "timeout not passed yet")
         self._set_concluded(tx, cid, d)
         outcome = [list(row) for row in state.allocation.balances]
         self._conclude_subs(tx, state.allocation, sub_states, [0], outcome)
@@ -567,6 +572,11 @@ class SimLedger:
                 tx.fail(NotRegisteredError, "not registered")
             tx.require(sd.state_hash == _hash(tx, sub), StateMismatchError, "invalid channel state")
             if sd.phase != DisputePhase.CONCLUDED:
+                # An app sub-channel keeps its force-execution window: the tree concludes
+                # only once every sub-channel could conclude on its own.
+                tx.require(
+                    tx.now >= _concludable(sd), TimeoutNotElapsedError, "timeout not passed yet"
+                )
                 self._set_concluded(tx, sa.id, sd)
             sub_outcome = [list(row) for row in sub.allocation.balances]
             self._conclude_subs(tx, sub.allocation, sub_states, pos, sub_outcome)
