@@ -181,6 +181,10 @@ async def test_register_and_settle_with_a_sub_channel(
     await backend.adjudicator(bob).register(req(root, root_st, 1), {sub.id: sub.signed(sub_v3)})
     assert ledger.dispute(sub.id).version == 3  # type: ignore[union-attr]
     clock.advance(D)
+    # The root's window is over, but the payment-app sub-channel keeps its force room.
+    with pytest.raises(TimeoutNotElapsedError):
+        await adj.withdraw(req(root, root_st, 0), {sub.id: sub.signed(sub_v0)})
+    clock.advance(D)
     await adj.withdraw(req(root, root_st, 0), {sub.id: sub.signed(sub_v0)})
     await backend.adjudicator(bob).withdraw(req(root, root_st, 1, secondary=True))
     assert ledger.balance_of(alice.address, eth) == 94
