@@ -41,6 +41,7 @@ from perun_core.errors import (
     UnknownAppError,
     UnknownChannelError,
     UnsupportedFeatureError,
+    UpdateConflictError,
 )
 from perun_core.interfaces.persister import ChannelRecord
 from perun_core.logging import channel_extra
@@ -190,13 +191,26 @@ class SubChannelProtocol:
         """Lock the sub-channel's initial balances in the parent (holding the parent's slot)."""
         assert sub.machine.current is not None
         init = sub.machine.current.state.allocation
+        cfg = self.client.config
         try:
-            if not self.locks(parent, sub.id):
-                await self.engine.updates.propose(
-                    parent,
-                    lambda s: s.replace(allocation=funded_allocation(s.allocation, sub.id, init)),
-                    tree_change=True,
-                )
+            for attempt in range(cfg.conflict_retries + 2):
+                if self.locks(parent, sub.id):
+                    break
+                try:
+                    await self.engine.updates.propose(
+                        parent,
+                        lambda s: s.replace(
+                            allocation=funded_allocation(s.allocation, sub.id, init)
+                        ),
+                        tree_change=True,
+                    )
+                    break
+                except UpdateConflictError:
+                    # The peer updated the parent at the same moment (it may pay while it
+                    # waits for the funding): its update goes first, then ours again.
+                    if attempt > cfg.conflict_retries:
+                        raise
+                    await asyncio.sleep(cfg.update_timeout / 10 * (attempt + 1))
         except Exception as e:
             raise ChannelFundingError(sub, e) from e
         await self._mark_funded(sub)

@@ -317,6 +317,48 @@ class HostileSubChannelConformance:
         bus = FaultyBus()
         return PartyFactory(parties.backend, bus, funds=parties.funds), bus
 
+    async def test_a_parent_payment_crossing_the_funding_update_does_not_stop_it(
+        self, parties: PartyFactory, asset: Any
+    ) -> None:
+        """Not hostile, unlucky: Susie pays on the parent just as Tim's funding update for
+        his new sub-channel is on the wire. The two cross (a collision, both versions
+        burned); Susie's payment goes first and Tim's client funds the sub-channel again."""
+        f, bus = await self._pair(parties)
+        try:
+            susie = await f.make("susie", config=HOSTILE_CFG)
+            tim = await f.make("tim", config=HOSTILE_CFG)
+            led_s, led_t = await open_channel(susie, tim, asset, (50, 50))
+            held: list[wire.Envelope] = []
+            payment: list[asyncio.Future[Any]] = []
+
+            def hold_funding(env: wire.Envelope) -> wire.Envelope | None:
+                msg = env.msg
+                if (
+                    not held
+                    and env.sender == tim.address
+                    and isinstance(msg, wire.ChannelUpdate)
+                    and msg.state.allocation.locked
+                ):
+                    held.append(env)
+                    payment.append(asyncio.ensure_future(led_s.send(5)))
+                    return None
+                if held and env.sender == susie.address and isinstance(msg, wire.ChannelUpdate):
+                    # Susie's payment is out: now let Tim's funding update cross it.
+                    asyncio.get_running_loop().call_soon(
+                        lambda: asyncio.ensure_future(bus.deliver(held[0]))
+                    )
+                return env
+
+            bus.rules.append(hold_funding)
+            sub_t = await led_t.propose_sub_channel([[10, 10]])
+            await asyncio.wait_for(asyncio.gather(*payment), 10)
+            await until(lambda: led_s.state == led_t.state and bool(led_s.state.allocation.locked))
+            assert led_s.balances[0] == (50 - 5 - 10, 50 + 5 - 10)
+            assert _locked(led_s) == {sub_t.id: (20,)}
+            assert sub_t.phase == Phase.ACTING
+        finally:
+            await f.close()
+
     async def test_funding_that_takes_more_than_agreed_is_refused(
         self, parties: PartyFactory, asset: Any
     ) -> None:
