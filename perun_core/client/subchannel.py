@@ -395,7 +395,6 @@ class SubChannelProtocol:
         task = self._folds.get(sub.id)
         if task is None or (task.done() and task.exception() is not None):
             task = self._folds[sub.id] = self.engine.spawn(self._fold(sub))
-            task.add_done_callback(lambda _t: None)
         return task
 
     async def _fold(self, sub: Channel) -> None:

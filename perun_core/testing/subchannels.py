@@ -24,6 +24,7 @@ from perun_core.errors import (
     InsufficientFundsError,
     LockedFundsChangedError,
     PeerRejectedError,
+    RequestTimedOutError,
     StateMismatchError,
     SubChannelsPresentError,
     TimeoutNotElapsedError,
@@ -356,6 +357,32 @@ class HostileSubChannelConformance:
             assert led_s.balances[0] == (50 - 5 - 10, 50 + 5 - 10)
             assert _locked(led_s) == {sub_t.id: (20,)}
             assert sub_t.phase == Phase.ACTING
+        finally:
+            await f.close()
+
+    async def test_a_lost_sub_channel_acceptance_is_resolved_by_sync(
+        self, parties: PartyFactory, asset: Any
+    ) -> None:
+        """Tim's acceptance of a sub-channel payment is lost: Susie's update times out, the
+        sub-channel syncs like any channel, and both go on from the same state."""
+        f, bus = await self._pair(parties)
+        try:
+            susie = await f.make("susie", config=ClientConfig(update_timeout=0.5, sync_timeout=2))
+            tim = await f.make("tim", config=ClientConfig(update_timeout=0.5, sync_timeout=2))
+            led_s, _led_t = await open_channel(susie, tim, asset, (50, 50))
+            sub_s, sub_t = await _open_sub(led_s, tim, (10, 10))
+
+            def sub_acc(env: wire.Envelope) -> bool:
+                msg = env.msg
+                return isinstance(msg, wire.ChannelUpdateAcc) and msg.channel_id == sub_s.id
+
+            bus.drop_once(sub_acc)
+            with pytest.raises(RequestTimedOutError):
+                await sub_s.send(3)
+            await until(lambda: sub_s.synced and sub_t.synced and sub_s.state == sub_t.state)
+            assert sub_t.balances[0] == (7, 13)  # Tim had signed it: sync adopts it
+            await sub_s.send(1)
+            await until(lambda: sub_t.balances[0] == (6, 14))
         finally:
             await f.close()
 
