@@ -26,7 +26,6 @@ from perun_core.errors import (
     ChannelRegisteredError,
     InvalidSignatureError,
     InvalidUpdateError,
-    LockedFundsChangedError,
     MalformedSignatureError,
     PeerRejectedError,
     PerunError,
@@ -238,12 +237,6 @@ class UpdateProtocol:
             app=self.engine.app_of(ch.params),
             allow_locked_change=tree_change,
         )
-        if not tree_change and nxt.allocation.locked != cur.allocation.locked:
-            raise LockedFundsChangedError(
-                "locked funds change only by opening or settling a sub-channel",
-                channel_id=ch.id,
-                version=nxt.version,
-            )
         backend = self.client.backend
         sig = backend.sign_state(self.client.account, nxt)
         sigs: list[bytes | None] = [None] * ch.params.num_parts

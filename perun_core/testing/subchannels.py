@@ -469,5 +469,10 @@ class HostileSubChannelConformance:
             assert led_a.state.allocation.locked and led_a.balances[0] == (40, 40)
             await sub_m.send(2)  # the sub-channel is untouched
             await until(lambda: sub_a.balances[0] == (8, 12))
+            # Alice's own client refuses the same change before signing anything.
+            version = led_a.state.version
+            with pytest.raises(LockedFundsChangedError):
+                await led_a.update(unlock)
+            assert led_a.state.version == version and led_a.state.allocation.locked
         finally:
             await f.close()
