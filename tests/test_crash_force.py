@@ -18,14 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from perun_sim import SimBackend, SimClock, SimLedger
-from perun_sim.server import LedgerServer
-from perun_tcp import TcpBus
+from crash_victim import victim_world
 
 from perun_core.channel.phase import Phase
-from perun_core.client import Channel, Client, ClientConfig
+from perun_core.client import ClientConfig
 from perun_core.plugins import load_plugins
-from perun_core.testing.crash import CRASH_ENV, TRACE_ENV, CrashPoint, read_trace
+from perun_core.testing.crash import CrashPoint, read_trace
 from perun_core.testing.peer import PeerProcess, PeerProcessError
 from perun_core.testing.waiting import until
 
@@ -49,47 +47,11 @@ KILL_POINTS = [f"{e}:{n}:{w}" for e, n in EVENTS[4:6] for w in ("before", "after
 
 
 async def _run(point: CrashPoint | None, tmp: Path) -> dict[str, Any]:
-    async with LedgerServer(SimLedger(clock=SimClock.manual(0))) as server:
-        url = await server.listen_tcp("127.0.0.1", 0)
-        backend = SimBackend(server.ledger)
-        asset = backend.default_assets()[0]
-        account = backend.wallet().add_seed(f"alice-{point}".encode())
-        await backend.faucet(account.address, asset, FUNDS)
-        bus = TcpBus.from_backend(account, backend, handshake_timeout=5.0, close_timeout=1.0)
-        await bus.listen("127.0.0.1", 0)
-        client = Client(
-            account=account,
-            backend=backend,
-            bus=bus,
-            config=ClientConfig(update_timeout=3.0, proposal_timeout=5.0, sync_timeout=3.0),
-        )
-        channels: asyncio.Queue[Channel] = asyncio.Queue()
-        client.on_proposal(lambda p, r: r.accept())
-        client.on_new_channel(channels.put_nowait)
+    config = ClientConfig(update_timeout=3.0, proposal_timeout=5.0, sync_timeout=3.0)
+    async with victim_world(str(point), tmp, FUNDS, config) as w:
         victim: PeerProcess | None = None
-
-        async def spawn(crash: CrashPoint | None, n: int, listen: str) -> PeerProcess:
-            env = {TRACE_ENV: str(tmp / f"trace{n}")}
-            if crash is not None:
-                env[CRASH_ENV] = str(crash)
-            v = await PeerProcess.spawn(
-                ledger_url=url,
-                peer=account.address,
-                peer_endpoint=str(bus.endpoints[0]),
-                listen=listen,
-                funds=FUNDS if n == 0 else 0,
-                seed=f"victim-{point}",
-                persister="leveldb",
-                db=str(tmp / "victim.db"),
-                module="perun_core.testing.crash",
-                env=env,
-            )
-            bus.add_peer(v.address, v.endpoint)
-            return v
-
         try:
-            await client.start()
-            victim = await spawn(point, 0, "tcp://127.0.0.1:0")
+            victim = await w.spawn(point, 0, "tcp://127.0.0.1:0")
             seen = await victim.call(
                 "propose",
                 mine=DEPOSIT["victim"],
@@ -97,12 +59,12 @@ async def _run(point: CrashPoint | None, tmp: Path) -> dict[str, Any]:
                 challenge_duration=CHALLENGE,
                 app="payment",
             )
-            ch = await asyncio.wait_for(channels.get(), 10)
+            ch = await asyncio.wait_for(w.channels.get(), 10)
             cid = seen["id"]
-            assert cid == ch.id.hex() and ch.params.app == backend.payment_app_id()
+            assert cid == ch.id.hex() and ch.params.app == w.backend.payment_app_id()
             await victim.call("register", id=cid)
             await ch.wait_phase(Phase.REGISTERED, timeout=10)
-            await backend.advance_time(CHALLENGE + 1)
+            await w.backend.advance_time(CHALLENGE + 1)
             outcome = "completed"
             try:
                 seen = await victim.call("force_pay", id=cid, amount=FORCED)
@@ -116,8 +78,8 @@ async def _run(point: CrashPoint | None, tmp: Path) -> dict[str, Any]:
                 assert trace[-1] == (point.event, point.n), trace
                 old = victim
                 await old.close()
-                await until(lambda: old.address not in bus.connected_peers, 5)
-                victim = await spawn(None, 1, old.endpoint)
+                await until(lambda: old.address not in w.bus.connected_peers, 5)
+                victim = await w.spawn(None, 1, old.endpoint)
                 seen = await victim.call("channel", timeout=10)
                 # The ledger's replayed event moves it out of PROGRESSING.
                 for _ in range(100):
@@ -132,20 +94,17 @@ async def _run(point: CrashPoint | None, tmp: Path) -> dict[str, Any]:
             assert seen["balances"] == [[DEPOSIT["victim"] - FORCED, DEPOSIT["alice"] + FORCED]]
             await until(lambda: ch.phase == Phase.PROGRESSED, 10, what="Alice adopts it")
             assert ch.state.balances[0] == (DEPOSIT["victim"] - FORCED, DEPOSIT["alice"] + FORCED)
-            await backend.advance_time(CHALLENGE + 1)  # the force-execution window ends
+            await w.backend.advance_time(CHALLENGE + 1)  # the force-execution window ends
             seen = await victim.call("settle", id=cid, timeout=30)
             assert seen["phase"] == "WITHDRAWN", seen
             await asyncio.wait_for(ch.settle(), 30)
-            ledger = server.ledger
-            assert ledger.balance_of(account.address, asset) == FUNDS + FORCED
-            assert ledger.balance_of(victim.address, asset) == FUNDS - FORCED
+            ledger = w.server.ledger
+            assert ledger.balance_of(w.account.address, w.asset) == FUNDS + FORCED
+            assert ledger.balance_of(victim.address, w.asset) == FUNDS - FORCED
             return {"outcome": outcome, "trace": read_trace(tmp / "trace0")}
         finally:
             if victim is not None:
                 await victim.close()
-            await client.close()
-            await bus.close()
-            await backend.close()
 
 
 @pytest.fixture(scope="module")

@@ -19,14 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from perun_sim import SimBackend, SimClock, SimLedger
-from perun_sim.server import LedgerServer
-from perun_tcp import TcpBus
+from crash_victim import victim_world
 
 from perun_core.channel.phase import Phase
-from perun_core.client import Channel, Client, ClientConfig
+from perun_core.client import ClientConfig
 from perun_core.plugins import load_plugins
-from perun_core.testing.crash import CRASH_ENV, TRACE_ENV, CrashPoint, read_trace
+from perun_core.testing.crash import CrashPoint, read_trace
 from perun_core.testing.peer import PeerProcess, PeerProcessError
 from perun_core.testing.waiting import until
 
@@ -85,50 +83,14 @@ async def _drive(victim: PeerProcess, cid: str) -> None:
 
 
 async def _run(point: CrashPoint | None, tmp: Path) -> list[tuple[str, int]]:
-    async with LedgerServer(SimLedger(clock=SimClock.manual(0))) as server:
-        url = await server.listen_tcp("127.0.0.1", 0)
-        backend = SimBackend(server.ledger)
-        asset = backend.default_assets()[0]
-        account = backend.wallet().add_seed(f"alice-{point}".encode())
-        await backend.faucet(account.address, asset, FUNDS)
-        bus = TcpBus.from_backend(account, backend, handshake_timeout=5.0, close_timeout=1.0)
-        await bus.listen("127.0.0.1", 0)
-        client = Client(
-            account=account,
-            backend=backend,
-            bus=bus,
-            config=ClientConfig(update_timeout=2.0, proposal_timeout=5.0, sync_timeout=3.0),
-        )
-        channels: asyncio.Queue[Channel] = asyncio.Queue()
-        client.on_proposal(lambda p, r: r.accept())
-        client.on_new_channel(channels.put_nowait)
+    config = ClientConfig(update_timeout=2.0, proposal_timeout=5.0, sync_timeout=3.0)
+    async with victim_world(str(point), tmp, FUNDS, config) as w:
         victim: PeerProcess | None = None
-
-        async def spawn(crash: CrashPoint | None, n: int, listen: str) -> PeerProcess:
-            env = {TRACE_ENV: str(tmp / f"trace{n}")}
-            if crash is not None:
-                env[CRASH_ENV] = str(crash)
-            v = await PeerProcess.spawn(
-                ledger_url=url,
-                peer=account.address,
-                peer_endpoint=str(bus.endpoints[0]),
-                listen=listen,
-                funds=FUNDS if n == 0 else 0,
-                seed=f"victim-{point}",
-                persister="leveldb",
-                db=str(tmp / "victim.db"),
-                module="perun_core.testing.crash",
-                env=env,
-            )
-            bus.add_peer(v.address, v.endpoint)
-            return v
-
         try:
-            await client.start()
-            victim = await spawn(point, 0, "tcp://127.0.0.1:0")
+            victim = await w.spawn(point, 0, "tcp://127.0.0.1:0")
             seen = await victim.call("propose", mine=DEPOSIT["victim"], theirs=DEPOSIT["alice"])
             cid = seen["id"]
-            ledger_a = await asyncio.wait_for(channels.get(), 10)
+            ledger_a = await asyncio.wait_for(w.channels.get(), 10)
             assert ledger_a.id.hex() == cid
             try:
                 await _drive(victim, cid)
@@ -141,8 +103,8 @@ async def _run(point: CrashPoint | None, tmp: Path) -> list[tuple[str, int]]:
                 assert trace[-1] == (point.event, point.n), trace
                 old = victim
                 await old.close()
-                await until(lambda: old.address not in bus.connected_peers, 5)
-                victim = await spawn(None, 1, old.endpoint)
+                await until(lambda: old.address not in w.bus.connected_peers, 5)
+                victim = await w.spawn(None, 1, old.endpoint)
                 await _drive(victim, cid)
             # The tree is folded back: both ends of the ledger channel agree, then settle.
             await until(lambda: not ledger_a.state.allocation.locked, 15, what="Alice's fold")
@@ -152,16 +114,13 @@ async def _run(point: CrashPoint | None, tmp: Path) -> list[tuple[str, int]]:
             assert seen["phase"] == "WITHDRAWN", seen
             await asyncio.wait_for(ledger_a.settle(), 30)
             assert ledger_a.phase == Phase.WITHDRAWN
-            ledger = server.ledger
-            assert ledger.balance_of(account.address, asset) == FUNDS + PAID
-            assert ledger.balance_of(victim.address, asset) == FUNDS - PAID
+            ledger = w.server.ledger
+            assert ledger.balance_of(w.account.address, w.asset) == FUNDS + PAID
+            assert ledger.balance_of(victim.address, w.asset) == FUNDS - PAID
             return read_trace(tmp / "trace0")
         finally:
             if victim is not None:
                 await victim.close()
-            await client.close()
-            await bus.close()
-            await backend.close()
 
 
 @pytest.fixture(scope="module")
